@@ -1,0 +1,101 @@
+"""Shared fixtures: the app with CSRF on, requests-mock at the HTTP edge, and a form submitter."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+import requests_mock
+
+from webapp import create_app
+
+# A base URL that explains itself if a test ever lets a real request out.
+ENGAGE = "https://unmocked-engage.invalid"
+FIND = f"{ENGAGE}/api/v3/contacts/id"
+CREATE = f"{ENGAGE}/api/v3/contacts"
+CONTACT_ID = "2e40b702-2767-4abe-ae99-aa510108e22b"
+
+TEST_CONFIG = {
+    "ENGAGE_BASE_URL": ENGAGE,
+    "ENGAGE_API_KEY": "test-api-key-not-secret",
+    "SECRET_KEY": "test-secret-key-0123456789",
+    "STORE_EXTERNAL_ID": "101",
+    "ENGAGE_SETTLE_SECONDS": 0,
+}
+
+VALID_FORM = {
+    "firstName": "Anna",
+    "lastName": "Andersson",
+    "email": "anna@example.com",
+    "countryCode": "SE",
+    "consent-memberConsent": "y",
+}
+
+
+def created_body(**attributes):
+    return {
+        "id": "e8f17b1d-b777-4688-862b-cf38009a726e",
+        "attributes": {"memberNumber": "999032095", **attributes},
+        "meta": {"approved": True},
+        "preferences": {},
+        "consents": [],
+    }
+
+
+@pytest.fixture
+def app_config():
+    return dict(TEST_CONFIG)
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    app.extensions["engage"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def engage_api():
+    """requests-mock at the HTTP edge: an unregistered URL raises NoMockAddress."""
+    with requests_mock.Mocker() as mock:
+        yield mock
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "the form carries no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def submit(client):
+    """Open the form as a browser would, then post it with the token it carried."""
+
+    def _submit(data=None, *, follow=True, **overrides):
+        page = client.get("/")
+        fields = dict(VALID_FORM if data is None else data)
+        fields.update(overrides)
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
+        return client.post("/", data=fields, follow_redirects=follow)
+
+    return _submit
+
+
+def outcome_of(response) -> str:
+    match = re.search(r'<main id="main" data-outcome="([^"]*)"', response.get_data(as_text=True))
+    assert match, "page has no <main data-outcome>"
+    return match.group(1)
+
+
+def text_of(response) -> str:
+    """The page's visible text with white space folded, as a person reads it."""
+    html = response.get_data(as_text=True)
+    html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())

@@ -1,0 +1,274 @@
+"""The signup flow through the pages, CSRF on, Engage stubbed at the HTTP edge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from .conftest import (
+    CONTACT_ID,
+    CREATE,
+    FIND,
+    VALID_FORM,
+    created_body,
+    csrf_token,
+    outcome_of,
+    text_of,
+)
+
+
+def methods(engage_api):
+    return [r.method for r in engage_api.request_history]
+
+
+def test_the_empty_form_has_every_field_unticked_and_the_store_country_chosen(client):
+    page = client.get("/")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert outcome_of(page) == "form"
+    for name in ("firstName", "lastName", "email", "mobilePhone", "birthDay", "zipCode"):
+        assert f'name="{name}"' in html
+    for name in ("acceptsEmail", "acceptsSms", "acceptsPostal", "consent-memberConsent"):
+        assert f'name="{name}"' in html
+    assert "checked" not in html
+    assert '<option selected value="SE">' in html
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_a_new_person_is_found_nowhere_then_created_and_welcomed(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    page = submit()
+    assert outcome_of(page) == "created"
+    assert "Member number 999032095" in text_of(page)
+    assert methods(engage_api) == ["GET", "POST"], "find always comes before create"
+
+
+def test_success_redirects_so_a_reload_does_not_post_again(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    response = submit(follow=False)
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/done"
+
+
+def test_the_create_body_holds_only_what_the_person_gave(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    submit(
+        {
+            **VALID_FORM,
+            "mobilePhone": "070-123 45 67",
+            "birthDay": "1990-01-31",
+            "acceptsSms": "y",
+            "zipCode": "",
+            "lastName": "   ",
+        }
+    )
+    body = engage_api.request_history[1].json()
+    assert body["mobilePhone"] == "+46701234567"
+    assert body["birthDay"] == "1990-01-31"
+    assert body["countryCode"] == "SE"
+    assert body["contactType"] == "Member"
+    assert body["lang"] == "sv"  # the store is Swedish and nobody picked another language
+    assert body["preferences"] == {
+        "acceptsEmail": False,
+        "acceptsSms": True,
+        "acceptsPostal": False,
+    }
+    assert "country" not in body
+    assert "zipCode" not in body and "lastName" not in body
+    assert None not in body.values() and "" not in body.values()
+    (consent,) = body["consents"]
+    assert consent["id"] == "memberConsent" and consent["value"] is True
+    assert consent["source"] == "POS" and "store 101" in consent["comment"]
+    assert consent["date"][:2] == "20" and consent["date"][-6] in "+-"  # ISO 8601 with offset
+    query = engage_api.request_history[1].qs
+    assert query == {"source": ["pos"], "storeexternalid": ["101"]}
+
+
+def test_find_uses_the_same_normalised_key_that_create_sends(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    submit(email="  Anna@EXAMPLE.com ")
+    assert engage_api.request_history[0].qs["email"] == ["anna@example.com"]
+    assert engage_api.request_history[1].json()["email"] == "Anna@example.com"
+
+
+def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
+    engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
+    page = submit()
+    assert outcome_of(page) == "existing"
+    assert "You are already a member" in text_of(page)
+    assert methods(engage_api) == ["GET"], "no create after a hit"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome", "words"),
+    [
+        (409, {"errorCode": "ApprovedContactWithKeyExists"}, "existing", "already a member"),
+        (409, {"errorCode": "ContactWithKeyIsBeingCreated"}, "in-progress", "being registered"),
+        (504, {"errorCode": "RequestTimeOut"}, "timeout", "nothing was saved"),
+        (429, None, "unavailable", "purchase can go on"),
+        (401, None, "unavailable", "purchase can go on"),
+        (422, {"errorCode": "ValidationError"}, "rejected", "Please check your details"),
+        (400, {"errorCode": "NoData"}, "rejected", "Please check your details"),
+    ],
+)
+def test_each_create_answer_becomes_a_friendly_outcome(
+    submit, engage_api, status, body, outcome, words
+):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=status, json=body)
+    page = submit()
+    assert outcome_of(page) == outcome
+    assert words in text_of(page)
+    assert str(status) not in text_of(page).replace("2026", ""), "no error codes for people"
+    assert "ValidationError" not in text_of(page)
+    assert methods(engage_api) == ["GET", "POST"], "a create is never sent twice"
+
+
+@pytest.mark.parametrize("outcome", ["rejected", "timeout", "unavailable"])
+def test_the_form_comes_back_filled_in_when_trying_again_makes_sense(submit, engage_api, outcome):
+    status = {"rejected": 422, "timeout": 504, "unavailable": 503}[outcome]
+    engage_api.get(FIND, status_code=404 if outcome != "unavailable" else status)
+    engage_api.post(CREATE, status_code=status, json={"errorCode": "RequestTimeOut"})
+    page = submit(mobilePhone="0701234567", acceptsSms="y", birthDay="1990-01-31")
+    html = page.get_data(as_text=True)
+    assert outcome_of(page) == outcome
+    assert 'value="Anna"' in html and 'value="anna@example.com"' in html
+    assert 'value="0701234567"' in html and 'value="1990-01-31"' in html
+    assert 'id="acceptsSms" name="acceptsSms" type="checkbox" value="y"' in html
+    assert html.count("checked") == 2  # the SMS preference and the consent stay ticked
+
+
+def test_a_rejected_field_is_marked_and_linked_from_the_summary(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(
+        CREATE,
+        status_code=422,
+        json={"errorCode": "ValidationError", "messageDetails": {"email": "x"}},
+    )
+    html = submit().get_data(as_text=True)
+    assert '<a href="#email">Check this: it could not be accepted</a>' in html
+    assert 'aria-describedby="email-error"' in html
+
+
+def test_several_matches_send_the_person_to_staff(submit, engage_api):
+    engage_api.get(
+        FIND, status_code=409, json={"messageDetails": {"multipleMatchesFound": ["a", "b"]}}
+    )
+    page = submit()
+    assert outcome_of(page) == "ambiguous"
+    assert "Ask a member of staff" in text_of(page)
+    assert methods(engage_api) == ["GET"]
+
+
+def test_engage_down_at_find_means_unavailable_and_no_create(submit, engage_api):
+    engage_api.get(FIND, exc=requests.exceptions.ConnectionError)
+    page = submit()
+    assert outcome_of(page) == "unavailable"
+    assert methods(engage_api) == ["GET"]
+
+
+def test_a_create_that_timed_out_on_our_side_is_looked_up_before_anything_is_said(
+    submit, engage_api
+):
+    engage_api.get(
+        FIND, [{"status_code": 404}, {"status_code": 200, "text": json.dumps(CONTACT_ID)}]
+    )
+    engage_api.post(CREATE, exc=requests.exceptions.ReadTimeout)
+    page = submit()
+    assert outcome_of(page) == "created", "the first create went through after all"
+    assert methods(engage_api) == ["GET", "POST", "GET"]
+
+
+def test_a_create_that_timed_out_and_left_nobody_behind_is_safe_to_retry(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, exc=requests.exceptions.ReadTimeout)
+    page = submit()
+    assert outcome_of(page) == "timeout"
+    assert "safe to send them again" in text_of(page)
+    assert methods(engage_api) == ["GET", "POST", "GET"]
+
+
+def test_a_dropped_connection_on_create_is_looked_up_and_never_reposted(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, exc=requests.exceptions.ConnectionError("reset"))
+    page = submit()
+    assert outcome_of(page) == "unavailable"
+    assert methods(engage_api) == ["GET", "POST", "GET"]
+
+
+def test_a_gateway_error_after_create_is_resolved_by_looking_up(submit, engage_api):
+    engage_api.get(
+        FIND, [{"status_code": 404}, {"status_code": 200, "text": json.dumps(CONTACT_ID)}]
+    )
+    engage_api.post(CREATE, status_code=502, text="<html>Bad Gateway</html>")
+    page = submit()
+    assert outcome_of(page) == "created"
+    assert methods(engage_api) == ["GET", "POST", "GET"]
+
+
+def test_invalid_input_never_reaches_engage_and_keeps_what_was_typed(submit, engage_api):
+    page = submit(
+        email="not-an-email",
+        mobilePhone="12",
+        birthDay="2999-01-01",
+        **{"consent-memberConsent": None},
+    )
+    html = page.get_data(as_text=True)
+    assert page.status_code == 400
+    assert outcome_of(page) == "invalid"
+    assert engage_api.call_count == 0
+    assert 'value="not-an-email"' in html and 'value="12"' in html
+    summary = html[html.index('id="error-summary"') : html.index("</ul>")]
+    for field_id in ("email", "mobilePhone", "birthDay", "consent-memberConsent"):
+        assert f'href="#{field_id}"' in summary
+    assert text_of(page).startswith("Error:") or "<title>Error:" in html
+
+
+def test_the_key_field_is_required(submit, engage_api):
+    page = submit(email="")
+    assert outcome_of(page) == "invalid"
+    assert "Enter your email address" in text_of(page)
+    assert engage_api.call_count == 0
+
+
+def test_a_post_without_a_csrf_token_is_refused_and_makes_no_engage_call(client, engage_api):
+    response = client.post("/", data=VALID_FORM)
+    assert response.status_code == 400
+    assert engage_api.call_count == 0
+    assert "needs to be sent again" in text_of(response)
+    assert 'value="anna@example.com"' in response.get_data(as_text=True), "nothing typed is lost"
+
+
+def test_the_form_given_back_after_a_stale_token_can_be_sent(client, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    refused = client.post("/", data={**VALID_FORM, "csrf_token": "stale"})
+    again = {**VALID_FORM, "csrf_token": csrf_token(refused.get_data(as_text=True))}
+    assert outcome_of(client.post("/", data=again, follow_redirects=True)) == "created"
+
+
+def test_markup_in_a_name_is_shown_as_text_not_run(submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=503)
+    engage_api.get(FIND, status_code=404)
+    html = submit(firstName='<script>alert("x")</script>').get_data(as_text=True)
+    assert '<script>alert("x")</script>' not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def test_the_result_page_without_a_submission_goes_back_to_the_form(client):
+    response = client.get("/done")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+def test_unknown_pages_are_friendly(client):
+    page = client.get("/nope")
+    assert page.status_code == 404
+    assert "There is no page at this address" in text_of(page)

@@ -1,0 +1,80 @@
+"""engage-signup: the point-of-sale form that registers loyalty members in Voyado Engage."""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_babel import Babel
+from flask_wtf import CSRFProtect
+
+from .config import ConfigError, load_config
+from .engage import EngageClient
+from .forms import form_class_for
+from .i18n import select_locale
+
+try:
+    __version__ = metadata.version("engage-signup")
+except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0.0.0"
+
+__all__ = ["ConfigError", "create_app", "__version__"]
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _resource_dir(name: str) -> str:
+    """templates/ and static/: inside the package when installed, at the top level in a checkout."""
+    for candidate in (_HERE / name, _HERE.parent / name):
+        if candidate.is_dir():
+            return str(candidate)
+    raise RuntimeError(f"{name}/ not found next to {_HERE}")
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. Raises ConfigError (naming the key) when the configuration is wrong."""
+    settings = load_config(config)
+    app = Flask(
+        __name__,
+        template_folder=_resource_dir("templates"),
+        static_folder=_resource_dir("static"),
+    )
+    app.config.update(
+        WTF_CSRF_TIME_LIMIT=8 * 3600,  # seconds: a form left open for a whole shift still works
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        MAX_CONTENT_LENGTH=64 * 1024,  # bytes: a signup is well under 2 KB
+        BABEL_TRANSLATION_DIRECTORIES=str(_HERE / "translations"),
+    )
+    app.config.update(settings)
+    logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
+
+    Babel(app, locale_selector=select_locale)
+    CSRFProtect(app)
+    app.extensions["engage"] = EngageClient(
+        app.config["ENGAGE_BASE_URL"],
+        app.config["ENGAGE_API_KEY"],
+        user_agent=f"engage-signup/{__version__}",
+        connect_timeout=app.config["ENGAGE_CONNECT_TIMEOUT"],
+        read_timeout=app.config["ENGAGE_READ_TIMEOUT"],
+        create_timeout=app.config["ENGAGE_CREATE_TIMEOUT"],
+        observer=_observe_engage_call,
+    )
+    app.extensions["signup_form"] = form_class_for(
+        app.config["CONTACT_KEY"], app.config["REQUIRED_FIELDS"], app.config["CONSENTS"]
+    )
+
+    from . import views, web
+
+    web.init_app(app)
+    app.register_blueprint(views.bp)
+    return app
+
+
+def _observe_engage_call(method: str, path: str, status: int | None, elapsed: float) -> None:
+    from .web import add_engage_time
+
+    add_engage_time(elapsed)

@@ -1,0 +1,209 @@
+"""Configuration: defaults, read from environment variables of the same name, overridable by a dict.
+
+Every key is parsed and checked once at start-up. A wrong value stops the app with one
+`ConfigError` line that names the key, so a misconfigured till never shows a broken form.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+CONTACT_KEYS = ("email", "mobilePhone", "socialSecurityNumber", "externalId")
+OPTIONAL_FIELDS = ("firstName", "lastName", "mobilePhone", "birthDay", "zipCode", "email")
+
+# The default consent: the membership terms, with the id used in the create-contact page's
+# example payload. Tenants name their consents themselves (engage-api.md §4), so CONSENTS
+# is usually set per deployment.
+DEFAULT_CONSENTS = [
+    {
+        "id": "memberConsent",
+        "required": True,
+        "label": {
+            "en": "I accept the membership terms",
+            "sv": "Jag godkänner medlemsvillkoren",
+            "fi": "Hyväksyn jäsenehdot",
+            "nb": "Jeg godtar medlemsvilkårene",
+            "da": "Jeg accepterer medlemsbetingelserne",
+        },
+    }
+]
+
+
+class ConfigError(RuntimeError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+def _str(value: Any) -> str:
+    return str(value).strip()
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _number(minimum: float, maximum: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        number = float(value)
+        if not minimum <= number <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return number
+
+    return parse
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = int(value)
+        if not minimum <= number <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return number
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _base_url(value: Any) -> str:
+    text = str(value).strip().rstrip("/")
+    if not text:
+        return ""
+    # Scheme and host only: the client adds /api/v3/... itself (urljoin would drop segments).
+    if not re.fullmatch(r"https?://[^/\s?#]+", text):
+        raise ValueError("must be scheme and host only, like https://acme.staging.voyado.com")
+    return text
+
+
+def _country(value: Any) -> str:
+    text = str(value).strip().upper()
+    from .i18n import country_codes
+
+    if text not in country_codes():
+        raise ValueError("must be a two-letter ISO 3166 country code, like SE")
+    return text
+
+
+def _field_list(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    fields = tuple(item.strip() for item in items if item.strip())
+    unknown = [name for name in fields if name not in OPTIONAL_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r}; known: {', '.join(OPTIONAL_FIELDS)}")
+    return fields
+
+
+def _consents(value: Any) -> tuple[dict, ...]:
+    items = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("must be a JSON list of consents")
+    consents = []
+    for item in items:
+        if not isinstance(item, dict) or not re.fullmatch(
+            r"[A-Za-z0-9_.-]{1,64}", item.get("id") or ""
+        ):
+            raise ValueError("each consent needs an id of letters, digits, '_', '.' or '-'")
+        label = item.get("label")
+        if not isinstance(label, dict) or not label.get("en"):
+            raise ValueError(f"consent {item['id']!r} needs a label with at least an 'en' text")
+        url = item.get("url")
+        if url is not None and not re.fullmatch(r"https?://\S+", str(url)):
+            raise ValueError(f"consent {item['id']!r}: url must start with http:// or https://")
+        consents.append(
+            {
+                "id": item["id"],
+                "required": bool(item.get("required")),
+                "label": dict(label),
+                "url": url,
+            }
+        )
+    ids = [c["id"] for c in consents]
+    if len(set(ids)) != len(ids):
+        raise ValueError("consent ids must be unique")
+    return tuple(consents)
+
+
+# key: (parser, default). Only these keys are read from the environment.
+SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "ENGAGE_BASE_URL": (_base_url, ""),
+    "ENGAGE_API_KEY": (_str, ""),
+    "STORE_EXTERNAL_ID": (_str, ""),
+    "SECRET_KEY": (_str, ""),
+    "CONTACT_TYPE": (_str, "Member"),
+    "CONTACT_KEY": (_choice(*CONTACT_KEYS), "email"),
+    "DEFAULT_COUNTRY": (_country, "SE"),
+    "CREATE_AS_UNAPPROVED": (_bool, False),
+    "CONSENTS": (_consents, DEFAULT_CONSENTS),
+    # Fields that the tenant's contact type makes mandatory, beyond the key.
+    "REQUIRED_FIELDS": (_field_list, ()),
+    # Seconds. Connect short; reads long enough that Engage's own 504 (after ~5 s on
+    # create, engage-api.md §7) reaches us before we give up ourselves.
+    "ENGAGE_CONNECT_TIMEOUT": (_number(0.1, 30), 3.05),
+    "ENGAGE_READ_TIMEOUT": (_number(0.1, 60), 5.0),
+    "ENGAGE_CREATE_TIMEOUT": (_number(0.1, 60), 10.0),
+    # Seconds to wait before looking a person up again when a create ended in doubt
+    # (dropped connection, 502/503): Engage's retry policy says wait, then check.
+    "ENGAGE_SETTLE_SECONDS": (_number(0, 30), 1.0),
+    # Set by the launcher when it runs the built-in simulator: shows the training banner.
+    "TRAINING_MODE": (_bool, False),
+    "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+}
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Defaults, then environment variables, then `overrides`; parsed and checked."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    config: dict[str, Any] = {}
+    for key, (parse, default) in SCHEMA.items():
+        if key in overrides:
+            raw = overrides.pop(key)
+        elif key in environ:
+            raw = environ[key]
+        else:
+            config[key] = default
+            continue
+        try:
+            config[key] = parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(key, str(exc)) from None
+    config.update(overrides)  # Flask's own keys (TESTING, ...) pass through untouched.
+    _check_required(config)
+    return config
+
+
+def _check_required(config: dict[str, Any]) -> None:
+    if not config["ENGAGE_BASE_URL"]:
+        raise ConfigError(
+            "ENGAGE_BASE_URL",
+            "not set. Set it to your Engage tenant (https://<tenant>.voyado.com), "
+            "or start with `python3 dev.py run` to use the built-in Engage simulator",
+        )
+    for key in ("ENGAGE_API_KEY", "SECRET_KEY", "STORE_EXTERNAL_ID"):
+        if not config[key]:
+            raise ConfigError(key, "not set")
+    if len(config["SECRET_KEY"]) < 16:
+        raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")

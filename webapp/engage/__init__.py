@@ -1,0 +1,31 @@
+"""Voyado Engage: the client and its errors."""
+
+from .client import EngageClient
+from .errors import (
+    ContactBeingCreated,
+    ContactExists,
+    EngageError,
+    EngageRejected,
+    EngageServerError,
+    EngageTimeout,
+    EngageUnavailable,
+    MultipleMatches,
+    NotAuthorised,
+    OutcomeUnknown,
+    RateLimited,
+)
+
+__all__ = [
+    "ContactBeingCreated",
+    "ContactExists",
+    "EngageClient",
+    "EngageError",
+    "EngageRejected",
+    "EngageServerError",
+    "EngageTimeout",
+    "EngageUnavailable",
+    "MultipleMatches",
+    "NotAuthorised",
+    "OutcomeUnknown",
+    "RateLimited",
+]

@@ -1,0 +1,283 @@
+"""The Engage client: the only code that speaks HTTP to Voyado Engage.
+
+One `EngageClient` per app. Each worker thread gets its own pooled `requests.Session`
+(a Session is not documented as thread-safe), so connections to Engage stay warm across
+requests instead of paying a TLS handshake per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.util.retry import Retry
+
+from . import assumptions
+from .errors import (
+    ContactBeingCreated,
+    ContactExists,
+    EngageError,
+    EngageRejected,
+    EngageServerError,
+    EngageTimeout,
+    EngageUnavailable,
+    MultipleMatches,
+    NotAuthorised,
+    OutcomeUnknown,
+    RateLimited,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _RedactQueryStrings(logging.Filter):
+    """urllib3 logs request URLs (retries, debug lines); a query string holds email or phone."""
+
+    _QUERY = re.compile(r"\?[^\s\"']*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._QUERY.sub("?[redacted]", record.getMessage())
+        record.args = ()
+        return True
+
+
+for _name in (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.util.retry",
+    "urllib3.poolmanager",
+):
+    logging.getLogger(_name).addFilter(_RedactQueryStrings())
+
+CONTACTS_PATH = "/api/v3/contacts"
+FIND_PATH = "/api/v3/contacts/id"
+STORES_PATH = "/api/v3/stores"
+CONSENTS_PATH = "/api/v3/consents"  # v3 path inferred from v2 (engage-api.md §4), not confirmed
+
+
+class EngageClient:
+    """Calls Engage. Every failure is raised as a subclass of `EngageError`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        user_agent: str,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 5.0,
+        create_timeout: float = 10.0,
+        pool_size: int = 16,
+        observer: Callable[[str, str, int | None, float], None] | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.user_agent = user_agent
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.create_timeout = create_timeout
+        self.pool_size = pool_size
+        self.observer = observer
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # the key stays out of every repr and log line
+        return f"EngageClient({self.base_url!r})"
+
+    # --- public operations ---------------------------------------------------------------------
+    def find_contact_id(self, *, key: str, value: str, contact_type: str) -> str | None:
+        """The contact id of the one contact whose `key` is `value`, or None when nobody has it.
+
+        Raises MultipleMatches (409), EngageRejected (400), EngageUnavailable.
+        """
+        params = {assumptions.FIND_PARAMETER_FOR_KEY[key]: value, "contactType": contact_type}
+        response = self._request(
+            "GET", FIND_PATH, params=params, timeout=self.read_timeout, accept=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        return assumptions.contact_id_from_find(response.text)
+
+    def create_contact(
+        self,
+        contact: dict[str, Any],
+        *,
+        source: str,
+        store_external_id: str,
+        create_as_unapproved: bool = False,
+    ) -> dict[str, Any]:
+        """Create a contact; returns Engage's 201 body (id, attributes, meta, ...).
+
+        Raises ContactExists / ContactBeingCreated (409), EngageRejected (400/422),
+        EngageTimeout (Engage's own 504: nothing created), OutcomeUnknown (may have been
+        created: look the person up before doing anything else), EngageUnavailable.
+        Never retried after the request was sent (Engage's retry policy, engage-api.md §7).
+        """
+        params = {"source": source, "storeExternalId": store_external_id}
+        if create_as_unapproved:
+            params["createAsUnapproved"] = "true"
+        response = self._request(
+            "POST", CONTACTS_PATH, params=params, json=contact, timeout=self.create_timeout
+        )
+        body = assumptions.parse_body(response.text)
+        return body if isinstance(body, dict) else {}
+
+    def get_stores(self) -> list[dict[str, Any]]:
+        """Engage's active stores (GET /api/v3/stores)."""
+        response = self._request("GET", STORES_PATH, timeout=self.read_timeout)
+        body = assumptions.parse_body(response.text)
+        return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
+
+    def get_consents(self) -> list[dict[str, Any]]:
+        """The tenant's consent definitions (GET /api/v3/consents)."""
+        response = self._request("GET", CONSENTS_PATH, timeout=self.read_timeout)
+        body = assumptions.parse_body(response.text)
+        return [c for c in body if isinstance(c, dict)] if isinstance(body, list) else []
+
+    def close(self) -> None:
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "apikey": self._api_key,
+                    "User-Agent": self.user_agent,
+                    # Engage answers 500 to any request, GET included, without this header.
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                }
+            )
+            # Lookups may be retried: they change nothing. A create is retried only when the
+            # connection failed before anything was sent (urllib3 never re-sends a POST after a
+            # read error or a 5xx, since POST is not in allowed_methods).
+            retry = Retry(
+                total=2,
+                connect=2,
+                read=1,
+                status=1,
+                backoff_factor=0.2,
+                status_forcelist=(502, 503, 504),
+                allowed_methods=frozenset({"GET"}),
+                raise_on_status=False,
+                respect_retry_after_header=False,
+            )
+            adapter = HTTPAdapter(
+                pool_connections=1, pool_maxsize=self.pool_size, max_retries=retry
+            )
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _request(
+        self, method: str, path: str, *, timeout: float, accept: tuple[int, ...] = (), **kwargs
+    ) -> requests.Response:
+        started = time.perf_counter()
+        status: int | None = None
+        error: EngageError | None = None
+        try:
+            response = self._send(method, path, timeout=timeout, **kwargs)
+            status = response.status_code
+            if status >= 300 and status not in accept:
+                raise error_for(method, response)
+            return response
+        except EngageError as exc:
+            error = exc
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            # One line per call; never the query string (personal data), body or headers (key).
+            log.log(
+                logging.WARNING if error else logging.INFO,
+                "engage call method=%s path=%s status=%s ms=%.1f outcome=%s",
+                method, path, status if status is not None else "-", elapsed * 1000,
+                error.__class__.__name__ if error else "ok",
+            )  # fmt: skip
+            if self.observer is not None:
+                self.observer(method, path, status, elapsed)
+
+    def _send(self, method: str, path: str, *, timeout: float, **kwargs) -> requests.Response:
+        """Send one request; transport failures become EngageError subclasses."""
+        try:
+            return self._session().request(
+                method,
+                self.base_url + path,
+                timeout=(self.connect_timeout, timeout),
+                allow_redirects=False,
+                **kwargs,
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise EngageUnavailable("connect timeout") from exc
+        except requests.exceptions.ReadTimeout as exc:
+            if method == "GET":
+                raise EngageTimeout("read timeout") from exc
+            raise OutcomeUnknown("read timeout", timed_out=True) from exc
+        except requests.exceptions.ConnectionError as exc:
+            if method == "GET" or _not_sent(exc):
+                raise EngageUnavailable("connection failed") from exc
+            raise OutcomeUnknown("connection dropped") from exc
+        except requests.exceptions.RequestException as exc:
+            raise EngageUnavailable("request failed") from exc
+
+
+def _not_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection failed before the request left (refused, DNS, TLS handshake)."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
+    return isinstance(reason, NewConnectionError | NameResolutionError) or isinstance(
+        exc, requests.exceptions.SSLError
+    )
+
+
+def error_for(method: str, response: requests.Response) -> EngageError:
+    """Map a non-2xx answer to an exception: status first, then the token; any body is fine."""
+    status = response.status_code
+    text = response.text if response.content else ""
+    body = assumptions.parse_body(text)
+    token = assumptions.error_token(body, text)
+    kwargs = {"status_code": status, "code": token}
+    if status == 409:
+        if token == "ContactWithKeyIsBeingCreated":
+            return ContactBeingCreated(**kwargs)
+        if method == "GET" or token == "MultipleMatches":
+            exc = MultipleMatches(**kwargs)
+            exc.contact_ids = assumptions.multiple_match_ids(body)
+            return exc
+        # ApprovedContactWithKeyExists, or a 409 on create whose body we could not read: the
+        # key is taken either way.
+        return ContactExists(**kwargs)
+    if status == 429:
+        return RateLimited(**kwargs)
+    if status in assumptions.AUTH_STATUSES:
+        return NotAuthorised(**kwargs)
+    if status in (400, 404, 422):
+        return EngageRejected(field_errors=assumptions.field_errors(body), **kwargs)
+    if status >= 500:
+        if status == 504 and token == "RequestTimeOut":
+            return EngageTimeout(**kwargs)  # Engage's own: nothing created, rolled back
+        if method == "POST":
+            # A 5xx on create that is not Engage's documented 504 (a gateway, a crash after
+            # commit) leaves it open whether the contact exists.
+            return OutcomeUnknown(timed_out=status == 504, **kwargs)
+        if status == 504:
+            return EngageTimeout(**kwargs)
+        return EngageServerError(**kwargs)
+    # 3xx and other 4xx: nothing we can act on; treat as Engage being unavailable to us.
+    return EngageUnavailable(**kwargs)

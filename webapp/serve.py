@@ -1,0 +1,87 @@
+"""Start engage-signup under a production WSGI server.
+
+    python -m webapp.serve [--host 127.0.0.1] [--port 8000] [--workers 2] [--threads 8]
+
+gunicorn with threaded workers (waitress on Windows): an Engage call waits on the network,
+so one slow call must never hold up the other tills. Configuration comes from the
+environment (see README); a wrong value stops start-up with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import ConfigError, create_app
+
+log = logging.getLogger("webapp.serve")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="engage-signup", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=env.get("HOST", "127.0.0.1"), help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(env.get("PORT", "8000")))
+    parser.add_argument(
+        "--workers", type=int, default=int(env.get("WEB_WORKERS", "2")), help="processes"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=int(env.get("WEB_THREADS", "8")), help="threads per process"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        create_app()  # check the configuration once, before any worker starts
+    except ConfigError as exc:
+        print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    url = f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
+    print(f"engage-signup is running: open {url}", flush=True)  # noqa: T201
+    _serve(args)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> None:
+    if sys.platform == "win32":  # pragma: no cover - gunicorn does not run on Windows
+        import waitress
+
+        waitress.serve(create_app(), host=args.host, port=args.port, threads=args.threads)
+        return
+
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):
+        def load_config(self):
+            options = {
+                "bind": f"{args.host}:{args.port}",
+                "workers": args.workers,
+                "threads": args.threads,
+                "worker_class": "gthread",
+                # Longer than the slowest signup can take (find + create + settle + find).
+                "timeout": 60,
+                "graceful_timeout": 10,
+                "keepalive": 5,
+                "accesslog": None,  # our own request line (no query strings, no personal data)
+                "errorlog": "-",
+                "proc_name": "engage-signup",
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return create_app()
+
+    Server().run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The signup flow against Engage: find first, create only when nobody was found.
+
+`register()` turns every answer Engage can give into one `Outcome`, whose name is what
+`<main data-outcome>` shows, so tests and monitoring can rely on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engage import (
+    ContactBeingCreated,
+    ContactExists,
+    EngageClient,
+    EngageError,
+    EngageRejected,
+    EngageTimeout,
+    EngageUnavailable,
+    MultipleMatches,
+    OutcomeUnknown,
+)
+
+CREATED = "created"
+EXISTING = "existing"
+IN_PROGRESS = "in-progress"
+AMBIGUOUS = "ambiguous"
+REJECTED = "rejected"
+TIMEOUT = "timeout"
+UNAVAILABLE = "unavailable"
+OUTCOMES = (CREATED, EXISTING, IN_PROGRESS, AMBIGUOUS, REJECTED, TIMEOUT, UNAVAILABLE)
+
+SOURCE = "POS"
+
+# Engage's find-contact error tokens that name the field at fault (engage-api.md §1.2).
+FIELD_FOR_TOKEN = {
+    "InvalidEmailAddress": "email",
+    "InvalidPhoneNumber": "mobilePhone",
+    "InvalidSocialSecurityNumber": "socialSecurityNumber",
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    contact_id: str | None = None
+    member_number: str | None = None
+    # Engage attribute names that Engage said were wrong (422 detail or a find token).
+    fields: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Signup:
+    """What one submission asks Engage for."""
+
+    contact: dict[str, Any]  # the create body: only what the person gave
+    key: str  # which attribute is the contact type's key
+    contact_type: str
+    store_external_id: str
+    create_as_unapproved: bool = False
+
+
+def build_contact(
+    values: dict[str, Any],
+    *,
+    contact_type: str,
+    lang: str,
+    consents: list[str],
+    channel: str,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The create body: no null, no empty string, `countryCode` but never `country`.
+
+    `values` holds attribute → already normalised value (E.164 phone, YYYY-MM-DD birthDay);
+    `consents` holds the ids of the consents the person ticked.
+    """
+    now = now or dt.datetime.now(dt.UTC).astimezone()
+    contact: dict[str, Any] = {
+        name: value
+        for name, value in values.items()
+        if name not in ("country", "preferences", "consents") and value not in (None, "")
+    }
+    contact["contactType"] = contact_type
+    contact["lang"] = lang
+    contact["preferences"] = {
+        name: bool(values.get(name)) for name in ("acceptsEmail", "acceptsSms", "acceptsPostal")
+    }
+    for name in contact["preferences"]:
+        contact.pop(name, None)
+    if consents:
+        contact["consents"] = [
+            {
+                "id": consent_id,
+                "value": True,
+                "date": now.isoformat(timespec="seconds"),
+                "source": SOURCE,
+                "comment": f"Given on the engage-signup form ({channel})",
+            }
+            for consent_id in consents
+        ]
+    return contact
+
+
+def register(
+    client: EngageClient,
+    signup: Signup,
+    *,
+    settle_seconds: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Find the person; create them only if nobody was found. Never POSTs twice."""
+    value = signup.contact[signup.key]
+    try:
+        found = client.find_contact_id(
+            key=signup.key, value=value, contact_type=signup.contact_type
+        )
+    except EngageError as exc:
+        return _outcome_for_find_error(exc)
+    if found:
+        return Outcome(EXISTING, contact_id=found)
+
+    try:
+        created = client.create_contact(
+            signup.contact,
+            source=SOURCE,
+            store_external_id=signup.store_external_id,
+            create_as_unapproved=signup.create_as_unapproved,
+        )
+    except ContactExists:
+        return Outcome(EXISTING)
+    except ContactBeingCreated:
+        return Outcome(IN_PROGRESS)
+    except EngageRejected as exc:
+        return Outcome(REJECTED, fields=tuple(exc.field_errors) or _token_fields(exc))
+    except OutcomeUnknown as exc:
+        return _settle_doubt(client, signup, exc, settle_seconds, sleep)
+    except EngageTimeout:
+        return Outcome(TIMEOUT)  # Engage's own 504: nothing was created, all rolled back
+    except EngageUnavailable:
+        return Outcome(UNAVAILABLE)
+    attributes = created.get("attributes") if isinstance(created.get("attributes"), dict) else {}
+    return Outcome(
+        CREATED,
+        contact_id=_text(created.get("id")),
+        member_number=_text(attributes.get("memberNumber")),
+    )
+
+
+def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) -> Outcome:
+    """A create ended without a clear answer: look the person up before saying anything."""
+    fallback = Outcome(TIMEOUT if exc.timed_out else UNAVAILABLE)
+    if not exc.timed_out:
+        # A dropped connection or a gateway error may leave Engage still working on it; after
+        # our own read timeout Engage's shorter server-side limit has already passed.
+        sleep(settle_seconds)
+    try:
+        found = client.find_contact_id(
+            key=signup.key, value=signup.contact[signup.key], contact_type=signup.contact_type
+        )
+    except MultipleMatches:
+        return Outcome(AMBIGUOUS)
+    except EngageError:
+        return fallback
+    return Outcome(CREATED, contact_id=found) if found else fallback
+
+
+def _outcome_for_find_error(exc: EngageError) -> Outcome:
+    if isinstance(exc, MultipleMatches):
+        return Outcome(AMBIGUOUS)
+    if isinstance(exc, EngageRejected):
+        return Outcome(REJECTED, fields=_token_fields(exc))
+    if isinstance(exc, EngageTimeout):
+        return Outcome(TIMEOUT)
+    return Outcome(UNAVAILABLE)
+
+
+def _token_fields(exc: EngageError) -> tuple[str, ...]:
+    field_name = FIELD_FOR_TOKEN.get(exc.code or "")
+    return (field_name,) if field_name else ()
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None

@@ -1,0 +1,142 @@
+"""The signup pages: the form (GET/POST /) and the result page (GET /done)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_wtf.csrf import CSRFError
+
+from . import signup as flow
+from . import web
+from .i18n import LANGUAGES, countries, outcome_messages
+
+bp = Blueprint("signup", __name__)
+
+# Outcomes that end the person's part: shown on a result page after a redirect.
+FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS)
+ATTRIBUTES = (
+    *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
+    *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
+)
+
+
+@bp.before_app_request
+def _switch_language():
+    chosen = request.args.get("lang")
+    if request.method == "GET" and chosen in LANGUAGES:
+        session["lang"] = chosen
+        return redirect(request.path, code=303)
+    return None
+
+
+@bp.app_context_processor
+def _page_context():
+    return {"language": _language(), "languages": LANGUAGES, "today": dt.date.today().isoformat()}
+
+
+@bp.get("/")
+def form():
+    session.pop("outcome", None)
+    form = _new_form(data={"countryCode": current_app.config["DEFAULT_COUNTRY"]})
+    return _render_form(form, "form")
+
+
+@bp.post("/")
+def submit():
+    form = _new_form()
+    if not form.validate_on_submit():
+        return _render_form(form, "invalid", 400)
+
+    config = current_app.config
+    values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
+    consents = [f.name.removeprefix("consent-") for f in form.consent_fields() if f.data]
+    signup = flow.Signup(
+        contact=flow.build_contact(
+            values,
+            contact_type=config["CONTACT_TYPE"],
+            lang=_language(),
+            consents=consents,
+            channel=f"store {config['STORE_EXTERNAL_ID']}",
+        ),
+        key=config["CONTACT_KEY"],
+        contact_type=config["CONTACT_TYPE"],
+        store_external_id=config["STORE_EXTERNAL_ID"],
+        create_as_unapproved=config["CREATE_AS_UNAPPROVED"],
+    )
+    outcome = flow.register(
+        current_app.extensions["engage"], signup, settle_seconds=config["ENGAGE_SETTLE_SECONDS"]
+    )
+    if outcome.name in FINAL_OUTCOMES:
+        # Post/Redirect/Get. Only the outcome and Engage's member number go in the session
+        # cookie: never anything the person typed.
+        session["outcome"] = {"name": outcome.name, "member_number": outcome.member_number}
+        g.outcome = outcome.name
+        return redirect(url_for(".done"), code=303)
+
+    if outcome.name == flow.REJECTED:
+        for name in outcome.fields:
+            if name in form:
+                form[name].errors = [*form[name].errors, _("Check this: it could not be accepted")]
+    return _render_form(form, outcome.name)
+
+
+@bp.app_errorhandler(CSRFError)
+def _csrf_failed(exc: CSRFError):
+    """A missing or stale token: no Engage call, but give the form back with what was typed."""
+    if request.endpoint != "signup.submit":
+        return web.http_error(exc)
+    form = _new_form()  # not validated: it only carries the data back, with a fresh token
+    form.form_errors.append(
+        _("This page was open for a long time, so for your safety it needs to be sent again. "
+          "Check your details and press the button once more.")
+    )  # fmt: skip
+    return _render_form(form, "invalid", 400)
+
+
+@bp.get("/done")
+def done():
+    result = session.get("outcome")
+    if not isinstance(result, dict) or result.get("name") not in FINAL_OUTCOMES:
+        return redirect(url_for(".form"), code=303)
+    g.outcome = result["name"]
+    heading, text = outcome_messages()[result["name"]]
+    return render_template(
+        "signup/done.html",
+        outcome=result["name"],
+        heading=heading,
+        text=text,
+        member_number=result.get("member_number") if result["name"] == flow.CREATED else None,
+    )
+
+
+def _language() -> str:
+    return get_locale().language if get_locale() else "en"
+
+
+def _new_form(**kwargs):
+    form = current_app.extensions["signup_form"](**kwargs)
+    form.countryCode.choices = countries(_language())
+    return form
+
+
+def _render_form(form, outcome: str, status: int = 200):
+    g.outcome = outcome
+    heading, text = outcome_messages().get(outcome, (None, None))
+    consents = {
+        f"consent-{c['id']}": c for c in current_app.config["CONSENTS"]
+    }  # field name → definition, for labels in the person's language
+    return (
+        render_template(
+            "signup/form.html",
+            form=form,
+            outcome=outcome,
+            heading=heading,
+            text=text,
+            consents=consents,
+            language=_language(),
+        ),
+        status,
+    )

@@ -1,0 +1,96 @@
+"""What every response gets: security headers, Server-Timing, one log line, friendly errors."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import traceback
+import uuid
+
+from flask import Flask, g, has_request_context, render_template, request
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("webapp.request")
+
+CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+def add_engage_time(seconds: float) -> None:
+    """Called by the Engage client after each call, to split Server-Timing into app and Engage."""
+    if has_request_context():
+        g.engage_seconds = g.get("engage_seconds", 0.0) + seconds
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+
+
+def _start() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-Id", "")
+    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
+
+
+def _finish(response):
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    # same-origin, not no-referrer: Flask-WTF's CSRF check needs the Referer over HTTPS.
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if response.mimetype == "text/html":
+        # Pages can show what a person typed: never keep them in any cache or history.
+        headers["Cache-Control"] = "no-store"
+    started = g.get("started")
+    if started is not None:
+        total_ms = (time.perf_counter() - started) * 1000
+        engage_ms = g.get("engage_seconds", 0.0) * 1000
+        headers["Server-Timing"] = f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}"
+        headers["X-Request-Id"] = g.request_id
+        # One line per request: no query string, no form data, no personal data.
+        log.info(
+            "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s request_id=%s",
+            request.method, request.path, response.status_code, total_ms, engage_ms,
+            g.get("outcome", "-"), g.request_id,
+        )  # fmt: skip
+    return response
+
+
+def http_error(exc: HTTPException):
+    messages = {
+        400: _("Something in the request was not right. Go back to the form and try again."),
+        404: _("There is no page at this address."),
+        405: _("This page cannot be used that way."),
+        413: _("That was more data than a signup can hold."),
+    }
+    text = messages.get(exc.code or 500, _("Something went wrong on our side."))
+    g.outcome = f"http-{exc.code}"
+    return render_template("errors/error.html", message=text, outcome="error"), exc.code or 500
+
+
+def _unexpected_error(exc: Exception):
+    if isinstance(exc, HTTPException):  # pragma: no cover - handled above
+        return http_error(exc)
+    # The frames, not the exception's message: a message can quote what the person typed.
+    logging.getLogger("webapp").error(
+        "unhandled error type=%s request_id=%s\n%s",
+        type(exc).__name__, g.get("request_id"), "".join(traceback.format_tb(exc.__traceback__)),
+    )  # fmt: skip
+    g.outcome = "error"
+    return (
+        render_template(
+            "errors/error.html", message=_("Something went wrong on our side."), outcome="error"
+        ),
+        500,
+    )
