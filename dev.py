@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The two set-up commands, with nothing but Python 3.11+ on the machine.
 
-    python3 dev.py run    start the app (on the built-in Engage simulator unless ENGAGE_BASE_URL is set)
+    python3 dev.py run    start the app (built-in Engage simulator unless ENGAGE_BASE_URL is set)
     python3 dev.py test   run the whole test suite
 
 Each creates .venv/ on first use and reinstalls the project whenever pyproject.toml changes.
@@ -25,7 +25,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 
 def ensure_env(extras: str) -> None:
     """Create .venv and install the project with `extras` unless already up to date."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit("engage-signup needs Python 3.11 or newer")
     stamp = VENV / f".installed-{extras or 'app'}"
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()

@@ -57,7 +57,10 @@ def app(app_config):
 
 @pytest.fixture
 def client(app):
-    return app.test_client()
+    """A browser whose person chose English (the store's own default is Swedish)."""
+    browser = app.test_client()
+    browser.get("/?lang=en")
+    return browser
 
 
 @pytest.fixture

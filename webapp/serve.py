@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    url = f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
+    url = (
+        f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
+    )
     print(f"engage-signup is running: open {url}", flush=True)  # noqa: T201
     _serve(args)
     return 0

@@ -1,0 +1,120 @@
+"""Every sentence exists in Swedish, Finnish, Norwegian, Danish and English, and is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from babel.messages.frontend import CommandLineInterface
+from babel.messages.mofile import read_mo
+from babel.messages.pofile import read_po
+
+from .conftest import CREATE, FIND, created_body, outcome_of, text_of
+
+ROOT = Path(__file__).resolve().parent.parent
+TRANSLATIONS = ROOT / "webapp" / "translations"
+LANGUAGES = ("sv", "fi", "nb", "da")
+
+
+def catalogue(lang: str, kind: str = "po"):
+    path = TRANSLATIONS / lang / "LC_MESSAGES" / f"messages.{kind}"
+    with open(path, "rb") as handle:
+        return read_po(handle, locale=lang) if kind == "po" else read_mo(handle)
+
+
+def ids(catalog) -> set[str]:
+    return {m.id for m in catalog if m.id}
+
+
+def test_the_message_template_holds_every_string_in_the_code(tmp_path):
+    fresh = tmp_path / "messages.pot"
+    CommandLineInterface().run(
+        ["pybabel", "-q", "extract", "-F", str(TRANSLATIONS / "babel.cfg"), "-k", "_l",
+         "--no-location", "--omit-header", "-o", str(fresh), str(ROOT)]
+    )  # fmt: skip
+    with open(fresh, "rb") as handle:
+        in_code = ids(read_po(handle))
+    with open(TRANSLATIONS / "messages.pot", "rb") as handle:
+        template = ids(read_po(handle))
+    assert in_code == template, "run the extract command in webapp/translations/babel.cfg"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_each_catalogue_translates_every_string_and_is_compiled(lang):
+    with open(TRANSLATIONS / "messages.pot", "rb") as handle:
+        template = ids(read_po(handle))
+    po = catalogue(lang)
+    untranslated = sorted(m.id for m in po if m.id and not m.string)
+    assert not untranslated
+    assert ids(po) == template
+    compiled = {m.id: m.string for m in catalogue(lang, "mo") if m.id}
+    assert compiled == {m.id: m.string for m in po if m.id}, "compile the .po into .mo"
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading", "sweden", "first_country"),
+    [
+        ("sv", "Bli medlem", "Sverige", "Sverige"),
+        ("fi", "Liity jäseneksi", "Ruotsi", "Ruotsi"),
+        ("nb", "Bli medlem", "Sverige", "Sverige"),
+        ("da", "Bliv medlem", "Sverige", "Sverige"),
+        ("en", "Become a member", "Sweden", "Sweden"),
+    ],
+)
+def test_the_form_speaks_the_chosen_language(client, lang, heading, sweden, first_country):
+    client.get(f"/?lang={lang}")
+    page = client.get("/")
+    html = page.get_data(as_text=True)
+    assert f'<html lang="{lang}">' in html
+    assert f"<h1>{heading}</h1>" in html
+    assert f'<option selected value="SE">{first_country}</option>' in html
+
+
+def test_nordic_countries_come_first_then_the_rest_in_alphabetical_order(client):
+    client.get("/?lang=sv")
+    html = client.get("/").get_data(as_text=True)
+    order = [html.index(f'value="{code}"') for code in ("SE", "NO", "DK", "FI", "IS")]
+    assert order == sorted(order)
+    # Swedish order: Zimbabwe, then Åland is Nordic (first), Österrike after Zimbabwe.
+    assert html.index(">Zimbabwe<") < html.index(">Österrike<")
+    assert html.index(">Afghanistan<") < html.index(">Zimbabwe<")
+
+
+def test_the_language_switcher_names_each_language_in_its_own_words(client):
+    text = text_of(client.get("/"))
+    for name in ("Svenska", "Suomi", "Norsk bokmål", "Dansk", "English"):
+        assert name in text
+
+
+def test_the_chosen_language_is_sent_to_engage_as_lang(client, submit, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    client.get("/?lang=fi")
+    page = submit()
+    assert outcome_of(page) == "created"
+    assert engage_api.request_history[1].json()["lang"] == "fi"
+    assert "Tervetuloa, olet nyt jäsen!" in text_of(page)
+
+
+def test_validation_messages_are_translated_too(client, submit):
+    client.get("/?lang=da")
+    page = submit(email="nope")
+    assert "Indtast en e-mailadresse som navn@eksempel.dk" in text_of(page)
+
+
+def test_consent_labels_follow_the_language(client):
+    client.get("/?lang=nb")
+    assert "Jeg godtar medlemsvilkårene" in text_of(client.get("/"))
+
+
+def test_the_store_countrys_language_is_the_default(app):
+    page = app.test_client().get("/")
+    assert '<html lang="sv">' in page.get_data(as_text=True)
+
+
+def test_a_store_outside_the_nordics_follows_the_browser(app_config):
+    from webapp import create_app
+
+    app = create_app({**app_config, "DEFAULT_COUNTRY": "DE"})
+    page = app.test_client().get("/", headers={"Accept-Language": "da-DK,da;q=0.9,en;q=0.5"})
+    assert '<html lang="da">' in page.get_data(as_text=True)
