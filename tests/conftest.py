@@ -102,3 +102,57 @@ def text_of(response) -> str:
     html = response.get_data(as_text=True)
     html = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
+
+
+# --- the simulator over real sockets -----------------------------------------------------------
+@pytest.fixture
+def engine():
+    from webapp.simulator import Engine
+
+    return Engine(create_limit=1.0)
+
+
+@pytest.fixture
+def simulator(engine):
+    """The Engage simulator on a free loopback port."""
+    from webapp.simulator import serve
+
+    server = serve(engine)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim_app(simulator, app_config):
+    """The app talking to the simulator over HTTP, with short timeouts so faults are quick."""
+    app = create_app(
+        {
+            **app_config,
+            "ENGAGE_BASE_URL": simulator.url,
+            "ENGAGE_READ_TIMEOUT": 1.5,
+            "ENGAGE_CREATE_TIMEOUT": 1.5,
+            "ENGAGE_SETTLE_SECONDS": 0.2,
+        }
+    )
+    yield app
+    app.extensions["engage"].close()
+
+
+@pytest.fixture
+def sim_client(sim_app):
+    browser = sim_app.test_client()
+    browser.get("/?lang=en")
+    return browser
+
+
+@pytest.fixture
+def sim_submit(sim_client):
+    def _submit(data=None, **overrides):
+        page = sim_client.get("/")
+        fields = dict(VALID_FORM if data is None else data)
+        fields.update(overrides)
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
+        return sim_client.post("/", data=fields, follow_redirects=True)
+
+    return _submit

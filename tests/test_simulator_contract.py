@@ -1,0 +1,251 @@
+"""The simulator's own contract: each status and body engage-api.md describes, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import requests
+
+HEADERS = {"apikey": "k", "User-Agent": "contract-test/1.0", "Content-Type": "application/json"}
+MEMBER = {"contactType": "Member", "email": "eva@example.com", "countryCode": "SE"}
+
+
+@pytest.fixture
+def http(simulator):
+    session = requests.Session()
+    session.trust_env = False
+
+    def call(method, path, *, headers=HEADERS, **kwargs):
+        return session.request(method, simulator.url + path, headers=headers, timeout=5, **kwargs)
+
+    yield call
+    session.close()
+
+
+def create(http, body=MEMBER, query="?source=POS&storeExternalId=101", **kwargs):
+    return http("POST", "/api/v3/contacts" + query, data=json.dumps(body), **kwargs)
+
+
+def test_find_answers_the_id_as_a_json_string_literal(http, engine):
+    contact = engine.add_contact(MEMBER)
+    response = http("GET", "/api/v3/contacts/id", params={"email": "EVA@example.com"})
+    assert response.status_code == 200
+    assert response.text == f'"{contact["id"]}"'
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "token"),
+    [
+        ({"email": "nobody@example.com"}, 404, "ContactNotFound"),
+        ({"email": "not-an-email"}, 400, "InvalidEmailAddress"),
+        ({"mobilePhone": "0701234567"}, 400, "InvalidPhoneNumber"),
+        ({"socialSecurityNumber": "12"}, 400, "InvalidSocialSecurityNumber"),
+        ({"email": "eva@example.com", "contactType": "Nope"}, 400, "InvalidContactType"),
+        ({}, 400, "InvalidSearchQuery"),
+    ],
+)
+def test_find_errors_carry_the_documented_tokens(http, params, status, token):
+    response = http("GET", "/api/v3/contacts/id", params=params)
+    assert response.status_code == status
+    assert response.json()["errorCode"] == token
+
+
+def test_find_with_several_matches_lists_them_in_message_details(http, engine):
+    ids = sorted(engine.add_contact(MEMBER)["id"] for _ in range(2))
+    response = http("GET", "/api/v3/contacts/id", params={"email": "eva@example.com"})
+    assert response.status_code == 409
+    assert response.json()["messageDetails"]["multipleMatchesFound"] == ids
+
+
+def test_find_by_phone_needs_the_plus_encoded(http, engine):
+    engine.add_contact({"email": "p@example.com", "mobilePhone": "+46701234567"})
+    assert http("GET", "/api/v3/contacts/id?mobilePhone=%2B46701234567").status_code == 200
+    # An unencoded + arrives as a space: Engage sees an invalid number.
+    assert http("GET", "/api/v3/contacts/id?mobilePhone=+46701234567").status_code == 400
+
+
+def test_find_any_stops_at_the_first_attribute_the_value_looks_like(http, engine):
+    engine.add_contact({"email": "a@example.com", "externalId": "+46700000000"})
+    response = http("GET", "/api/v3/contacts/id", params={"any": "+46700000000"})
+    assert response.status_code == 404  # it looked like a phone number, so customKey was not tried
+
+
+def test_create_answers_201_with_the_full_contact(http):
+    response = create(http, {**MEMBER, "birthDay": "1966-06-26", "lang": "sv"})
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "attributes", "meta", "preferences", "consents"}
+    attributes = body["attributes"]
+    assert attributes["country"] == "Sweden" and attributes["countryCode"] == "SE"
+    assert attributes["age"] >= 60 and attributes["memberNumber"].isdigit()
+    assert attributes["currentStore"]["externalId"] == "101"
+    assert attributes["lastName"] is None  # unset fields come back as null
+    assert body["meta"]["approved"] is True and body["meta"]["contactType"] == "Member"
+
+
+def test_create_as_unapproved_is_stored_unapproved(http):
+    response = create(http, query="?source=POS&storeExternalId=101&createAsUnapproved=true")
+    assert response.json()["meta"]["approved"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**MEMBER, "email": "nope"}, "email"),
+        ({**MEMBER, "mobilePhone": "070 123 45 67"}, "mobilePhone"),
+        ({**MEMBER, "birthDay": "31/01/1990"}, "birthDay"),
+        ({**MEMBER, "birthDay": "2999-01-01"}, "birthDay"),
+        ({**MEMBER, "countryCode": "XX"}, "countryCode"),
+        ({**MEMBER, "contactType": "Ghost"}, "contactType"),
+        ({"contactType": "Member", "firstName": "No key"}, "email"),
+        ({**MEMBER, "consents": [{"id": "memberConsent"}]}, "consents"),
+        ({**MEMBER, "consents": [{"id": "unknownConsent", "value": True}]}, "consents"),
+        ({**MEMBER, "preferences": {"acceptsEmail": "yes"}}, "preferences"),
+    ],
+)
+def test_create_rejects_bad_fields_with_422_and_field_detail(http, engine, body, field):
+    response = create(http, body)
+    assert response.status_code == 422
+    assert response.json()["errorCode"] == "ValidationError"
+    assert field in response.json()["messageDetails"]
+    assert engine.contacts() == []
+
+
+@pytest.mark.parametrize("payload", ["", "not json", "[]", "{}"])
+def test_create_without_data_is_400_no_data(http, payload):
+    response = http("POST", "/api/v3/contacts?source=POS", data=payload)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "NoData"
+
+
+def test_create_with_a_taken_key_is_409_approved_contact_exists(http, engine):
+    engine.add_contact(MEMBER)
+    response = create(http)
+    assert response.status_code == 409
+    assert response.json()["errorCode"] == "ApprovedContactWithKeyExists"
+
+
+def test_create_while_the_same_key_is_being_created_is_409_being_created(http, engine, simulator):
+    import threading
+
+    engine.inject("latency", seconds=0.5)
+    slow = threading.Thread(target=create, args=(http,))
+    slow.start()
+    while not engine.requests("/api/v3/contacts"):
+        pass
+    response = create(http)
+    slow.join()
+    assert response.status_code == 409
+    assert response.json()["errorCode"] == "ContactWithKeyIsBeingCreated"
+    assert len(engine.contacts()) == 1
+
+
+def test_create_over_its_own_limit_is_504_and_nothing_is_created(http, engine):
+    engine.inject("latency", seconds=engine.create_limit + 0.1)
+    response = create(http)
+    assert response.status_code == 504
+    assert response.json()["errorCode"] == "RequestTimeOut"
+    assert engine.contacts() == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"User-Agent": "t/1", "Content-Type": "application/json"}, 401),  # no apikey
+        ({"apikey": "k", "User-Agent": "t/1"}, 500),  # no Content-Type: documented 500
+        ({"apikey": "k", "User-Agent": "", "Content-Type": "application/json"}, 400),
+    ],
+)
+def test_every_call_needs_key_user_agent_and_json_content_type(http, headers, status):
+    assert http("GET", "/api/v3/stores", headers=headers).status_code == status
+
+
+def test_a_wrong_api_key_is_401_when_the_simulator_has_one(http, engine):
+    engine.api_key = "right"
+    assert http("GET", "/api/v3/stores").status_code == 401
+
+
+def test_over_the_rate_limit_is_429(http, engine):
+    engine.rate_limit = 5
+    statuses = [http("GET", "/api/v3/stores").status_code for _ in range(8)]
+    assert statuses[:5] == [200] * 5
+    assert 429 in statuses[5:]
+
+
+def test_stores_lists_active_stores_unless_asked_for_all(http):
+    active = http("GET", "/api/v3/stores").json()
+    every = http("GET", "/api/v3/stores?includeInactive=true").json()
+    assert all(s["active"] for s in active)
+    assert len(every) > len(active)
+    assert {"externalId", "name", "countryCode"} <= set(active[0])
+
+
+def test_consents_come_with_localised_texts(http):
+    (member, *_) = http("GET", "/api/v3/consents").json()
+    assert member["id"] == "memberConsent"
+    assert member["metaData"]["displayText"]["sv-SE"]
+
+
+def test_a_contact_can_be_read_by_id(http, engine):
+    contact = engine.add_contact(MEMBER)
+    assert (
+        http("GET", f"/api/v3/contacts/{contact['id']}").json()["attributes"]["email"]
+        == "eva@example.com"
+    )
+    assert http("GET", "/api/v3/contacts/nope").status_code == 404
+
+
+def test_every_request_is_recorded_with_warnings_for_what_engage_frowns_upon(http, engine):
+    create(
+        http, {**MEMBER, "country": "Sweden", "lastName": ""}, headers={**HEADERS, "source": "POS"}
+    )
+    (entry,) = engine.requests()
+    assert entry.query == {"source": ["POS"], "storeExternalId": ["101"]}
+    assert any("country sent" in w for w in entry.warnings)
+    assert any("lastName is null or empty" in w for w in entry.warnings)
+    assert any("source sent as a header" in w for w in entry.warnings)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_status_fault_answers_the_next_request_only(http, engine, status):
+    engine.inject("status", on="any", status=status)
+    assert http("GET", "/api/v3/stores").status_code == status
+    assert http("GET", "/api/v3/stores").status_code == 200
+
+
+def test_a_share_of_requests_can_fail(http, engine):
+    engine.inject("status", on="any", status=503, times=None, share=0.5)
+    statuses = [http("GET", "/api/v3/stores").status_code for _ in range(40)]
+    assert 5 < statuses.count(503) < 35
+
+
+def test_a_dropped_connection_gives_no_answer_at_all(simulator, engine):
+    engine.inject("drop", on="any")
+    with socket.create_connection(("127.0.0.1", int(simulator.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"GET /api/v3/stores HTTP/1.1\r\nHost: x\r\napikey: k\r\nUser-Agent: t/1\r\n"
+                     b"Content-Type: application/json\r\n\r\n")  # fmt: skip
+        assert sock.recv(1024) == b""
+
+
+def test_faults_can_be_set_through_the_admin_endpoint(http, engine):
+    response = http(
+        "POST", "/_simulator/faults", json={"kind": "status", "status": 503, "on": "any"}
+    )
+    assert response.status_code == 201
+    assert http("GET", "/api/v3/stores").status_code == 503
+    assert http("POST", "/_simulator/faults", json={"kind": "explode"}).status_code == 400
+    assert http("GET", "/_simulator/requests").json()[0]["faults"] == ["status 503"]
+    assert http("POST", "/_simulator/reset").status_code == 204
+    assert engine.requests() == []
+
+
+def test_state_survives_a_restart_when_kept_in_a_file(tmp_path):
+    from webapp.simulator import Engine
+
+    state = tmp_path / "training.json"
+    first = Engine(state_file=state)
+    first.add_contact(MEMBER)
+    again = Engine(state_file=state)
+    assert [c["attributes"]["email"] for c in again.contacts()] == ["eva@example.com"]

@@ -1,0 +1,57 @@
+"""Run the Engage simulator on its own.
+
+python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--demo]
+                           [--state-file training.json] [--api-key KEY]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from . import DEMO_CONTACTS, Engine, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m webapp.simulator", description="Engage simulator"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser.add_argument(
+        "--create-limit", type=float, default=5.0, help="seconds before a create answers 504"
+    )
+    parser.add_argument(
+        "--rate-limit", type=float, default=200.0, help="requests per second per key"
+    )
+    parser.add_argument("--api-key", default=None, help="accept only this key (default: any)")
+    parser.add_argument("--state-file", default=None, help="keep contacts in this JSON file")
+    parser.add_argument("--demo", action="store_true", help="seed contacts for training")
+    args = parser.parse_args(argv)
+    engine = Engine(
+        api_key=args.api_key,
+        latency=args.latency,
+        create_limit=args.create_limit,
+        rate_limit=args.rate_limit,
+        state_file=args.state_file,
+    )
+    if args.demo and not engine.contacts():
+        for contact in DEMO_CONTACTS:
+            engine.add_contact(contact)
+    server = serve(engine, args.host, args.port)
+    print(f"Engage simulator listening on {server.url}", flush=True)  # noqa: T201
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The simulator's WSGI app: Engage's v3 endpoints as engage-api.md describes them, plus an
+admin API under /_simulator/ for faults, recorded requests and state (simulator only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from html import escape
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from .engine import E164, EMAIL, SSN, DropConnection, Engine, Fault, Recorded, country_codes
+
+FIND_PARAMS = ("email", "mobilePhone", "socialSecurityNumber", "customKey")
+
+
+def error(status: int, token: str | None, message: str, details: Any = None) -> Response:
+    # ASSUMPTION (engage-api.md §2.4): the error body is undocumented; this shape carries the
+    # documented token in `errorCode` and any detail in `messageDetails`.
+    body = {"statusCode": status, "errorCode": token, "message": message, "messageDetails": details}
+    return Response(json.dumps(body), status=status, content_type="application/json")
+
+
+def ok(body: Any, status: int = 200) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False), status=status, content_type="application/json"
+    )
+
+
+class SimulatorApp:
+    """WSGI callable. `engine` holds the state; the server only moves bytes."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._countries = country_codes()
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        if request.path.startswith("/_simulator"):
+            response = self.admin(request)
+        else:
+            response = self.api(request)
+        return response(environ, start_response)
+
+    # --- the Engage API ------------------------------------------------------------------------
+    def api(self, request: Request) -> Response:
+        body_text = request.get_data(as_text=True)
+        entry = Recorded(
+            method=request.method,
+            path=request.path,
+            query=request.args.to_dict(flat=False),
+            headers=dict(request.headers),
+            body=_json_or_text(body_text),
+        )
+        self.engine.record(entry)
+        scope = _scope(request)
+        faults = self.engine.take_faults(scope)
+        entry.faults = [f.kind + (f" {f.status}" if f.status else "") for f in faults]
+        delay = self.engine.latency + sum(f.seconds for f in faults if f.kind == "latency")
+        before = [f for f in faults if f.kind != "latency" and not f.after_commit]
+        after = [f for f in faults if f.kind != "latency" and f.after_commit]
+        if before:
+            response = self._fault(before[0], delay)
+        else:
+            response = self._handle(request, entry, scope, delay)
+            if after and response.status_code < 300:
+                response = self._fault(after[0], 0)
+        entry.status = response.status_code
+        return response
+
+    def _fault(self, fault: Fault, delay: float) -> Response:
+        self._wait(delay)
+        if fault.kind == "hang":
+            self._wait(fault.seconds or 300)  # a reply that never comes (until the server stops)
+            raise DropConnection()
+        if fault.kind == "drop":
+            raise DropConnection()
+        if fault.status == 504:
+            return error(504, "RequestTimeOut", "The request timed out.")
+        if fault.status in (502, 503):  # a gateway's page, not Engage's JSON
+            return Response(f"<html><body><h1>{fault.status} Gateway error</h1></body></html>",
+                            status=fault.status, content_type="text/html")  # fmt: skip
+        if fault.status == 422:
+            return error(422, "ValidationError", "Validation failed.", {"firstName": "Rejected"})
+        return error(fault.status, None, "An error has occurred.")
+
+    def _handle(self, request: Request, entry: Recorded, scope: str, delay: float) -> Response:
+        api_key = request.headers.get("apikey", "")
+        if request.headers.get("x-api-key"):
+            entry.warnings.append("x-api-key header sent; Engage's header is apikey")
+        if not api_key or (self.engine.api_key is not None and api_key != self.engine.api_key):
+            # ASSUMPTION (engage-api.md §12.4): the status for a bad key is not documented.
+            return error(401, "Unauthorized", "Missing or invalid apikey.")
+        user_agent = request.headers.get("User-Agent", "")
+        if not user_agent:
+            # ASSUMPTION: the User-Agent is required (§6); the status without it is not documented.
+            return error(
+                400, "MissingUserAgent", "A User-Agent of the form System/version is required."
+            )
+        if user_agent.startswith("python-requests"):
+            entry.warnings.append("default User-Agent; Engage asks for <System>/<version>")
+        if request.mimetype != "application/json":
+            return Response("An error has occurred.", status=500)  # as documented (§6)
+        if self.engine.over_rate(api_key):
+            return error(429, "TooManyRequests", "Rate limit exceeded.")
+
+        if scope == "create":
+            return self._create(request, entry, delay)
+        self._wait(delay)
+        if scope == "find":
+            return self._find(request)
+        if request.method != "GET":
+            return error(405, "MethodNotAllowed", "Method not allowed.")
+        if request.path == "/api/v3/stores":
+            show_all = request.args.get("includeInactive", "").lower() == "true"
+            return ok([s for s in self.engine.stores if show_all or s.get("active", True)])
+        if request.path == "/api/v3/consents":
+            return ok(self.engine.consents)
+        if request.path.startswith("/api/v3/contacts/"):
+            contact = self.engine.get(request.path.rsplit("/", 1)[1])
+            return ok(contact) if contact else error(404, "ContactNotFound", "Contact not found.")
+        return error(404, "NotFound", "No such endpoint.")
+
+    def _find(self, request: Request) -> Response:
+        contact_type = request.args.get("contactType") or None
+        if contact_type and contact_type not in self.engine.contact_types:
+            return error(400, "InvalidContactType", "Invalid contact type.")
+        searches = [(p, request.args[p]) for p in FIND_PARAMS if request.args.get(p)]
+        if request.args.get("any"):
+            searches.append(self._any(request.args["any"]))
+        if not searches:
+            return error(
+                400,
+                "InvalidSearchQuery",
+                "Give email, mobilePhone, socialSecurityNumber, customKey or any.",
+            )
+        for param, value in searches:
+            if param == "email" and not EMAIL.fullmatch(value):
+                return error(400, "InvalidEmailAddress", "Invalid email address.")
+            if param == "mobilePhone" and not E164.fullmatch(value):
+                return error(400, "InvalidPhoneNumber", "Invalid phone number.")
+            if param == "socialSecurityNumber" and not SSN.fullmatch(value):
+                return error(400, "InvalidSocialSecurityNumber", "Invalid social security number.")
+        # ASSUMPTION (§1.1): with several parameters, a contact matching any of them counts.
+        found = sorted({cid for p, v in searches for cid in self.engine.find(p, v, contact_type)})
+        if not found:
+            return error(404, "ContactNotFound", "Contact not found.")
+        if len(found) > 1:
+            return error(409, "MultipleMatches", "More than one contact matched.",
+                         {"multipleMatchesFound": found})  # fmt: skip
+        return ok(found[0])  # a JSON string literal, quotes included (§1.2)
+
+    @staticmethod
+    def _any(value: str) -> tuple[str, str]:
+        """`any` stops at the first attribute the value validates as (§1.1)."""
+        if EMAIL.fullmatch(value):
+            return ("email", value)
+        if SSN.fullmatch(value):
+            return ("socialSecurityNumber", value)
+        if E164.fullmatch(value):
+            return ("mobilePhone", value)
+        return ("customKey", value)
+
+    def _create(self, request: Request, entry: Recorded, delay: float) -> Response:
+        for header in ("source", "storeExternalId", "createAsUnapproved"):
+            if header in request.headers:
+                entry.warnings.append(f"{header} sent as a header: v3 ignores it (§2.1)")
+        body = entry.body
+        if not isinstance(body, dict) or not body:
+            self._wait(delay)
+            return error(400, "NoData", "No data.")
+        contact_type = body.get("contactType") or "Member"  # defaults to Member (§2.2)
+        for name, value in body.items():
+            if value is None or value == "" or value == [] or value == {}:
+                entry.warnings.append(f"{name} is null or empty: it would overwrite a stored value")
+        if "country" in body:
+            entry.warnings.append("country sent: Engage fills it from countryCode")
+        details = self._validate(body, contact_type)
+        unapproved = request.args.get("createAsUnapproved", "false").lower()
+        if unapproved not in ("true", "false"):
+            details["createAsUnapproved"] = "Must be true or false"
+        if details:
+            self._wait(delay)
+            # ASSUMPTION (§2.4): per-field detail travels in messageDetails.
+            return error(422, "ValidationError", "Validation failed.", details)
+        store_id = request.args.get("storeExternalId")
+        if not store_id or not self.engine.store(store_id):
+            entry.warnings.append("storeExternalId missing or unknown: no recruited-by store")
+        key_value = str(body[self.engine.contact_types[contact_type]["key"]])
+        token = self.engine.begin_create(contact_type, key_value)
+        if token:
+            self._wait(delay)
+            return error(409, token, "Conflict.")
+        try:
+            if delay > self.engine.create_limit:
+                # Engage's own limit: abort, roll back, nothing created (§7).
+                self._wait(self.engine.create_limit)
+                return error(504, "RequestTimeOut", "The request timed out.")
+            self._wait(delay)
+            contact = self.engine.commit(body, contact_type, store_id, unapproved != "true")
+        finally:
+            self.engine.end_create(contact_type, key_value)
+        return ok(contact, 201)
+
+    def _validate(self, body: dict, contact_type: str) -> dict[str, str]:
+        details: dict[str, str] = {}
+        if contact_type not in self.engine.contact_types:
+            # ASSUMPTION (§2.2): "an error" for an unknown type; status not documented.
+            return {"contactType": "Unknown contact type"}
+        settings = self.engine.contact_types[contact_type]
+        for name in {settings["key"], *settings.get("mandatory", [])}:
+            if body.get(name) in (None, ""):
+                details[name] = "Mandatory"
+        checks = {
+            "email": lambda v: isinstance(v, str) and EMAIL.fullmatch(v),
+            "mobilePhone": lambda v: isinstance(v, str) and E164.fullmatch(v),
+            "socialSecurityNumber": lambda v: isinstance(v, str) and SSN.fullmatch(v),
+            "birthDay": _past_date,
+            "countryCode": lambda v: v in self._countries,
+        }
+        for name, check in checks.items():
+            if body.get(name) not in (None, "") and not check(body[name]):
+                details[name] = "Invalid"
+        preferences = body.get("preferences", {})
+        if not isinstance(preferences, dict) or not all(
+            isinstance(v, bool) for v in preferences.values()
+        ):
+            details["preferences"] = "Invalid"
+        consents = body.get("consents", [])
+        known = {c["id"] for c in self.engine.consents}
+        if not isinstance(consents, list) or not all(
+            isinstance(c, dict) and c.get("id") in known and isinstance(c.get("value"), bool)
+            for c in consents
+        ):
+            details["consents"] = "Invalid"  # id and value are mandatory; ids must exist (§4)
+        return details
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.engine.stopping.wait(seconds)
+
+    # --- admin (simulator only) ----------------------------------------------------------------
+    def admin(self, request: Request) -> Response:
+        path, method = request.path.rstrip("/"), request.method
+        if path == "/_simulator/faults" and method == "POST":
+            try:
+                fault = self.engine.inject(**(request.get_json(silent=True) or {}))
+            except (TypeError, ValueError) as exc:
+                return error(400, "BadFault", str(exc))
+            return ok(fault.__dict__, 201)
+        if path == "/_simulator/faults" and method == "DELETE":
+            self.engine.clear_faults()
+            return Response(status=204)
+        if path == "/_simulator/reset" and method == "POST":
+            self.engine.reset()
+            return Response(status=204)
+        if path == "/_simulator/requests" and method == "GET":
+            return ok([r.as_dict() for r in self.engine.requests()])
+        if path == "/_simulator/contacts" and method == "GET":
+            return ok(self.engine.contacts())
+        if path == "/_simulator" and method == "GET":
+            return self._overview()
+        return error(404, "NotFound", "No such simulator endpoint.")
+
+    def _overview(self) -> Response:
+        """A plain page for a look in training mode: what the form sent, and what is stored."""
+        rows = "".join(
+            f"<tr><td>{escape(dt.datetime.fromtimestamp(r.at).strftime('%H:%M:%S'))}</td>"
+            f"<td>{escape(r.method)}</td><td>{escape(r.path)}</td><td>{r.status}</td>"
+            f"<td>{escape(', '.join(r.faults + r.warnings))}</td></tr>"
+            for r in reversed(self.engine.requests()[-50:])
+        )
+        people = "".join(
+            f"<tr><td>{escape(str(c['attributes'].get('memberNumber')))}</td>"
+            f"<td>{escape(str(c['attributes'].get('firstName') or ''))}</td>"
+            f"<td>{escape(str(c['attributes'].get('email') or ''))}</td>"
+            f"<td>{escape(_store_name(c))}</td></tr>"
+            for c in self.engine.contacts()
+        )
+        html = (
+            "<!doctype html><meta charset=utf-8><title>Engage simulator</title>"
+            "<h1>Engage simulator</h1><h2>Recent requests</h2><table border=1 cellpadding=4>"
+            "<tr><th>Time<th>Method<th>Path<th>Status<th>Faults and warnings</tr>"
+            f"{rows}</table><h2>Contacts</h2><table border=1 cellpadding=4>"
+            f"<tr><th>Member number<th>First name<th>Email<th>Store</tr>{people}</table>"
+        )
+        return Response(html, content_type="text/html")
+
+
+def _store_name(contact: dict) -> str:
+    return str((contact["attributes"].get("currentStore") or {}).get("name", ""))
+
+
+def _scope(request: Request) -> str:
+    if request.method == "POST" and request.path == "/api/v3/contacts":
+        return "create"
+    if request.method == "GET" and request.path == "/api/v3/contacts/id":
+        return "find"
+    return "read"
+
+
+def _json_or_text(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _past_date(value: Any) -> bool:
+    try:
+        if not isinstance(value, str) or len(value) != 10:
+            return False
+        return dt.date.fromisoformat(value) < dt.date.today()
+    except ValueError:
+        return False

@@ -1,0 +1,382 @@
+"""The simulated Engage tenant: contacts, stores, consents, faults, and every request received.
+
+This module shares no code with the client (webapp.engage) on purpose: it is written from
+engage-api.md independently, so that it catches the client's mistakes rather than repeating
+them. Where it follows an assumption rather than a documented fact, a comment says
+ASSUMPTION with the section of engage-api.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from babel import Locale
+
+# ASSUMPTION (engage-api.md §3): contact types, their key and mandatory fields are tenant
+# configuration with no public listing endpoint. `Member` keyed on email is the common case.
+DEFAULT_CONTACT_TYPES = {
+    "Member": {"key": "email", "mandatory": ["email"]},
+    "Contact": {"key": "mobilePhone", "mandatory": ["mobilePhone"]},
+}
+
+DEFAULT_STORES = [
+    {"externalId": "101", "name": "Acme Stockholm Drottninggatan", "city": "Stockholm",
+     "countryCode": "SE", "type": "RETAIL", "timeZone": "W. Europe Standard Time", "active": True},
+    {"externalId": "201", "name": "Acme Helsinki Aleksanterinkatu", "city": "Helsinki",
+     "countryCode": "FI", "type": "RETAIL", "timeZone": "FLE Standard Time", "active": True},
+    {"externalId": "301", "name": "Acme Oslo Karl Johans gate", "city": "Oslo",
+     "countryCode": "NO", "type": "RETAIL", "timeZone": "W. Europe Standard Time", "active": True},
+    {"externalId": "401", "name": "Acme København Strøget", "city": "København",
+     "countryCode": "DK", "type": "RETAIL", "timeZone": "Romance Standard Time", "active": True},
+    {"externalId": "900", "name": "Acme Closed Outlet", "city": "Malmö",
+     "countryCode": "SE", "type": "RETAIL", "timeZone": "W. Europe Standard Time", "active": False},
+]  # fmt: skip
+
+DEFAULT_CONSENTS = [
+    {
+        "id": "memberConsent",
+        "name": "Member terms",
+        "metaData": {
+            "displayText": {
+                "sv-SE": "Jag godkänner medlemsvillkoren", "fi-FI": "Hyväksyn jäsenehdot",
+                "nb-NO": "Jeg godtar medlemsvilkårene",
+                "da-DK": "Jeg accepterer medlemsbetingelserne",
+                "en-GB": "I accept the membership terms",
+            },
+            "linkText": {"sv-SE": "medlemsvillkor", "fi-FI": "jäsenehdot", "nb-NO": "medlemsvilkår",
+                         "da-DK": "medlemsbetingelser", "en-GB": "membership terms"},
+            "conditionText": {"en-GB": "<p>Acme membership terms.</p>"},
+        },
+    },
+    {
+        "id": "doubleOptInConsent",
+        "name": "Double opt-in",
+        "metaData": {"displayText": {"en-GB": "Confirmed by email link"}, "linkText": {},
+                     "conditionText": {}},
+    },
+]  # fmt: skip
+
+# Existing contacts for training: "already a member" and "several matches" can be tried.
+DEMO_CONTACTS = [
+    {"contactType": "Member", "firstName": "Maja", "email": "member@example.com",
+     "countryCode": "SE", "mobilePhone": "+46701234567"},
+    {"contactType": "Member", "firstName": "Tove", "email": "twins@example.com"},
+    {"contactType": "Member", "firstName": "Tilde", "email": "twins@example.com"},
+]  # fmt: skip
+
+ATTRIBUTES = (
+    "firstName", "lastName", "street", "zipCode", "city", "email", "mobilePhone", "countryCode",
+    "careOf", "country", "age", "birthDay", "externalId", "socialSecurityNumber", "gender", "lang",
+)  # fmt: skip
+PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+E164 = re.compile(r"\+[1-9]\d{6,14}")
+SSN = re.compile(r"(\d{6}|\d{8})[-+A]?\d{3}[\dA-Z]")
+FAULT_KINDS = ("latency", "status", "drop", "hang")
+SCOPES = ("any", "find", "create", "read")
+
+
+class DropConnection(Exception):
+    """Raised by the app to make the simulator's server close the socket without an answer."""
+
+
+@dataclass
+class Fault:
+    """One injected fault. `times` counts down; `share` (0..1) picks requests at random."""
+
+    kind: str
+    on: str = "create"
+    times: int | None = 1
+    share: float | None = None
+    seconds: float = 0.0  # latency / hang length
+    status: int | None = None  # for kind "status"
+    after_commit: bool = False  # create first, then answer with the fault (the dangerous case)
+
+    def __post_init__(self):
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS}")
+        if self.on not in SCOPES:
+            raise ValueError(f"on must be one of {SCOPES}")
+        if self.kind == "status" and not (self.status and 400 <= self.status <= 599):
+            raise ValueError("a status fault needs a status between 400 and 599")
+        if self.share is not None and not 0 <= self.share <= 1:
+            raise ValueError("share must be between 0 and 1")
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: Any
+    status: int | None = None
+    faults: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Engine:
+    """A thread-safe in-memory Engage tenant, optionally saved to a JSON file."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        contact_types: dict[str, dict] | None = None,
+        stores: list[dict] | None = None,
+        consents: list[dict] | None = None,
+        contacts: list[dict] | None = None,
+        latency: float = 0.0,
+        create_limit: float = 5.0,
+        rate_limit: float = 200.0,
+        custom_key: str = "externalId",
+        state_file: str | os.PathLike | None = None,
+        seed: int = 1,
+    ):
+        self.api_key = api_key  # None: any non-empty key is accepted
+        self.contact_types = copy.deepcopy(contact_types or DEFAULT_CONTACT_TYPES)
+        self.stores = copy.deepcopy(DEFAULT_STORES if stores is None else stores)
+        self.consents = copy.deepcopy(DEFAULT_CONSENTS if consents is None else consents)
+        self.latency = latency  # seconds added to every API call: a network round trip
+        # Engage's own limit on create (engage-api.md §7: ~5 s, then 504 RequestTimeOut).
+        self.create_limit = create_limit
+        self.rate_limit = rate_limit  # requests per second per API key before 429 (§7: 200)
+        self.custom_key = custom_key  # which attribute `customKey` finds (§1.1: tenant setup)
+        self.state_file = Path(state_file) if state_file else None
+        self.stopping = threading.Event()
+        self._lock = threading.RLock()
+        self._random = random.Random(seed)
+        self._contacts: dict[str, dict] = {}
+        self._pending: dict[tuple[str, str], int] = {}
+        self._faults: list[Fault] = []
+        self._requests: list[Recorded] = []
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._member_number = 999_000_000
+        if self.state_file and self.state_file.exists():
+            self._load()
+        for contact in contacts or []:
+            self.add_contact(contact)
+
+    # --- for tests, demos and the admin endpoint -----------------------------------------------
+    def inject(self, kind: str, **options) -> Fault:
+        fault = Fault(kind, **options)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def requests(self, path: str | None = None, method: str | None = None) -> list[Recorded]:
+        with self._lock:
+            return [
+                r
+                for r in self._requests
+                if (path is None or r.path == path) and (method is None or r.method == method)
+            ]
+
+    def contacts(self) -> list[dict]:
+        with self._lock:
+            return copy.deepcopy(list(self._contacts.values()))
+
+    def add_contact(self, attributes: dict, *, approved: bool = True) -> dict:
+        """Store a contact as an import would: no key uniqueness check (so duplicates exist)."""
+        attributes = dict(attributes)
+        contact_type = attributes.pop("contactType", "Member")
+        with self._lock:
+            contact = self._new_contact(attributes, contact_type, None, approved, "Import")
+            self._save()
+        return contact
+
+    def reset(self) -> None:
+        with self._lock:
+            self._contacts.clear()
+            self._pending.clear()
+            self._faults.clear()
+            self._requests.clear()
+            self._buckets.clear()
+            self._save()
+
+    # --- used by the WSGI app ------------------------------------------------------------------
+    def record(self, entry: Recorded) -> None:
+        with self._lock:
+            self._requests.append(entry)
+            del self._requests[:-10_000]
+
+    def take_faults(self, scope: str) -> list[Fault]:
+        """The faults that apply to this request, counting down their `times`."""
+        chosen = []
+        with self._lock:
+            for fault in list(self._faults):
+                if fault.on not in ("any", scope) and not (fault.on == "read" and scope == "find"):
+                    continue
+                if fault.share is not None and self._random.random() >= fault.share:
+                    continue
+                chosen.append(fault)
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+        return chosen
+
+    def over_rate(self, api_key: str) -> bool:
+        """Token bucket per API key: `rate_limit` per second, bursts up to one second's worth."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(api_key, (self.rate_limit, now))
+            tokens = min(self.rate_limit, tokens + (now - last) * self.rate_limit)
+            if tokens < 1:
+                self._buckets[api_key] = (tokens, now)
+                return True
+            self._buckets[api_key] = (tokens - 1, now)
+            return False
+
+    def find(self, param: str, value: str, contact_type: str | None) -> list[str]:
+        attribute = self.custom_key if param == "customKey" else param
+        wanted = value.lower() if attribute == "email" else value
+        with self._lock:
+            return [
+                c["id"]
+                for c in self._contacts.values()
+                if (contact_type is None or c["meta"]["contactType"] == contact_type)
+                and _matches(c["attributes"].get(attribute), wanted, attribute)
+            ]
+
+    def get(self, contact_id: str) -> dict | None:
+        with self._lock:
+            contact = self._contacts.get(contact_id)
+            return copy.deepcopy(contact) if contact else None
+
+    def begin_create(self, contact_type: str, key_value: str) -> str | None:
+        """Claim the key for a create in progress; returns the 409 token if it cannot be."""
+        slot = (contact_type, key_value.lower())
+        with self._lock:
+            key = self.contact_types[contact_type]["key"]
+            if self.find(key, key_value, contact_type):
+                # ASSUMPTION (§2.4): any existing contact with the key blocks a create,
+                # approved or not; Engage documents only the approved case.
+                return "ApprovedContactWithKeyExists"
+            if self._pending.get(slot):
+                return "ContactWithKeyIsBeingCreated"
+            self._pending[slot] = 1
+            return None
+
+    def end_create(self, contact_type: str, key_value: str) -> None:
+        with self._lock:
+            self._pending.pop((contact_type, key_value.lower()), None)
+
+    def commit(self, body: dict, contact_type: str, store_id: str | None, approved: bool) -> dict:
+        with self._lock:
+            contact = self._new_contact(body, contact_type, store_id, approved, "API")
+            self._save()
+            return copy.deepcopy(contact)
+
+    def store(self, external_id: str | None) -> dict | None:
+        return next((s for s in self.stores if s["externalId"] == external_id), None)
+
+    # --- internals -----------------------------------------------------------------------------
+    def _new_contact(self, body, contact_type, store_id, approved, source_type) -> dict:
+        self._member_number += 1
+        now = dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+        attributes = {name: body.get(name) for name in ATTRIBUTES}
+        code = body.get("countryCode")
+        attributes["country"] = Locale("en").territories.get(code) if code else None
+        attributes["age"] = _age(body.get("birthDay"))
+        attributes["memberNumber"] = str(self._member_number)
+        attributes["staff"] = False
+        store = self.store(store_id)
+        attributes["currentStore"] = (
+            {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, store["externalId"])),
+             "name": store["name"], "externalId": store["externalId"]}
+            if store else None
+        )  # fmt: skip
+        preferences = body.get("preferences") or {}
+        contact = {
+            "id": str(uuid.uuid4()),
+            "attributes": attributes,
+            "meta": {
+                "createdOn": now,
+                "modifiedOn": now,
+                "sourceType": source_type,
+                "approved": approved,
+                "contactType": contact_type,
+            },
+            "preferences": {name: bool(preferences.get(name)) for name in PREFERENCES},
+            "consents": [
+                {"id": c.get("id"), "value": c.get("value"), "date": c.get("date"),
+                 "source": c.get("source"), "comment": c.get("comment")}
+                for c in body.get("consents") or []
+            ],
+        }  # fmt: skip
+        self._contacts[contact["id"]] = contact
+        return contact
+
+    def _save(self) -> None:
+        if not self.state_file:
+            return
+        data = {"memberNumber": self._member_number, "contacts": list(self._contacts.values())}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, self.state_file)
+
+    def _load(self) -> None:
+        data = json.loads(self.state_file.read_text(encoding="utf-8"))
+        self._member_number = int(data.get("memberNumber", self._member_number))
+        self._contacts = {c["id"]: c for c in data.get("contacts", [])}
+
+
+def _matches(stored: Any, wanted: str, attribute: str) -> bool:
+    if not isinstance(stored, str):
+        return False
+    return (stored.lower() if attribute == "email" else stored) == wanted
+
+
+def _age(birthday: Any) -> int | None:
+    try:
+        born = dt.date.fromisoformat(birthday)
+    except (TypeError, ValueError):
+        return None
+    today = dt.date.today()
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+NOT_ASSIGNED = {
+    "AC",
+    "CP",
+    "CQ",
+    "DG",
+    "EA",
+    "EU",
+    "EZ",
+    "IC",
+    "QO",
+    "TA",
+    "UN",
+    "XA",
+    "XB",
+    "XK",
+    "ZZ",
+}
+
+
+def country_codes() -> frozenset[str]:
+    """ISO 3166-1 alpha-2 codes, from CLDR's territory list less groupings and reserved codes."""
+    names = Locale("en").territories
+    return frozenset(c for c in names if len(c) == 2 and c.isalpha() and c not in NOT_ASSIGNED)
