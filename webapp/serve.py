@@ -10,8 +10,11 @@ environment (see README); a wrong value stops start-up with one line naming the 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
+import secrets
+import subprocess
 import sys
 
 from . import ConfigError, create_app
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if not os.environ.get("ENGAGE_BASE_URL"):
+        _start_training_simulator()
     try:
         create_app()  # check the configuration once, before any worker starts
     except ConfigError as exc:
@@ -50,6 +55,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engage-signup is running: open {url}", flush=True)  # noqa: T201
     _serve(args)
     return 0
+
+
+def _start_training_simulator() -> None:
+    """No Engage configured: run the built-in simulator beside the app (training mode).
+
+    It runs as a process of its own so that every app worker sees the same simulated tenant.
+    """
+    command = [sys.executable, "-m", "webapp.simulator", "--port", "0", "--demo"]
+    if os.environ.get("SIMULATOR_STATE_FILE"):
+        command += ["--state-file", os.environ["SIMULATOR_STATE_FILE"]]
+    if os.environ.get("SIMULATOR_LATENCY"):
+        command += ["--latency", os.environ["SIMULATOR_LATENCY"]]
+    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    launcher = os.getpid()
+    # Only the launcher stops it: forked server workers must never take it down with them.
+    atexit.register(lambda: os.getpid() == launcher and simulator.terminate())
+    first_line = simulator.stdout.readline() if simulator.stdout else ""
+    if "listening on " not in first_line:
+        raise SystemExit("engage-signup: the built-in Engage simulator did not start")
+    url = first_line.rsplit(" ", 1)[1].strip()
+    os.environ.update(
+        ENGAGE_BASE_URL=url,
+        ENGAGE_API_KEY=os.environ.get("ENGAGE_API_KEY") or "training",
+        STORE_EXTERNAL_ID=os.environ.get("STORE_EXTERNAL_ID") or "101",
+        # One key for every worker, new each start: sessions do not outlive a training run.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        TRAINING_MODE="true",
+    )
+    note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
+    print(note, flush=True)  # noqa: T201
 
 
 def _serve(args: argparse.Namespace) -> None:

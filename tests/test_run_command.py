@@ -1,0 +1,112 @@
+"""The README's run command: with no Engage configured it serves the app on the simulator."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from .conftest import VALID_FORM, csrf_token
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_until(process, pattern: str, seconds: float = 30) -> re.Match:
+    deadline = time.monotonic() + seconds
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+    raise AssertionError(f"never printed {pattern!r}; printed: {''.join(seen)}")
+
+
+@pytest.fixture
+def launched():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
+    env.update(WEB_WORKERS="2", WEB_THREADS="2", PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "webapp.serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    process.stdout.close()
+
+
+def wait_until_up(url: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
+
+
+def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(launched):
+    simulator_url = read_until(launched, r"built-in simulator at (http://\S+)").group(1)
+    app_url = read_until(launched, r"open (http://\S+)").group(1)
+    wait_until_up(app_url)
+    browser = requests.Session()
+    browser.trust_env = False
+    page = browser.get(app_url + "?lang=en", timeout=5)
+    assert "Training mode: nothing is sent to Engage" in page.text
+    assert 'data-outcome="form"' in page.text
+    signup = {**VALID_FORM, "email": "new.member@example.com", "csrf_token": csrf_token(page.text)}
+    done = browser.post(app_url, data=signup, timeout=10)
+    assert 'data-outcome="created"' in done.text
+    assert done.url.endswith("/done")
+    stored = requests.get(simulator_url + "/_simulator/contacts", timeout=5).json()
+    assert "new.member@example.com" in [c["attributes"]["email"] for c in stored]
+
+    # The seeded training contacts show the other outcomes.
+    page = browser.get(app_url, timeout=5)
+    again = {**VALID_FORM, "email": "member@example.com", "csrf_token": csrf_token(page.text)}
+    assert 'data-outcome="existing"' in browser.post(app_url, data=again, timeout=10).text
+
+    launched.send_signal(signal.SIGTERM)
+    launched.wait(timeout=15)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(simulator_url + "/_simulator/contacts", timeout=2)  # stopped with the app
+
+
+def test_a_wrong_setting_stops_start_up_with_one_line_naming_it():
+    env = {
+        **os.environ,
+        "ENGAGE_BASE_URL": "https://acme.staging.voyado.com",
+        "CONTACT_KEY": "shoe",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "webapp.serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "engage-signup: configuration error: CONTACT_KEY: must be one of "
+        "email, mobilePhone, socialSecurityNumber, externalId"
+    ]
+
+
+def test_with_engage_configured_there_is_no_training_banner(client):
+    assert "Training mode" not in client.get("/").get_data(as_text=True)
