@@ -7,6 +7,7 @@ python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="accept only this key (default: any)")
     parser.add_argument("--state-file", default=None, help="keep contacts in this JSON file")
     parser.add_argument("--demo", action="store_true", help="seed contacts for training")
+    parser.add_argument(
+        "--contact-types",
+        type=json.loads,
+        default=None,
+        help='JSON, e.g. {"Member": {"key": "email", "mandatory": ["email", "firstName"]}}',
+    )
     args = parser.parse_args(argv)
     engine = Engine(
         api_key=args.api_key,
@@ -37,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         create_limit=args.create_limit,
         rate_limit=args.rate_limit,
         state_file=args.state_file,
+        contact_types=args.contact_types,
     )
     if args.demo and not engine.contacts():
         for contact in DEMO_CONTACTS:
