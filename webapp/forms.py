@@ -79,7 +79,11 @@ class MobilePhone:
 
 
 class BirthDate:
-    """A real date, YYYY-MM-DD, in the past and within a human lifetime."""
+    """A real date in the past, within a human lifetime; `field.normalized` is YYYY-MM-DD.
+
+    Accepts what people type at a Nordic till: 1990-01-31 or 19900131 (Sweden), and
+    31.1.1990 or 31011990 (Finland, Norway, Denmark).
+    """
 
     def __init__(self, message, future_message):
         self.message = message
@@ -88,17 +92,36 @@ class BirthDate:
     def __call__(self, form, field):
         if not field.data:
             return
-        try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", field.data):
-                raise ValueError
-            born = dt.date.fromisoformat(field.data)
-        except ValueError as exc:
-            raise ValidationError(self.message) from exc
+        born = parse_birth_date(field.data)
+        if born is None:
+            raise ValidationError(self.message)
         today = dt.date.today()
         if born >= today:
             raise ValidationError(self.future_message)
         if born.year < today.year - MAX_AGE_YEARS:
             raise ValidationError(self.message)
+        field.normalized = born.isoformat()
+
+
+def parse_birth_date(text: str) -> dt.date | None:
+    text = text.strip()
+    patterns = (
+        (r"(\d{4})[-./ ]?(\d{1,2})[-./ ]?(\d{1,2})", "ymd"),
+        (r"(\d{1,2})[-./ ](\d{1,2})[-./ ](\d{4})", "dmy"),
+        (r"(\d{2})(\d{2})(\d{4})", "dmy"),
+    )
+    for pattern, order in patterns:
+        match = re.fullmatch(pattern, text)
+        if not match:
+            continue
+        parts = dict(zip(order, map(int, match.groups()), strict=True))
+        if order == "ymd" and not 1800 <= parts["y"] <= 2999:
+            continue  # 31011990 is day-month-year, not year 3101
+        try:
+            return dt.date(parts["y"], parts["m"], parts["d"])
+        except ValueError:
+            return None
+    return None
 
 
 class SocialSecurityNumber:
@@ -175,7 +198,7 @@ class SignupForm(FlaskForm):
         _l("Date of birth"),
         filters=[_strip],
         validators=[
-            Length(max=10, message=_l("Enter your date of birth like 1990-01-31")),
+            Length(max=12, message=_l("Enter your date of birth like 1990-01-31")),
             BirthDate(
                 _l("Enter your date of birth like 1990-01-31"),
                 _l("Your date of birth must be in the past"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -34,7 +32,7 @@ def _switch_language():
 
 @bp.app_context_processor
 def _page_context():
-    return {"language": _language(), "languages": LANGUAGES, "today": dt.date.today().isoformat()}
+    return {"language": _language(), "languages": LANGUAGES}
 
 
 @bp.get("/")

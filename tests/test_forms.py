@@ -1,0 +1,147 @@
+"""What the form accepts and what it says, before anything is sent to Engage."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from webapp.forms import parse_birth_date
+
+from .conftest import VALID_FORM
+
+
+@pytest.fixture
+def validate(app):
+    def _validate(**overrides):
+        data = {**VALID_FORM, **overrides}
+        data = {k: v for k, v in data.items() if v is not None}
+        with app.test_request_context("/", method="POST", data=data):
+            form = app.extensions["signup_form"](meta={"csrf": False})
+            form.countryCode.choices = [("SE", "Sweden"), ("FI", "Finland"), ("NO", "Norway")]
+            form.validate()
+            return form
+
+    return _validate
+
+
+@pytest.mark.parametrize(
+    ("typed", "country", "e164"),
+    [
+        ("070-123 45 67", "SE", "+46701234567"),
+        ("+46 70 123 45 67", "SE", "+46701234567"),
+        ("040 1234567", "FI", "+358401234567"),
+        ("412 34 567", "NO", "+4741234567"),
+        ("+4741234567", "SE", "+4741234567"),  # a foreign number typed with its code
+    ],
+)
+def test_a_mobile_number_is_read_for_the_chosen_country_and_sent_as_e164(
+    validate, typed, country, e164
+):
+    form = validate(mobilePhone=typed, countryCode=country)
+    assert not form.errors
+    assert form.normalized("mobilePhone") == e164
+
+
+@pytest.mark.parametrize("typed", ["12", "08-123 456 78", "0701234567890", "phone"])
+def test_a_number_that_is_no_mobile_for_the_country_is_refused(validate, typed):
+    form = validate(mobilePhone=typed)
+    assert form.errors["mobilePhone"] == ["Enter a mobile number for the country you chose"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "iso"),
+    [
+        ("1990-01-31", "1990-01-31"),
+        ("19900131", "1990-01-31"),
+        ("31.1.1990", "1990-01-31"),
+        ("31011990", "1990-01-31"),
+        ("1990 1 31", "1990-01-31"),
+    ],
+)
+def test_a_birth_date_is_read_as_people_write_it_and_sent_as_iso(validate, typed, iso):
+    form = validate(birthDay=typed)
+    assert not form.errors
+    assert form.normalized("birthDay") == iso
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("1990-02-30", "Enter your date of birth like 1990-01-31"),
+        ("31/31/1990", "Enter your date of birth like 1990-01-31"),
+        ("1800-01-01", "Enter your date of birth like 1990-01-31"),
+        (
+            (dt.date.today() + dt.timedelta(days=1)).isoformat(),
+            "Your date of birth must be in the past",
+        ),
+        ("yesterday", "Enter your date of birth like 1990-01-31"),
+    ],
+)
+def test_a_date_that_is_no_real_past_birth_date_is_refused(validate, typed, message):
+    assert validate(birthDay=typed).errors["birthDay"] == [message]
+
+
+def test_parse_birth_date_does_not_guess_between_orders():
+    assert parse_birth_date("01021990") == dt.date(1990, 2, 1)  # day-month-year
+    assert parse_birth_date("19900201") == dt.date(1990, 2, 1)  # year-month-day
+
+
+@pytest.mark.parametrize(
+    ("field", "typed"),
+    [
+        ("email", "anna@@example.com"),
+        ("email", "anna@example"),
+        ("zipCode", "<b>"),
+        ("firstName", "Anna\x00"),
+        ("firstName", "A" * 51),
+        ("countryCode", "ZZ"),
+    ],
+)
+def test_malformed_values_are_refused(validate, field, typed):
+    assert field in validate(**{field: typed}).errors
+
+
+def test_names_are_trimmed_and_inner_spaces_folded(validate):
+    form = validate(firstName="  Anna   Maria ", lastName=" von  Sydow")
+    assert form.firstName.data == "Anna Maria"
+    assert form.lastName.data == "von Sydow"
+
+
+def test_an_unticked_required_consent_is_refused_and_preferences_are_free(validate):
+    form = validate(**{"consent-memberConsent": None})
+    assert form.errors == {"consent-memberConsent": ["Accept this to become a member"]}
+
+
+@pytest.mark.parametrize(
+    ("key", "field", "valid", "invalid"),
+    [
+        ("mobilePhone", "mobilePhone", "0701234567", "12"),
+        ("socialSecurityNumber", "socialSecurityNumber", "19811218-9876", "19811218-9877"),
+        ("socialSecurityNumber", "socialSecurityNumber", "131052-308T", "131052-308U"),
+    ],
+)
+def test_the_configured_key_field_is_required_and_checked(app_config, key, field, valid, invalid):
+    from webapp import create_app
+
+    app = create_app({**app_config, "CONTACT_KEY": key})
+    with app.test_request_context("/", method="POST", data={**VALID_FORM, "email": ""}):
+        form_class = app.extensions["signup_form"]
+        for value, ok in (("", False), (valid, True), (invalid, False)):
+            form = form_class(
+                meta={"csrf": False}, formdata=None, data={**VALID_FORM, field: value}
+            )
+            form.countryCode.choices = [("SE", "Sweden")]
+            form.consent_fields()[0].data = True
+            assert form.validate() is ok, (value, form.errors)
+
+
+def test_required_fields_from_configuration_are_required(app_config):
+    from webapp import create_app
+
+    app = create_app({**app_config, "REQUIRED_FIELDS": "firstName,birthDay"})
+    browser = app.test_client()
+    browser.get("/?lang=en")
+    html = browser.get("/").get_data(as_text=True)
+    assert 'for="firstName">First name</label>' in html  # no "(optional)"
+    assert 'for="lastName">Last name <span class="optional">' in html
