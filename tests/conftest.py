@@ -55,12 +55,30 @@ def app(app_config):
     app.extensions["engage"].close()
 
 
-@pytest.fixture
-def client(app):
+def english_browser(app):
     """A browser whose person chose English (the store's own default is Swedish)."""
     browser = app.test_client()
     browser.get("/?lang=en")
     return browser
+
+
+def submitter(browser):
+    """Open the form as a browser would, then post it with the token it carried."""
+
+    def _submit(data=None, *, follow=True, **overrides):
+        page = browser.get("/")
+        fields = dict(VALID_FORM if data is None else data)
+        fields.update(overrides)
+        fields = {k: v for k, v in fields.items() if v is not None}
+        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
+        return browser.post("/", data=fields, follow_redirects=follow)
+
+    return _submit
+
+
+@pytest.fixture
+def client(app):
+    return english_browser(app)
 
 
 @pytest.fixture
@@ -78,17 +96,7 @@ def csrf_token(html: str) -> str:
 
 @pytest.fixture
 def submit(client):
-    """Open the form as a browser would, then post it with the token it carried."""
-
-    def _submit(data=None, *, follow=True, **overrides):
-        page = client.get("/")
-        fields = dict(VALID_FORM if data is None else data)
-        fields.update(overrides)
-        fields = {k: v for k, v in fields.items() if v is not None}
-        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
-        return client.post("/", data=fields, follow_redirects=follow)
-
-    return _submit
+    return submitter(client)
 
 
 def outcome_of(response) -> str:
@@ -140,19 +148,9 @@ def sim_app(simulator, app_config):
 
 @pytest.fixture
 def sim_client(sim_app):
-    browser = sim_app.test_client()
-    browser.get("/?lang=en")
-    return browser
+    return english_browser(sim_app)
 
 
 @pytest.fixture
 def sim_submit(sim_client):
-    def _submit(data=None, **overrides):
-        page = sim_client.get("/")
-        fields = dict(VALID_FORM if data is None else data)
-        fields.update(overrides)
-        fields = {k: v for k, v in fields.items() if v is not None}
-        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
-        return sim_client.post("/", data=fields, follow_redirects=True)
-
-    return _submit
+    return submitter(sim_client)

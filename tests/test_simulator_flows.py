@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from .conftest import VALID_FORM, csrf_token, outcome_of, text_of
+from .conftest import VALID_FORM, english_browser, outcome_of, submitter, text_of
 
 CREATE_PATH = "/api/v3/contacts"
 FIND_PATH = "/api/v3/contacts/id"
@@ -175,10 +175,7 @@ def test_connections_to_engage_are_reused_across_signups(sim_submit, engine, sim
 
 
 def _submit_once(app):
-    browser = app.test_client()
-    browser.get("/?lang=en")
-    token = csrf_token(browser.get("/").get_data(as_text=True))
-    return browser.post("/", data={**VALID_FORM, "csrf_token": token}, follow_redirects=True)
+    return submitter(english_browser(app))()
 
 
 def _wait_for(condition, seconds=3.0):

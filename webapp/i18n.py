@@ -20,23 +20,7 @@ NORDIC_COUNTRIES = ("SE", "NO", "DK", "FI", "IS", "AX", "FO", "GL")
 
 # CLDR territory codes that are not assigned ISO 3166-1 alpha-2 country codes (groupings,
 # exceptionally reserved codes, private use).
-_NOT_COUNTRIES = {
-    "AC",
-    "CP",
-    "CQ",
-    "DG",
-    "EA",
-    "EU",
-    "EZ",
-    "IC",
-    "QO",
-    "TA",
-    "UN",
-    "XA",
-    "XB",
-    "XK",
-    "ZZ",
-}
+_NOT_COUNTRIES = set("AC CP CQ DG EA EU EZ IC QO TA UN XA XB XK ZZ".split())
 
 # Letters that come after z in the Nordic alphabets, in order; without ICU, this is enough to
 # sort country names the way a Nordic reader expects (Österrike after Zimbabwe).

@@ -357,23 +357,7 @@ def _age(birthday: Any) -> int | None:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-NOT_ASSIGNED = {
-    "AC",
-    "CP",
-    "CQ",
-    "DG",
-    "EA",
-    "EU",
-    "EZ",
-    "IC",
-    "QO",
-    "TA",
-    "UN",
-    "XA",
-    "XB",
-    "XK",
-    "ZZ",
-}
+NOT_ASSIGNED = set("AC CP CQ DG EA EU EZ IC QO TA UN XA XB XK ZZ".split())
 
 
 def country_codes() -> frozenset[str]:
