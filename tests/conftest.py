@@ -22,6 +22,7 @@ TEST_CONFIG = {
     "SECRET_KEY": "test-secret-key-0123456789",
     "STORE_EXTERNAL_ID": "101",
     "ENGAGE_SETTLE_SECONDS": 0,
+    "HTTPS": False,  # the test client speaks plain HTTP; tests of HTTPS set it themselves
 }
 
 VALID_FORM = {
@@ -44,8 +45,8 @@ def created_body(**attributes):
 
 
 @pytest.fixture
-def app_config():
-    return dict(TEST_CONFIG)
+def app_config(tmp_path):
+    return {**TEST_CONFIG, "STATE_DB": str(tmp_path / "state.sqlite3")}
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def submitter(browser):
         fields = dict(VALID_FORM if data is None else data)
         fields.update(overrides)
         fields = {k: v for k, v in fields.items() if v is not None}
-        fields["csrf_token"] = csrf_token(page.get_data(as_text=True))
+        fields.update(hidden_fields(page.get_data(as_text=True)))
         return browser.post("/", data=fields, follow_redirects=follow)
 
     return _submit
@@ -86,6 +87,11 @@ def engage_api():
     """requests-mock at the HTTP edge: an unregistered URL raises NoMockAddress."""
     with requests_mock.Mocker() as mock:
         yield mock
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The form's hidden inputs (CSRF token, one-time submission token), as a browser sends them."""
+    return dict(re.findall(r'<input id="[^"]*" name="([^"]+)" type="hidden" value="([^"]*)"', html))
 
 
 def csrf_token(html: str) -> str:

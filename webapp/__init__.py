@@ -10,11 +10,14 @@ from typing import Any
 from flask import Flask
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import ConfigError, load_config
 from .engage import EngageClient
 from .forms import form_class_for
 from .i18n import select_locale
+from .signup import Breaker
+from .state import SharedState
 
 try:
     __version__ = metadata.version("engage-signup")
@@ -50,6 +53,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         BABEL_TRANSLATION_DIRECTORIES=str(_HERE / "translations"),
     )
     app.config.update(settings)
+    if app.config["HTTPS"]:
+        # __Host-: only ever sent over HTTPS, to this host, for every path.
+        app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
     Babel(app, locale_selector=select_locale)
@@ -62,16 +71,29 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         read_timeout=app.config["ENGAGE_READ_TIMEOUT"],
         create_timeout=app.config["ENGAGE_CREATE_TIMEOUT"],
         observer=_observe_engage_call,
+        log_context=_log_context,
+    )
+    state = SharedState(app.config["STATE_DB"] or Path(app.instance_path) / "state.sqlite3")
+    app.extensions["state"] = state
+    app.extensions["breaker"] = Breaker(
+        state, threshold=app.config["BREAKER_THRESHOLD"], cooldown=app.config["BREAKER_COOLDOWN"]
     )
     app.extensions["signup_form"] = form_class_for(
         app.config["CONTACT_KEY"], app.config["REQUIRED_FIELDS"], app.config["CONSENTS"]
     )
 
-    from . import views, web
+    from . import ops, views, web
 
     web.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(ops.bp)
     return app
+
+
+def _log_context() -> str:
+    from .web import log_context
+
+    return log_context()
 
 
 def _observe_engage_call(method: str, path: str, status: int | None, elapsed: float) -> None:

@@ -168,6 +168,20 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # Set by the launcher when it runs the built-in simulator: shows the training banner.
     "TRAINING_MODE": (_bool, False),
     "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+    # Served over HTTPS (directly or behind a TLS proxy): Secure __Host- cookies and HSTS.
+    # Default: on, except in training mode (browsers treat http://localhost as secure).
+    "HTTPS": (_bool, None),
+    # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
+    "TRUSTED_PROXIES": (_integer(0, 5), 0),
+    # The SQLite file all workers share (tokens, limits, breaker). Default: instance folder.
+    "STATE_DB": (_str, ""),
+    # Submissions allowed per device, and per client address, each minute.
+    "SUBMIT_LIMIT_PER_DEVICE": (_integer(1, 10_000), 12),
+    "SUBMIT_LIMIT_PER_ADDRESS": (_integer(1, 100_000), 300),
+    # Circuit breaker: after this many failed signups in a row, answer `unavailable` at once
+    # for BREAKER_COOLDOWN seconds, then let one request probe Engage.
+    "BREAKER_THRESHOLD": (_integer(1, 100), 3),
+    "BREAKER_COOLDOWN": (_number(1, 600), 30.0),
 }
 
 
@@ -190,6 +204,8 @@ def load_config(
             config[key] = parse(raw)
         except (ValueError, TypeError) as exc:
             raise ConfigError(key, str(exc)) from None
+    if config["HTTPS"] is None:
+        config["HTTPS"] = not config["TRAINING_MODE"]
     config.update(overrides)  # Flask's own keys (TESTING, ...) pass through untouched.
     _check_required(config)
     return config

@@ -14,8 +14,8 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import BooleanField, HiddenField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 MAX_AGE_YEARS = 120
 
@@ -209,6 +209,15 @@ class SignupForm(FlaskForm):
         _l("Postcode"),
         filters=[_collapse],
         validators=[Optional(), Length(max=12, message=_l("Enter a postcode like 123 45"))],
+    )
+    # One-time token: a second POST carrying it shows the first one's outcome, never a create.
+    submission = HiddenField(
+        validators=[
+            Regexp(
+                r"^[A-Za-z0-9_-]{16,64}$",
+                message=_l("This page is out of date. Check your details and send again."),
+            )
+        ]
     )
     acceptsEmail = BooleanField(_l("Offers and news by email"))
     acceptsSms = BooleanField(_l("Offers and news by text message"))

@@ -123,8 +123,8 @@ def outcome_messages() -> dict[str, tuple[str, str]]:
         "unavailable": (
             _("The membership service is not available right now"),
             _(
-                "Nothing was saved. Your purchase can go on as usual, and staff can register "
-                "the membership later. Your details are still here if you want to try again."
+                "Your purchase can go on as usual, and staff can register the membership later. "
+                "Your details are still here if you want to try again."
             ),
         ),
         "invalid": (

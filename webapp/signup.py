@@ -50,6 +50,8 @@ class Outcome:
     member_number: str | None = None
     # Engage attribute names that Engage said were wrong (422 detail or a find token).
     fields: tuple[str, ...] = field(default=())
+    # What Engage said, as an error class name, for logs and the circuit breaker.
+    cause: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,14 +106,51 @@ def build_contact(
     return contact
 
 
+class Breaker:
+    """A circuit breaker shared by all workers (see state.py): after `threshold` failed signups
+    in a row, or one 429, Engage is left alone for `cooldown` seconds; then one request probes."""
+
+    NAME = "engage"
+
+    def __init__(self, state, *, threshold: int, cooldown: float):
+        self.state = state
+        self.threshold = threshold
+        self.cooldown = cooldown
+
+    def allows(self) -> bool:
+        return self.state.breaker_allows(self.NAME, probe_seconds=self.cooldown)
+
+    def record(self, outcome: Outcome) -> None:
+        self.state.breaker_record(
+            self.NAME,
+            ok=outcome.name not in (TIMEOUT, UNAVAILABLE),
+            threshold=self.threshold,
+            cooldown=self.cooldown,
+            at_once=outcome.cause == "RateLimited",  # 429: back off now, never hammer
+        )
+
+
 def register(
     client: EngageClient,
     signup: Signup,
     *,
+    breaker: Breaker | None = None,
     settle_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
-    """Find the person; create them only if nobody was found. Never POSTs twice."""
+    """Find the person; create them only if nobody was found. Never POSTs twice.
+
+    With a breaker that is open, answers `unavailable` at once without calling Engage.
+    """
+    if breaker is not None and not breaker.allows():
+        return Outcome(UNAVAILABLE, cause="CircuitOpen")
+    outcome = _find_then_create(client, signup, settle_seconds, sleep)
+    if breaker is not None:
+        breaker.record(outcome)
+    return outcome
+
+
+def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
     value = signup.contact[signup.key]
     try:
         found = client.find_contact_id(
@@ -129,18 +168,19 @@ def register(
             store_external_id=signup.store_external_id,
             create_as_unapproved=signup.create_as_unapproved,
         )
-    except ContactExists:
-        return Outcome(EXISTING)
-    except ContactBeingCreated:
-        return Outcome(IN_PROGRESS)
+    except ContactExists as exc:
+        return Outcome(EXISTING, cause=_name(exc))
+    except ContactBeingCreated as exc:
+        return Outcome(IN_PROGRESS, cause=_name(exc))
     except EngageRejected as exc:
-        return Outcome(REJECTED, fields=tuple(exc.field_errors) or _token_fields(exc))
+        fields = tuple(exc.field_errors) or _token_fields(exc)
+        return Outcome(REJECTED, fields=fields, cause=_name(exc))
     except OutcomeUnknown as exc:
         return _settle_doubt(client, signup, exc, settle_seconds, sleep)
-    except EngageTimeout:
-        return Outcome(TIMEOUT)  # Engage's own 504: nothing was created, all rolled back
-    except EngageUnavailable:
-        return Outcome(UNAVAILABLE)
+    except EngageTimeout as exc:
+        return Outcome(TIMEOUT, cause=_name(exc))  # Engage's own 504: nothing created
+    except EngageUnavailable as exc:
+        return Outcome(UNAVAILABLE, cause=_name(exc))
     attributes = created.get("attributes") if isinstance(created.get("attributes"), dict) else {}
     return Outcome(
         CREATED,
@@ -151,7 +191,7 @@ def register(
 
 def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) -> Outcome:
     """A create ended without a clear answer: look the person up before saying anything."""
-    fallback = Outcome(TIMEOUT if exc.timed_out else UNAVAILABLE)
+    fallback = Outcome(TIMEOUT if exc.timed_out else UNAVAILABLE, cause=_name(exc))
     if not exc.timed_out:
         # A dropped connection or a gateway error may leave Engage still working on it; after
         # our own read timeout Engage's shorter server-side limit has already passed.
@@ -160,21 +200,26 @@ def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) ->
         found = client.find_contact_id(
             key=signup.key, value=signup.contact[signup.key], contact_type=signup.contact_type
         )
-    except MultipleMatches:
-        return Outcome(AMBIGUOUS)
+    except MultipleMatches as lookup_exc:
+        return Outcome(AMBIGUOUS, cause=_name(lookup_exc))
     except EngageError:
-        return fallback
-    return Outcome(CREATED, contact_id=found) if found else fallback
+        # Could not check: we cannot say "nothing was saved", only that Engage is unwell.
+        return Outcome(UNAVAILABLE, cause=_name(exc))
+    return Outcome(CREATED, contact_id=found, cause=_name(exc)) if found else fallback
 
 
 def _outcome_for_find_error(exc: EngageError) -> Outcome:
     if isinstance(exc, MultipleMatches):
-        return Outcome(AMBIGUOUS)
+        return Outcome(AMBIGUOUS, cause=_name(exc))
     if isinstance(exc, EngageRejected):
-        return Outcome(REJECTED, fields=_token_fields(exc))
+        return Outcome(REJECTED, fields=_token_fields(exc), cause=_name(exc))
     if isinstance(exc, EngageTimeout):
-        return Outcome(TIMEOUT)
-    return Outcome(UNAVAILABLE)
+        return Outcome(TIMEOUT, cause=_name(exc))
+    return Outcome(UNAVAILABLE, cause=_name(exc))
+
+
+def _name(exc: Exception) -> str:
+    return exc.__class__.__name__
 
 
 def _token_fields(exc: EngageError) -> tuple[str, ...]:

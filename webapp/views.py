@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import time
+
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
@@ -47,11 +50,35 @@ def submit():
     form = _new_form()
     if not form.validate_on_submit():
         return _render_form(form, "invalid", 400)
+    if not _within_rate_limits():
+        form.form_errors.append(
+            _("Too many sign-ups were sent from here in a short time. Wait a minute and try again.")
+        )
+        return _render_form(form, "throttled", 429)
 
+    state = current_app.extensions["state"]
+    token = form.submission.data
+    earlier = state.claim_submission(token)
+    if earlier is not None:
+        # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
+        return _present(form, _wait_for(token, earlier), duplicate=True)
+
+    outcome = flow.register(
+        current_app.extensions["engage"],
+        _signup_from(form),
+        breaker=current_app.extensions["breaker"],
+        settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
+    )
+    g.engage_cause = outcome.cause
+    state.finish_submission(token, outcome.name, outcome.member_number)
+    return _present(form, outcome)
+
+
+def _signup_from(form) -> flow.Signup:
     config = current_app.config
     values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
     consents = [f.name.removeprefix("consent-") for f in form.consent_fields() if f.data]
-    signup = flow.Signup(
+    return flow.Signup(
         contact=flow.build_contact(
             values,
             contact_type=config["CONTACT_TYPE"],
@@ -64,21 +91,53 @@ def submit():
         store_external_id=config["STORE_EXTERNAL_ID"],
         create_as_unapproved=config["CREATE_AS_UNAPPROVED"],
     )
-    outcome = flow.register(
-        current_app.extensions["engage"], signup, settle_seconds=config["ENGAGE_SETTLE_SECONDS"]
-    )
+
+
+def _present(form, outcome: flow.Outcome, duplicate: bool = False):
+    """The page for an outcome: a redirect to the result page, or the form back, filled in."""
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number go in the session
         # cookie: never anything the person typed.
         session["outcome"] = {"name": outcome.name, "member_number": outcome.member_number}
         g.outcome = outcome.name
         return redirect(url_for(".done"), code=303)
-
-    if outcome.name == flow.REJECTED:
+    if outcome.name == flow.REJECTED and not duplicate:
         for name in outcome.fields:
             if name in form:
                 form[name].errors = [*form[name].errors, _("Check this: it could not be accepted")]
+    form.submission.data = new_submission_token()  # trying again is a new submission
     return _render_form(form, outcome.name)
+
+
+def _wait_for(token: str, earlier) -> flow.Outcome:
+    """The outcome of the first request with this token, once it has one."""
+    state = current_app.extensions["state"]
+    config = current_app.config
+    # The first request can take find + create + settle + a second find.
+    deadline = (
+        time.monotonic() + 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
+    )
+    deadline += config["ENGAGE_SETTLE_SECONDS"] + 2
+    while earlier.outcome is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        earlier = state.submission(token) or earlier
+    if earlier.outcome is None:  # the first request died without an answer: say so safely
+        return flow.Outcome(flow.UNAVAILABLE, cause="DuplicateStillRunning")
+    return flow.Outcome(earlier.outcome, member_number=earlier.member_number)
+
+
+def _within_rate_limits() -> bool:
+    """Per device (its session) and per address; counted where all workers see it."""
+    state = current_app.extensions["state"]
+    config = current_app.config
+    device = session.setdefault("device", secrets.token_urlsafe(12))
+    return state.hit(f"device:{device}", config["SUBMIT_LIMIT_PER_DEVICE"], 60) and state.hit(
+        f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60
+    )
+
+
+def new_submission_token() -> str:
+    return secrets.token_urlsafe(18)
 
 
 @bp.app_errorhandler(CSRFError)
@@ -117,6 +176,8 @@ def _language() -> str:
 def _new_form(**kwargs):
     form = current_app.extensions["signup_form"](**kwargs)
     form.countryCode.choices = countries(_language())
+    if not form.submission.data:
+        form.submission.data = new_submission_token()
     return form
 
 

@@ -8,7 +8,7 @@ import time
 import traceback
 import uuid
 
-from flask import Flask, g, has_request_context, render_template, request
+from flask import Flask, current_app, g, has_request_context, render_template, request
 from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException
 
@@ -25,6 +25,14 @@ def add_engage_time(seconds: float) -> None:
     """Called by the Engage client after each call, to split Server-Timing into app and Engage."""
     if has_request_context():
         g.engage_seconds = g.get("engage_seconds", 0.0) + seconds
+
+
+def log_context() -> str:
+    """Store and request id for log lines written while serving a request."""
+    if not has_request_context():
+        return ""
+    store = current_app.config.get("STORE_EXTERNAL_ID", "-")
+    return f"store={store} request_id={g.get('request_id', '-')}"
 
 
 def init_app(app: Flask) -> None:
@@ -47,7 +55,7 @@ def _finish(response):
     # same-origin, not no-referrer: Flask-WTF's CSRF check needs the Referer over HTTPS.
     headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("X-Frame-Options", "DENY")
-    if request.is_secure:
+    if request.is_secure or current_app.config["HTTPS"]:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
     if response.mimetype == "text/html":
         # Pages can show what a person typed: never keep them in any cache or history.
@@ -60,9 +68,9 @@ def _finish(response):
         headers["X-Request-Id"] = g.request_id
         # One line per request: no query string, no form data, no personal data.
         log.info(
-            "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s request_id=%s",
+            "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s engage=%s %s",
             request.method, request.path, response.status_code, total_ms, engage_ms,
-            g.get("outcome", "-"), g.request_id,
+            g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
         )  # fmt: skip
     return response
 

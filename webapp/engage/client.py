@@ -76,6 +76,7 @@ class EngageClient:
         create_timeout: float = 10.0,
         pool_size: int = 16,
         observer: Callable[[str, str, int | None, float], None] | None = None,
+        log_context: Callable[[], str] | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -85,6 +86,7 @@ class EngageClient:
         self.create_timeout = create_timeout
         self.pool_size = pool_size
         self.observer = observer
+        self.log_context = log_context  # e.g. "store=101 request_id=…" for each log line
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
@@ -206,9 +208,10 @@ class EngageClient:
             # One line per call; never the query string (personal data), body or headers (key).
             log.log(
                 logging.WARNING if error else logging.INFO,
-                "engage call method=%s path=%s status=%s ms=%.1f outcome=%s",
+                "engage call method=%s path=%s status=%s ms=%.1f outcome=%s %s",
                 method, path, status if status is not None else "-", elapsed * 1000,
                 error.__class__.__name__ if error else "ok",
+                self.log_context() if self.log_context else "",
             )  # fmt: skip
             if self.observer is not None:
                 self.observer(method, path, status, elapsed)

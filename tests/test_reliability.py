@@ -1,0 +1,149 @@
+"""Double submits, Engage outages and abuse: nothing lost, no duplicates, no hammering."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from webapp import create_app
+
+from .conftest import VALID_FORM, english_browser, hidden_fields, outcome_of, submitter
+
+CREATE_PATH = "/api/v3/contacts"
+
+
+def filled_form(browser, **overrides):
+    """What a browser would send from the form page it has on screen."""
+    page = browser.get("/").get_data(as_text=True)
+    return {**VALID_FORM, **overrides, **hidden_fields(page)}
+
+
+def test_a_double_tap_sends_one_create_and_both_taps_see_the_result(sim_client, engine):
+    engine.latency = 0.2
+    fields = filled_form(sim_client)
+    pages = []
+    taps = [
+        threading.Thread(target=lambda: pages.append(sim_client.post("/", data=fields)))
+        for _ in range(2)
+    ]
+    for tap in taps:
+        tap.start()
+        time.sleep(0.05)
+    for tap in taps:
+        tap.join()
+    assert len(engine.requests(CREATE_PATH, "POST")) == 1
+    assert [p.status_code for p in pages] == [303, 303]
+    assert outcome_of(sim_client.get("/done")) == "created"
+
+
+def test_reloading_the_result_of_a_post_shows_the_first_outcome_again(sim_client, engine):
+    fields = filled_form(sim_client)
+    first = sim_client.post("/", data=fields, follow_redirects=True)
+    again = sim_client.post("/", data=fields, follow_redirects=True)  # browser "resubmit"
+    assert outcome_of(first) == outcome_of(again) == "created"
+    assert len(engine.requests(CREATE_PATH, "POST")) == 1
+    assert len(engine.contacts()) == 1
+
+
+def test_the_token_holds_across_worker_processes(simulator, engine, app_config):
+    """Two app instances on one state file stand for two gunicorn workers."""
+    config = {**app_config, "ENGAGE_BASE_URL": simulator.url}
+    worker_a, worker_b = create_app(config), create_app(config)
+    browser_a = english_browser(worker_a)
+    fields = filled_form(browser_a)
+    assert outcome_of(browser_a.post("/", data=fields, follow_redirects=True)) == "created"
+    # The same POST (same session cookie) lands on the other worker.
+    browser_b = worker_b.test_client()
+    browser_b.set_cookie("session", browser_a.get_cookie("session").value)
+    assert outcome_of(browser_b.post("/", data=fields, follow_redirects=True)) == "created"
+    assert len(engine.requests(CREATE_PATH, "POST")) == 1
+
+
+def test_after_a_timeout_the_form_carries_a_new_token_so_trying_again_really_tries(
+    sim_client, engine
+):
+    engine.inject("latency", seconds=1.2)
+    fields = filled_form(sim_client)
+    page = sim_client.post("/", data=fields)
+    assert outcome_of(page) == "timeout"
+    retry = {**fields, **hidden_fields(page.get_data(as_text=True))}
+    assert retry["submission"] != fields["submission"]
+    assert outcome_of(sim_client.post("/", data=retry, follow_redirects=True)) == "created"
+
+
+def test_a_made_up_submission_token_is_refused_without_calling_engage(sim_client, engine):
+    fields = {**filled_form(sim_client), "submission": "<script>"}
+    page = sim_client.post("/", data=fields)
+    assert page.status_code == 400
+    assert outcome_of(page) == "invalid"
+    assert engine.requests() == []
+
+
+def test_after_repeated_failures_engage_is_left_alone_then_probed_once(sim_app, engine):
+    clock = [1000.0]
+    sim_app.extensions["state"].clock = lambda: clock[0]
+    engine.inject("status", on="find", status=500, times=None)
+    submit = submitter(english_browser(sim_app))
+    for n in range(3):
+        assert outcome_of(submit(email=f"p{n}@example.com")) == "unavailable"
+    calls = len(engine.requests())
+    started = time.monotonic()
+    assert outcome_of(submit(email="fast@example.com")) == "unavailable"
+    assert time.monotonic() - started < 0.5
+    assert len(engine.requests()) == calls, "the breaker is open: no call to Engage"
+
+    engine.clear_faults()
+    clock[0] += 31  # the cool-down is over: one probe may go
+    assert outcome_of(submit(email="probe@example.com")) == "created"
+    assert outcome_of(submit(email="after@example.com")) == "created", "closed again"
+
+
+def test_only_one_request_probes_when_the_cool_down_ends(sim_app):
+    state = sim_app.extensions["state"]
+    breaker = sim_app.extensions["breaker"]
+    for _ in range(3):
+        state.breaker_record("engage", ok=False, threshold=3, cooldown=30)
+    state.clock = lambda: time.time() + 31
+    assert [breaker.allows() for _ in range(3)] == [True, False, False]
+
+
+def test_a_429_backs_off_at_once(sim_app, engine):
+    engine.inject("status", on="find", status=429)
+    submit = submitter(english_browser(sim_app))
+    assert outcome_of(submit(email="one@example.com")) == "unavailable"
+    assert outcome_of(submit(email="two@example.com")) == "unavailable"
+    assert len(engine.requests()) == 1, "after a 429, the next signup does not call Engage"
+
+
+def test_submissions_per_device_are_limited_across_workers(simulator, engine, app_config):
+    config = {**app_config, "ENGAGE_BASE_URL": simulator.url, "SUBMIT_LIMIT_PER_DEVICE": 2}
+    worker_a, worker_b = create_app(config), create_app(config)
+    browser = english_browser(worker_a)
+    outcomes = []
+    for n, worker in enumerate((worker_a, worker_b, worker_a)):
+        fields = filled_form(browser, email=f"p{n}@example.com")
+        other = worker.test_client()
+        other.set_cookie("session", browser.get_cookie("session").value)
+        page = other.post("/", data=fields, follow_redirects=True)
+        browser.set_cookie("session", other.get_cookie("session").value)
+        outcomes.append((page.status_code, outcome_of(page)))
+    assert outcomes[:2] == [(200, "created"), (200, "created")]
+    assert outcomes[2] == (429, "throttled")
+    assert len(engine.contacts()) == 2
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_endpoints_are_cheap_and_carry_no_personal_data(sim_client, path, engine):
+    response = sim_client.get(path)
+    assert response.status_code == 200
+    assert response.is_json
+    assert set(response.get_json()) <= {"status", "engage", "breaker"}
+
+
+def test_readyz_says_not_ready_when_engage_cannot_be_reached(sim_client, engine):
+    engine.inject("status", on="read", status=503, times=None)
+    response = sim_client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["engage"] == "unreachable"
