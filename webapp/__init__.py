@@ -61,6 +61,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
+    from . import ops, views, web
+
+    web.init_app(app)  # first: its timing and request id must wrap every other hook
     Babel(app, locale_selector=select_locale)
     CSRFProtect(app)
     app.extensions["engage"] = EngageClient(
@@ -82,9 +85,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.config["CONTACT_KEY"], app.config["REQUIRED_FIELDS"], app.config["CONSENTS"]
     )
 
-    from . import ops, views, web
-
-    web.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
     return app

@@ -1,0 +1,199 @@
+"""Headers, cookies, error pages and logs as a browser, an attacker and an auditor see them."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from webapp import create_app
+
+from .conftest import (
+    CREATE,
+    FIND,
+    VALID_FORM,
+    created_body,
+    english_browser,
+    hidden_fields,
+    submitter,
+)
+
+PAGES = [
+    ("GET", "/", 200),
+    ("GET", "/done", 303),
+    ("GET", "/nope", 404),
+    ("DELETE", "/", 405),
+    ("POST", "/", 400),  # no CSRF token
+    ("GET", "/healthz", 200),
+    ("GET", "/static/app.css", 200),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), PAGES)
+def test_every_response_carries_the_security_headers(client, method, path, status):
+    response = client.open(path, method=method)
+    assert response.status_code == status
+    headers = response.headers
+    csp = headers["Content-Security-Policy"]
+    for directive in (
+        "default-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ):
+        assert directive in csp
+    assert "unsafe-inline" not in csp
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"  # not no-referrer: CSRF over HTTPS needs it
+    assert "Server-Timing" in headers
+    if response.mimetype == "text/html":
+        assert headers["Cache-Control"] == "no-store"
+    response.close()
+
+
+def test_pages_load_no_inline_script(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "<script>" not in html and "onclick" not in html and "style=" not in html
+
+
+def test_over_https_cookies_are_secure_host_only_and_hsts_is_sent(app_config):
+    app = create_app({**app_config, "HTTPS": True})
+    response = app.test_client().get("/", base_url="https://tablet.store.example")
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-session=")
+    for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert flag in cookie
+    assert "Domain" not in cookie
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_the_session_cookie_is_http_only_and_same_site_over_http(client):
+    cookie = client.get("/").headers.get("Set-Cookie") or ""
+    response = client.get("/")
+    cookie = cookie or response.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_https_is_the_default_outside_training_mode(app_config):
+    config = {k: v for k, v in app_config.items() if k != "HTTPS"}
+    assert create_app(config).config["HTTPS"] is True
+    assert create_app({**config, "TRAINING_MODE": True}).config["HTTPS"] is False
+
+
+def test_a_request_over_the_size_limit_gets_a_friendly_413(client):
+    response = client.post("/", data={"firstName": "x" * 200_000})
+    assert response.status_code == 413
+    assert "more data than a signup can hold" in response.get_data(as_text=True)
+
+
+def test_an_unexpected_error_shows_a_friendly_page_and_no_trace(app, caplog):
+    from flask import request
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("secret detail " + request.args["who"])
+
+    response = app.test_client().get("/boom?who=anna@example.com")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Traceback" not in html and "secret detail" not in html
+    assert 'data-outcome="error"' in html
+    assert "anna@example.com" not in caplog.text, "the exception's message is not logged"
+    assert "type=RuntimeError" in caplog.text
+
+
+PERSON = {
+    "firstName": "Zlatanina",
+    "lastName": "Privatsson",
+    "email": "zlatanina.private@example.com",
+    "mobilePhone": "0709876543",
+    "birthDay": "1987-06-05",
+    "zipCode": "11122",
+}
+PERSONAL = [
+    "Zlatanina",
+    "Privatsson",
+    "zlatanina",
+    "0709876543",
+    "709876543",
+    "1987-06-05",
+    "11122",
+]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [None, ("status", 422), ("status", 504), ("status", 500), ("drop", None), ("status", 409)],
+)
+def test_no_log_line_ever_holds_personal_data_or_the_api_key(sim_app, engine, caplog, fault):
+    caplog.set_level(logging.DEBUG)
+    if fault:
+        kind, status = fault
+        engine.inject(kind, status=status) if status else engine.inject(kind)
+    browser = english_browser(sim_app)
+    page = submitter(browser)({**VALID_FORM, **PERSON})
+    submitter(browser)({**VALID_FORM, **PERSON, "email": "broken"})  # invalid: echoes nothing
+    assert page.status_code < 500
+    everything = "\n".join(
+        f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+    ).lower()
+    assert "engage call" in everything and "request method=post" in everything
+    for secret in [*PERSONAL, sim_app.config["ENGAGE_API_KEY"]]:
+        assert secret.lower() not in everything, secret
+
+
+# --- hostile input --------------------------------------------------------------------------
+FIELDS = ("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode",
+          "acceptsEmail", "acceptsSms", "acceptsPostal", "consent-memberConsent")  # fmt: skip
+hostile = st.one_of(
+    st.text(max_size=300),
+    st.sampled_from(
+        [
+            "<script>alert(1)</script>",
+            '"><img src=x onerror=alert(1)>',
+            "' OR 1=1 --",
+            "\x00\x1b[31m",
+            "a@b.c" * 60,
+            "+46" + "9" * 40,
+            "9999-99-99",
+            "SE\r\nX: y",
+            "{{7*7}}",
+            "${jndi:ldap://x}",
+            "\u202e\u0000",
+            "😀" * 80,
+        ]
+    ),  # fmt: skip
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(values=st.dictionaries(st.sampled_from(FIELDS), hostile, max_size=len(FIELDS)))
+def test_hostile_values_never_cause_a_5xx_unescaped_markup_or_a_call_with_invalid_data(
+    app_config, values
+):
+    import requests_mock
+
+    app = create_app({**app_config, "SUBMIT_LIMIT_PER_DEVICE": 10_000})
+    browser = english_browser(app)
+    with requests_mock.Mocker() as engage:
+        engage.get(FIND, status_code=404)
+        engage.post(CREATE, status_code=201, json=created_body())
+        page = browser.get("/").get_data(as_text=True)
+        response = browser.post("/", data={**VALID_FORM, **values, **hidden_fields(page)})
+        html = response.get_data(as_text=True)
+        assert response.status_code < 500
+        for value in values.values():
+            if "<" in value and value.strip("<"):
+                assert value not in html or "<" not in value
+        assert "<script>alert" not in html and "<img src=x" not in html
+        for call in engage.request_history:
+            if call.method == "POST":
+                body = call.json()
+                assert "@" in body["email"] and "\x00" not in str(body)
+                assert body.get("mobilePhone", "+1").startswith("+")
+                assert len(body.get("birthDay", "2000-01-01")) == 10
+                assert body["countryCode"].isalpha() and len(body["countryCode"]) == 2
