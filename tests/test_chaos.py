@@ -1,0 +1,129 @@
+"""A bounded chaos run: many devices, one production server, a misbehaving Engage.
+
+Loopback only, about ten seconds. Devices submit new and repeated people through gunicorn while
+the simulator adds latency and answers with 504s, 5xx, dropped connections and slow replies.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import requests
+
+from .conftest import VALID_FORM
+from .test_run_command import free_port, read_until, wait_until_up
+
+DEVICES = 12
+SECONDS = 8
+RECOGNISED = {
+    "created",
+    "existing",
+    "in-progress",
+    "ambiguous",
+    "rejected",
+    "timeout",
+    "unavailable",
+}
+
+
+def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, simulator, tmp_path, capsys):
+    engine.create_limit = 0.8
+    engine.rate_limit = 5000
+    engine.inject("latency", on="any", times=None, share=0.3, seconds=0.15)
+    engine.inject("status", on="create", times=None, share=0.06, status=504)
+    engine.inject("status", on="any", times=None, share=0.04, status=503)
+    engine.inject("status", on="create", times=None, share=0.04, status=502, after_commit=True)
+    engine.inject("drop", on="create", times=None, share=0.04)
+    engine.inject("drop", on="create", times=None, share=0.04, after_commit=True)
+    engine.inject("hang", on="any", times=None, share=0.02, seconds=2)
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENGAGE_BASE_URL": simulator.url,
+        "ENGAGE_API_KEY": "chaos-key",
+        "SECRET_KEY": "chaos-secret-key-0123456789",
+        "STORE_EXTERNAL_ID": "101",
+        "HTTPS": "false",
+        "STATE_DB": str(tmp_path / "state.sqlite3"),
+        "ENGAGE_READ_TIMEOUT": "1.0",
+        "ENGAGE_CREATE_TIMEOUT": "1.0",
+        "ENGAGE_SETTLE_SECONDS": "0.1",
+        "BREAKER_THRESHOLD": "6",
+        "BREAKER_COOLDOWN": "1",
+        "SUBMIT_LIMIT_PER_DEVICE": "10000",
+        "SUBMIT_LIMIT_PER_ADDRESS": "100000",
+        "LOG_LEVEL": "WARNING",
+        "PORT": str(port),
+        "WEB_WORKERS": "2",
+        "WEB_THREADS": "8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "webapp.serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = read_until(server, r"open (http://\S+)").group(1)
+        wait_until_up(url)
+        results = _run_devices(url)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+        server.stdout.close()
+
+    stored = collections.Counter(c["attributes"]["email"] for c in engine.contacts())
+    counts = collections.Counter(outcome for _, outcome, _ in results)
+    with capsys.disabled():
+        print(f"\nchaos: {len(results)} submissions from {DEVICES} devices in {SECONDS} s")
+        for outcome, n in counts.most_common():
+            print(f"  {outcome:<12} {n:>5}")
+        print(f"  contacts stored: {len(stored)}, Engage requests: {len(engine.requests())}")
+
+    assert len(results) > DEVICES * 5, "the run was too small to say anything"
+    assert [r for r in results if r[2] >= 500] == [], "no 5xx page"
+    assert all(outcome in RECOGNISED for _, outcome, _ in results)
+    assert [email for email, n in stored.items() if n > 1] == [], "nobody was created twice"
+    created = {email for email, outcome, _ in results if outcome in ("created", "existing")}
+    assert created - set(stored) == set(), "everyone reported as a member exists"
+    assert counts["created"] > 0
+
+
+def _run_devices(url: str) -> list[tuple[str, str, int]]:
+    results: list[tuple[str, str, int]] = []
+    lock = threading.Lock()
+    regulars = [f"regular{n}@example.com" for n in range(8)]
+    deadline = time.monotonic() + SECONDS
+
+    def device(number: int) -> None:
+        rng = random.Random(number)
+        browser = requests.Session()
+        browser.trust_env = False
+        count = 0
+        while time.monotonic() < deadline:
+            count += 1
+            email = rng.choice(regulars) if rng.random() < 0.3 else f"d{number}n{count}@example.com"
+            page = browser.get(url, timeout=30).text
+            hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+            response = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
+            match = re.search(r'data-outcome="([^"]+)"', response.text)
+            with lock:
+                results.append((email, match.group(1) if match else "none", response.status_code))
+
+    devices = [threading.Thread(target=device, args=(n,)) for n in range(DEVICES)]
+    for d in devices:
+        d.start()
+    for d in devices:
+        d.join()
+    return results
