@@ -1,9 +1,10 @@
-// Enhancements only: the form works without this file.
+// Enhancements only: every page works without this file.
 (function () {
   "use strict";
   // Move focus to the error summary (or a result heading) so it is read out first.
   var target = document.getElementById("error-summary") || document.getElementById("result-heading");
   if (target) { target.focus(); }
+
   // One submission at a time: disable the button while the request is in flight.
   document.addEventListener("submit", function (event) {
     var form = event.target;
@@ -15,8 +16,49 @@
       if (button.dataset.busyText) { button.textContent = button.dataset.busyText; }
     }
   });
+
   // A page restored from the back-forward cache must not show a previous person's entry.
   window.addEventListener("pageshow", function (event) {
     if (event.persisted) { window.location.reload(); }
   });
+
+  // Kiosk: after a while without input, warn with a countdown, then wipe and start over.
+  var body = document.body;
+  if (!body.classList.contains("kiosk")) { return; }
+  var idleMs = Number(body.dataset.idle) * 1000;
+  var countdown = Number(body.dataset.countdown);
+  var warning = document.getElementById("idle-warning");
+  var secondsLeft = document.getElementById("idle-seconds");
+  var idleTimer = null, tickTimer = null, left = 0;
+
+  function wipe() {
+    Array.prototype.forEach.call(document.forms, function (form) { form.reset(); });
+    // replace(): no history entry leads back to the previous person's page.
+    window.location.replace(body.dataset.start);
+  }
+  function tick() {
+    left -= 1;
+    if (secondsLeft) { secondsLeft.textContent = String(left); }
+    if (left <= 0) { wipe(); return; }
+    tickTimer = window.setTimeout(tick, 1000);
+  }
+  function warn() {
+    left = countdown;
+    if (secondsLeft) { secondsLeft.textContent = String(left); }
+    warning.hidden = false;
+    document.getElementById("idle-continue").focus();
+    tickTimer = window.setTimeout(tick, 1000);
+  }
+  function active() {
+    if (tickTimer) { window.clearTimeout(tickTimer); tickTimer = null; }
+    if (warning && !warning.hidden) { warning.hidden = true; }
+    window.clearTimeout(idleTimer);
+    idleTimer = window.setTimeout(warn, idleMs);
+  }
+  ["keydown", "pointerdown", "input", "touchstart"].forEach(function (name) {
+    document.addEventListener(name, active, { passive: true, capture: true });
+  });
+  document.getElementById("idle-continue").addEventListener("click", active);
+  // Only a form page has anything to wipe; the thank-you page returns by itself.
+  if (document.forms.length) { active(); }
 })();

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from wtforms import SelectChoice
 
 from webapp.forms import parse_birth_date
 
@@ -18,7 +19,7 @@ def validate(app):
         data = {k: v for k, v in data.items() if v is not None}
         with app.test_request_context("/", method="POST", data=data):
             form = app.extensions["signup_form"](meta={"csrf": False})
-            form.countryCode.choices = [("SE", "Sweden"), ("FI", "Finland"), ("NO", "Norway")]
+            form.countryCode.choices = [SelectChoice(c) for c in ("SE", "FI", "NO")]
             form.validate()
             return form
 
@@ -130,7 +131,7 @@ def test_the_configured_key_field_is_required_and_checked(app_config, key, field
         for value, ok in (("", False), (valid, True), (invalid, False)):
             data = {**VALID_FORM, "submission": "a-fresh-one-time-token", field: value}
             form = form_class(meta={"csrf": False}, formdata=None, data=data)
-            form.countryCode.choices = [("SE", "Sweden")]
+            form.countryCode.choices = [SelectChoice("SE")]
             form.consent_fields()[0].data = True
             assert form.validate() is ok, (value, form.errors)
 

@@ -99,10 +99,12 @@ def test_find_uses_the_same_normalised_key_that_create_sends(submit, engage_api)
 
 def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
     engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
+    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=created_body())
     page = submit()
     assert outcome_of(page) == "existing"
     assert "You are already a member" in text_of(page)
-    assert methods(engage_api) == ["GET"], "no create after a hit"
+    assert "Member number 999032095" in text_of(page), "the cashier attaches the purchase"
+    assert methods(engage_api) == ["GET", "GET"], "no create after a hit"
 
 
 @pytest.mark.parametrize(

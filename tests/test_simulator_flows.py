@@ -45,11 +45,12 @@ def test_created_the_contact_is_stored_as_the_person_gave_it(sim_submit, engine)
 
 
 def test_existing_someone_already_there_is_not_created_again(sim_submit, engine):
-    engine.add_contact({"email": "anna@example.com", "firstName": "Anna"})
+    contact = engine.add_contact({"email": "anna@example.com", "firstName": "Anna"})
     page = sim_submit()
     assert outcome_of(page) == "existing"
+    assert f"Member number {contact['attributes']['memberNumber']}" in text_of(page)
     assert len(engine.contacts()) == 1
-    assert calls(engine) == [("GET", FIND_PATH)]
+    assert calls(engine) == [("GET", FIND_PATH), ("GET", f"{CREATE_PATH}/{contact['id']}")]
 
 
 def test_ambiguous_several_matches_send_the_person_to_staff(sim_submit, engine):

@@ -61,7 +61,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
-    from . import ops, views, web
+    from . import ops, setup, views, web
 
     web.init_app(app)  # first: its timing and request id must wrap every other hook
     Babel(app, locale_selector=select_locale)
@@ -87,6 +87,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(setup.bp)
     return app
 
 

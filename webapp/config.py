@@ -105,6 +105,13 @@ def _country(value: Any) -> str:
     return text
 
 
+def _pin(value: Any) -> str:
+    text = str(value).strip()
+    if text and not re.fullmatch(r"\d{4,12}", text):
+        raise ValueError("must be 4 to 12 digits")
+    return text
+
+
 def _field_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     fields = tuple(item.strip() for item in items if item.strip())
@@ -149,6 +156,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "ENGAGE_BASE_URL": (_base_url, ""),
     "ENGAGE_API_KEY": (_str, ""),
     "STORE_EXTERNAL_ID": (_str, ""),
+    # Shown on devices that use STORE_EXTERNAL_ID (bound devices show Engage's store name).
+    "STORE_NAME": (_str, ""),
     "SECRET_KEY": (_str, ""),
     "CONTACT_TYPE": (_str, "Member"),
     "CONTACT_KEY": (_choice(*CONTACT_KEYS), "email"),
@@ -182,6 +191,19 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # for BREAKER_COOLDOWN seconds, then let one request probe Engage.
     "BREAKER_THRESHOLD": (_integer(1, 100), 3),
     "BREAKER_COOLDOWN": (_number(1, 600), 30.0),
+    # Devices: staff bind each tablet or kiosk to a store and a mode on /setup with this PIN.
+    "STAFF_PIN": (_pin, ""),
+    # Mode of devices not bound yet (they use STORE_EXTERNAL_ID): "staff" or "kiosk".
+    "DEVICE_MODE": (_choice("staff", "kiosk"), "staff"),
+    # Kiosk: seconds without input before the countdown, the countdown, the thank-you screen.
+    "KIOSK_IDLE_SECONDS": (_integer(10, 3600), 60),
+    "KIOSK_COUNTDOWN_SECONDS": (_integer(3, 120), 15),
+    "KIOSK_THANKS_SECONDS": (_integer(3, 120), 10),
+    # Kiosk sign-ups created unapproved, for a double opt-in process in Engage.
+    "KIOSK_CREATE_AS_UNAPPROVED": (_bool, False),
+    # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the
+    # person's language, falling back to CONSENTS labels).
+    "CONSENT_TEXTS": (_choice("config", "engage"), "config"),
 }
 
 
@@ -218,8 +240,12 @@ def _check_required(config: dict[str, Any]) -> None:
             "not set. Set it to your Engage tenant (https://<tenant>.voyado.com), "
             "or start with `python3 dev.py run` to use the built-in Engage simulator",
         )
-    for key in ("ENGAGE_API_KEY", "SECRET_KEY", "STORE_EXTERNAL_ID"):
+    for key in ("ENGAGE_API_KEY", "SECRET_KEY"):
         if not config[key]:
             raise ConfigError(key, "not set")
+    if not config["STORE_EXTERNAL_ID"] and not config["STAFF_PIN"]:
+        raise ConfigError(
+            "STORE_EXTERNAL_ID", "not set; set it, or set STAFF_PIN so staff can bind each device"
+        )
     if len(config["SECRET_KEY"]) < 16:
         raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")

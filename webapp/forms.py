@@ -185,7 +185,7 @@ class SignupForm(FlaskForm):
             EmailAddress(_l("Enter an email address like name@example.com")),
         ],
     )
-    countryCode = SelectField(_l("Country"), validate_choice=True)
+    countryCode = SelectField(_l("Country"), choices=[], validate_choice=True)
     mobilePhone = StringField(
         _l("Mobile phone number"),
         filters=[_strip],

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from babel import Locale
 from flask import current_app, request, session
+from wtforms import SelectChoice
 
 # Code sent to Engage as `lang` → the language's own name, for the switcher.
 LANGUAGES = {
@@ -34,10 +35,14 @@ _AFTER_Z = {
 
 def select_locale() -> str:
     """The person's explicit choice, then the store country's language, then the browser."""
+    from .devices import current_device
+
     chosen = session.get("lang")
     if chosen in LANGUAGES:
         return chosen
-    by_country = COUNTRY_LANGUAGE.get(current_app.config["DEFAULT_COUNTRY"])
+    device = current_device()
+    country = device.country if device else current_app.config["DEFAULT_COUNTRY"]
+    by_country = COUNTRY_LANGUAGE.get(country)
     if by_country:
         return by_country
     return request.accept_languages.best_match(list(LANGUAGES)) or "en"
@@ -62,8 +67,8 @@ def _fold(ch: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def countries(language: str) -> tuple[tuple[str, str], ...]:
-    """(code, name) for every ISO 3166 country, names in `language`, Nordic countries first."""
+def countries(language: str) -> tuple[SelectChoice, ...]:
+    """Every ISO 3166 country (value: code, label: name in `language`), Nordic countries first."""
     names = Locale.parse(language).territories
     codes = [c for c in names if len(c) == 2 and c.isalpha() and c not in _NOT_COUNTRIES]
     nordic = [(c, names[c]) for c in NORDIC_COUNTRIES if c in names]
@@ -71,19 +76,23 @@ def countries(language: str) -> tuple[tuple[str, str], ...]:
         ((c, names[c]) for c in codes if c not in NORDIC_COUNTRIES),
         key=lambda item: _sort_key(language)(item[1]),
     )
-    return tuple(nordic + rest)
+    return tuple(SelectChoice(code, name) for code, name in nordic + rest)
 
 
 @lru_cache(maxsize=1)
 def country_codes() -> frozenset[str]:
-    return frozenset(code for code, _ in countries("en"))
+    return frozenset(choice.value for choice in countries("en"))
 
 
-def outcome_messages() -> dict[str, tuple[str, str]]:
-    """outcome name → (heading, text): every sentence a person reads about Engage's answer."""
+def outcome_messages(kiosk: bool = False) -> dict[str, tuple[str, str]]:
+    """outcome name → (heading, text): every sentence a person reads about Engage's answer.
+
+    On a kiosk nobody may learn whether someone else is a member, so created, existing and
+    in-progress all read the same.
+    """
     from flask_babel import gettext as _
 
-    return {
+    messages = {
         "created": (
             _("Welcome, you are now a member!"),
             _("Your membership is registered. Your member offers apply from today."),
@@ -131,4 +140,18 @@ def outcome_messages() -> dict[str, tuple[str, str]]:
             _("Please check your details"),
             _("Some details need correcting before we can register you."),
         ),
+        "throttled": (
+            _("Please wait a minute"),
+            _(
+                "Too many sign-ups were sent from here in a short time. "
+                "Wait a minute and try again."
+            ),
+        ),
     }
+    if kiosk:
+        thanks = (
+            _("Thank you!"),
+            _("Your membership is taken care of. Member offers apply from today."),
+        )
+        messages.update({"created": thanks, "existing": thanks, "in-progress": thanks})
+    return messages

@@ -189,6 +189,19 @@ def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
     )
 
 
+def with_member_number(client: EngageClient, outcome: Outcome) -> Outcome:
+    """The outcome with the found contact's member number, when Engage can tell it."""
+    if not outcome.contact_id or outcome.member_number:
+        return outcome
+    try:
+        contact = client.get_contact(outcome.contact_id)
+    except EngageError:
+        return outcome
+    attributes = contact.get("attributes") if isinstance(contact.get("attributes"), dict) else {}
+    number = _text(attributes.get("memberNumber"))
+    return Outcome(**{**outcome.__dict__, "member_number": number})
+
+
 def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) -> Outcome:
     """A create ended without a clear answer: look the person up before saying anything."""
     fallback = Outcome(TIMEOUT if exc.timed_out else UNAVAILABLE, cause=_name(exc))

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFError
 
 from . import signup as flow
 from . import web
+from .devices import current_device
 from .i18n import LANGUAGES, countries, outcome_messages
 
 bp = Blueprint("signup", __name__)
@@ -35,25 +36,38 @@ def _switch_language():
 
 @bp.app_context_processor
 def _page_context():
-    return {"language": _language(), "languages": LANGUAGES}
+    config = current_app.config
+    return {
+        "language": _language(),
+        "languages": LANGUAGES,
+        "device": current_device(),
+        "kiosk_timing": {
+            "idle": config["KIOSK_IDLE_SECONDS"],
+            "countdown": config["KIOSK_COUNTDOWN_SECONDS"],
+            "thanks": config["KIOSK_THANKS_SECONDS"],
+        },
+    }
 
 
 @bp.get("/")
 def form():
     session.pop("outcome", None)
-    form = _new_form(data={"countryCode": current_app.config["DEFAULT_COUNTRY"]})
+    device = current_device()
+    if device is None:
+        g.outcome = "setup-needed"
+        return render_template("signup/setup_needed.html", outcome="setup-needed")
+    form = _new_form(data={"countryCode": device.country})
     return _render_form(form, "form")
 
 
 @bp.post("/")
 def submit():
+    if current_device() is None:
+        return redirect(url_for(".form"), code=303)
     form = _new_form()
     if not form.validate_on_submit():
         return _render_form(form, "invalid", 400)
     if not _within_rate_limits():
-        form.form_errors.append(
-            _("Too many sign-ups were sent from here in a short time. Wait a minute and try again.")
-        )
         return _render_form(form, "throttled", 429)
 
     state = current_app.extensions["state"]
@@ -63,12 +77,16 @@ def submit():
         # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
         return _present(form, _wait_for(token, earlier), duplicate=True)
 
+    engage = current_app.extensions["engage"]
     outcome = flow.register(
-        current_app.extensions["engage"],
+        engage,
         _signup_from(form),
         breaker=current_app.extensions["breaker"],
         settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
     )
+    if outcome.name == flow.EXISTING and not current_device().kiosk:
+        # The cashier attaches the purchase: show the member number of who was found.
+        outcome = flow.with_member_number(engage, outcome)
     g.engage_cause = outcome.cause
     state.finish_submission(token, outcome.name, outcome.member_number)
     return _present(form, outcome)
@@ -76,6 +94,7 @@ def submit():
 
 def _signup_from(form) -> flow.Signup:
     config = current_app.config
+    device = current_device()
     values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
     consents = [f.name.removeprefix("consent-") for f in form.consent_fields() if f.data]
     return flow.Signup(
@@ -84,12 +103,13 @@ def _signup_from(form) -> flow.Signup:
             contact_type=config["CONTACT_TYPE"],
             lang=_language(),
             consents=consents,
-            channel=f"store {config['STORE_EXTERNAL_ID']}",
+            channel=f"{device.mode} device in store {device.store_id}",
         ),
         key=config["CONTACT_KEY"],
         contact_type=config["CONTACT_TYPE"],
-        store_external_id=config["STORE_EXTERNAL_ID"],
-        create_as_unapproved=config["CREATE_AS_UNAPPROVED"],
+        store_external_id=device.store_id,
+        create_as_unapproved=config["CREATE_AS_UNAPPROVED"]
+        or (device.kiosk and config["KIOSK_CREATE_AS_UNAPPROVED"]),
     )
 
 
@@ -130,8 +150,8 @@ def _within_rate_limits() -> bool:
     """Per device (its session) and per address; counted where all workers see it."""
     state = current_app.extensions["state"]
     config = current_app.config
-    device = session.setdefault("device", secrets.token_urlsafe(12))
-    return state.hit(f"device:{device}", config["SUBMIT_LIMIT_PER_DEVICE"], 60) and state.hit(
+    client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
+    return state.hit(f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60) and state.hit(
         f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60
     )
 
@@ -145,6 +165,8 @@ def _csrf_failed(exc: CSRFError):
     """A missing or stale token: no Engage call, but give the form back with what was typed."""
     if request.endpoint != "signup.submit":
         return web.http_error(exc)
+    if current_device() is None:
+        return redirect(url_for(".form"), code=303)
     form = _new_form()  # not validated: it only carries the data back, with a fresh token
     form.form_errors.append(
         _("This page was open for a long time, so for your safety it needs to be sent again. "
@@ -158,14 +180,18 @@ def done():
     result = session.get("outcome")
     if not isinstance(result, dict) or result.get("name") not in FINAL_OUTCOMES:
         return redirect(url_for(".form"), code=303)
-    g.outcome = result["name"]
-    heading, text = outcome_messages()[result["name"]]
+    g.outcome = name = result["name"]
+    device = current_device()
+    kiosk = device is not None and device.kiosk
+    heading, text = outcome_messages(kiosk=kiosk)[name]
+    # Staff see the member number to attach the purchase; a kiosk never shows one.
+    show_number = not kiosk and name in (flow.CREATED, flow.EXISTING)
     return render_template(
         "signup/done.html",
-        outcome=result["name"],
+        outcome=name,
         heading=heading,
         text=text,
-        member_number=result.get("member_number") if result["name"] == flow.CREATED else None,
+        member_number=result.get("member_number") if show_number else None,
     )
 
 
@@ -183,7 +209,8 @@ def _new_form(**kwargs):
 
 def _render_form(form, outcome: str, status: int = 200):
     g.outcome = outcome
-    heading, text = outcome_messages().get(outcome, (None, None))
+    device = current_device()
+    heading, text = outcome_messages(kiosk=bool(device and device.kiosk)).get(outcome, (None, None))
     consents = {
         f"consent-{c['id']}": c for c in current_app.config["CONSENTS"]
     }  # field name → definition, for labels in the person's language

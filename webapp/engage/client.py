@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -128,6 +129,14 @@ class EngageClient:
             params["createAsUnapproved"] = "true"
         response = self._request(
             "POST", CONTACTS_PATH, params=params, json=contact, timeout=self.create_timeout
+        )
+        body = assumptions.parse_body(response.text)
+        return body if isinstance(body, dict) else {}
+
+    def get_contact(self, contact_id: str) -> dict[str, Any]:
+        """One contact (GET /api/v3/contacts/{id}): id, attributes, meta, preferences, consents."""
+        response = self._request(
+            "GET", f"{CONTACTS_PATH}/{quote(contact_id, safe='')}", timeout=self.read_timeout
         )
         body = assumptions.parse_body(response.text)
         return body if isinstance(body, dict) else {}

@@ -1,0 +1,138 @@
+"""/setup: staff bind a device to a store and a mode, behind the staff PIN."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, RadioField, SelectChoice, SelectField
+from wtforms.validators import DataRequired
+
+from . import devices
+from .engage import EngageError
+
+bp = Blueprint("setup", __name__, url_prefix="/setup")
+
+STAFF_SESSION_SECONDS = 10 * 60  # a PIN opens setup for ten minutes on this device
+PIN_ATTEMPTS = 5  # per device and per five minutes
+PIN_ATTEMPTS_PER_ADDRESS = 20
+PIN_WINDOW = 300  # seconds
+
+
+class PinForm(FlaskForm):
+    pin = PasswordField(_l("Staff PIN"), validators=[DataRequired(_l("Enter the staff PIN"))])
+
+
+class DeviceForm(FlaskForm):
+    store = SelectField(_l("Store"), choices=[], validators=[DataRequired(_l("Choose the store"))])
+    mode = RadioField(
+        _l("How is this device used?"),
+        choices=[
+            SelectChoice("staff", _l("Staff tablet: a cashier registers the customer")),
+            SelectChoice("kiosk", _l("Kiosk: customers register on their own")),
+        ],
+        default="staff",
+        validators=[DataRequired(_l("Choose how the device is used"))],
+    )
+
+
+def _staff_signed_in() -> bool:
+    return session.get("staff_until", 0) > time.time()
+
+
+@bp.get("/")
+def start():
+    if not current_app.config["STAFF_PIN"]:
+        return _page("setup/disabled.html", "setup-disabled")
+    if not _staff_signed_in():
+        return _page("setup/pin.html", "setup-pin", form=PinForm())
+    return _device_page(DeviceForm(data={"mode": _current_mode()}))
+
+
+@bp.post("/pin")
+def pin():
+    if not current_app.config["STAFF_PIN"]:
+        return redirect(url_for(".start"), code=303)
+    form = PinForm()
+    state = current_app.extensions["state"]
+    client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
+    allowed = state.hit(f"pin:{client_id}", PIN_ATTEMPTS, PIN_WINDOW) and state.hit(
+        f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW
+    )
+    if not allowed:
+        form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
+        return _page("setup/pin.html", "setup-pin", 429, form=form)
+    if form.validate_on_submit():
+        given = form.pin.data.strip().encode()
+        if hmac.compare_digest(given, current_app.config["STAFF_PIN"].encode()):
+            session["staff_until"] = time.time() + STAFF_SESSION_SECONDS
+            return redirect(url_for(".start"), code=303)
+        form.pin.errors = [_("That PIN is not right.")]
+    return _page("setup/pin.html", "setup-pin", 400, form=form)
+
+
+@bp.post("/")
+def save():
+    if not _staff_signed_in():
+        return redirect(url_for(".start"), code=303)
+    form = DeviceForm()
+    try:
+        stores = devices.active_stores()
+    except EngageError:
+        return _device_page(form, unavailable=True)
+    form.store.choices = _store_choices(stores)
+    if not form.validate_on_submit():
+        return _device_page(form, status=400, stores=stores)
+    store = next(s for s in stores if str(s["externalId"]) == form.store.data)
+    response = redirect(url_for("signup.form"), code=303)
+    devices.bind(response, store, form.mode.data)
+    session.pop("staff_until", None)  # setup done: the PIN is needed again next time
+    session.pop("lang", None)  # the new store's language becomes the default
+    return response
+
+
+@bp.post("/forget")
+def forget():
+    if not _staff_signed_in():
+        return redirect(url_for(".start"), code=303)
+    response = redirect(url_for(".start"), code=303)
+    devices.unbind(response)
+    return response
+
+
+def _device_page(form, status=200, unavailable=False, stores=None):
+    if stores is None and not unavailable:
+        try:
+            stores = devices.active_stores()
+        except EngageError:
+            unavailable = True
+    if stores is not None:
+        form.store.choices = _store_choices(stores)
+        device = devices.current_device()
+        if device and device.bound and not form.store.data:
+            form.store.data = device.store_id
+    return _page("setup/device.html", "setup-device", status, form=form, unavailable=unavailable)
+
+
+def _store_choices(stores: list[dict]) -> list[SelectChoice]:
+    return [
+        SelectChoice(
+            str(s["externalId"]), f"{s.get('name') or s['externalId']} ({s['externalId']})"
+        )
+        for s in sorted(stores, key=lambda s: str(s.get("name") or ""))
+    ]
+
+
+def _current_mode() -> str:
+    device = devices.current_device()
+    return device.mode if device else current_app.config["DEVICE_MODE"]
+
+
+def _page(template: str, outcome: str, status: int = 200, **context):
+    g.outcome = outcome
+    return render_template(template, outcome=outcome, **context), status
