@@ -182,3 +182,25 @@ def test_a_chain_needs_a_store_or_a_pin(app_config):
     config = {k: v for k, v in app_config.items() if k != "STORE_EXTERNAL_ID"}
     with pytest.raises(ConfigError, match="STORE_EXTERNAL_ID: not set; set it, or set STAFF_PIN"):
         create_app(config)
+
+
+def test_consent_texts_can_come_from_engage_in_the_persons_language(simulator, app_config, engine):
+    app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "CONSENT_TEXTS": "engage"})
+    browser = app.test_client()
+    browser.get("/?lang=da")
+    assert "Jeg accepterer medlemsbetingelserne" in text_of(browser.get("/"))
+    browser.get("/?lang=en")
+    browser.get("/")
+    assert len(engine.requests("/api/v3/consents")) == 1, "asked once, then cached"
+
+
+def test_consent_texts_fall_back_to_configuration_when_engage_is_down(
+    simulator, app_config, engine
+):
+    engine.inject("status", on="read", status=500, times=None)
+    app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "CONSENT_TEXTS": "engage"})
+    browser = app.test_client()
+    browser.get("/?lang=fi")
+    page = browser.get("/")
+    assert page.status_code == 200
+    assert "Hyväksyn jäsenehdot" in text_of(page)

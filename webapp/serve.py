@@ -81,10 +81,12 @@ def _start_training_simulator() -> None:
         STORE_EXTERNAL_ID=os.environ.get("STORE_EXTERNAL_ID") or "101",
         # One key for every worker, new each start: sessions do not outlive a training run.
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        STAFF_PIN=os.environ.get("STAFF_PIN") or "1234",
         TRAINING_MODE="true",
     )
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
     print(note, flush=True)  # noqa: T201
+    print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
 
 
 def _serve(args: argparse.Namespace) -> None:

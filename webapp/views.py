@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFError
 
 from . import signup as flow
 from . import web
+from .consents import consent_texts
 from .devices import current_device
 from .i18n import LANGUAGES, countries, outcome_messages
 
@@ -211,9 +212,6 @@ def _render_form(form, outcome: str, status: int = 200):
     g.outcome = outcome
     device = current_device()
     heading, text = outcome_messages(kiosk=bool(device and device.kiosk)).get(outcome, (None, None))
-    consents = {
-        f"consent-{c['id']}": c for c in current_app.config["CONSENTS"]
-    }  # field name → definition, for labels in the person's language
     return (
         render_template(
             "signup/form.html",
@@ -221,7 +219,7 @@ def _render_form(form, outcome: str, status: int = 200):
             outcome=outcome,
             heading=heading,
             text=text,
-            consents=consents,
+            consents=consent_texts(_language()),
             language=_language(),
         ),
         status,

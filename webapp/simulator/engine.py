@@ -43,19 +43,17 @@ DEFAULT_STORES = [
      "countryCode": "SE", "type": "RETAIL", "timeZone": "W. Europe Standard Time", "active": False},
 ]  # fmt: skip
 
+# Shaped like engage-api.md §4's example: displayText + linkText make the checkbox label.
 DEFAULT_CONSENTS = [
     {
         "id": "memberConsent",
         "name": "Member terms",
         "metaData": {
-            "displayText": {
-                "sv-SE": "Jag godkänner medlemsvillkoren", "fi-FI": "Hyväksyn jäsenehdot",
-                "nb-NO": "Jeg godtar medlemsvilkårene",
-                "da-DK": "Jeg accepterer medlemsbetingelserne",
-                "en-GB": "I accept the membership terms",
-            },
-            "linkText": {"sv-SE": "medlemsvillkor", "fi-FI": "jäsenehdot", "nb-NO": "medlemsvilkår",
-                         "da-DK": "medlemsbetingelser", "en-GB": "membership terms"},
+            "displayText": {"sv-SE": "Jag godkänner", "fi-FI": "Hyväksyn", "nb-NO": "Jeg godtar",
+                            "da-DK": "Jeg accepterer", "en-GB": "I accept the"},
+            "linkText": {"sv-SE": "medlemsvillkoren", "fi-FI": "jäsenehdot",
+                         "nb-NO": "medlemsvilkårene", "da-DK": "medlemsbetingelserne",
+                         "en-GB": "membership terms"},
             "conditionText": {"en-GB": "<p>Acme membership terms.</p>"},
         },
     },
