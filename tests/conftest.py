@@ -160,3 +160,16 @@ def sim_client(sim_app):
 @pytest.fixture
 def sim_submit(sim_client):
     return submitter(sim_client)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say where the browser tests' screenshots are, or that they did not run."""
+    from .test_browser import SCREENSHOTS, chromium_path
+
+    if not chromium_path():
+        terminalreporter.write_line(
+            "Browser tests did not run: Chromium not found (Debian package chromium, or set "
+            "CHROMIUM_PATH). CI installs it and sets REQUIRE_BROWSER=1."
+        )
+    elif SCREENSHOTS.is_dir() and any(SCREENSHOTS.iterdir()):
+        terminalreporter.write_line(f"Screenshots at tablet size: {SCREENSHOTS}")

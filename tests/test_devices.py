@@ -204,3 +204,11 @@ def test_consent_texts_fall_back_to_configuration_when_engage_is_down(
     page = browser.get("/")
     assert page.status_code == 200
     assert "Hyväksyn jäsenehdot" in text_of(page)
+
+
+def test_saving_setup_without_picking_a_store_binds_nothing(chain_app):
+    browser = english_browser(chain_app)
+    response = bind(browser, store="")
+    assert response.status_code == 400
+    assert "Choose the store" in text_of(response)
+    assert outcome_of(browser.get("/")) == "setup-needed"
