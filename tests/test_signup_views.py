@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import requests
@@ -274,3 +275,16 @@ def test_unknown_pages_are_friendly(client):
     page = client.get("/nope")
     assert page.status_code == 404
     assert "There is no page at this address" in text_of(page)
+
+
+def test_a_found_contact_without_a_member_number_shows_its_contact_id_to_staff(submit, engage_api):
+    engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
+    engage_api.get(f"{CREATE}/{CONTACT_ID}", status_code=503)
+    page = submit()
+    assert outcome_of(page) == "existing"
+    assert f"Contact id in Engage {CONTACT_ID}" in text_of(page)
+
+
+def test_a_staff_tablet_puts_the_cursor_in_the_key_field(client):
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r'<input[^>]*autofocus[^>]*name="email"', html)

@@ -119,7 +119,11 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False):
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number go in the session
         # cookie: never anything the person typed.
-        session["outcome"] = {"name": outcome.name, "member_number": outcome.member_number}
+        session["outcome"] = {
+            "name": outcome.name,
+            "member_number": outcome.member_number,
+            "contact_id": outcome.contact_id,
+        }
         g.outcome = outcome.name
         return redirect(url_for(".done"), code=303)
     if outcome.name == flow.REJECTED and not duplicate:
@@ -193,6 +197,8 @@ def done():
         heading=heading,
         text=text,
         member_number=result.get("member_number") if show_number else None,
+        # Without a member number (Engage did not say), the contact id still finds them.
+        contact_id=result.get("contact_id") if show_number else None,
     )
 
 
