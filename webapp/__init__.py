@@ -50,6 +50,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         MAX_CONTENT_LENGTH=64 * 1024,  # bytes: a signup is well under 2 KB
+        # Every validator carries its own translated message, so WTForms' catalogue (loaded
+        # from disk on each request by Flask-WTF) is not needed.
+        WTF_I18N_ENABLED=False,
         BABEL_TRANSLATION_DIRECTORIES=str(_HERE / "translations"),
     )
     app.config.update(settings)

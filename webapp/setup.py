@@ -61,8 +61,11 @@ def pin():
     form = PinForm()
     state = current_app.extensions["state"]
     client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
-    allowed = state.hit(f"pin:{client_id}", PIN_ATTEMPTS, PIN_WINDOW) and state.hit(
-        f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW
+    allowed = state.hits(
+        [
+            (f"pin:{client_id}", PIN_ATTEMPTS, PIN_WINDOW),
+            (f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW),
+        ]
     )
     if not allowed:
         form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]

@@ -96,26 +96,33 @@ class SharedState:
     # --- rate limits ---------------------------------------------------------------------------
     def hit(self, key: str, limit: int, window: float) -> bool:
         """Count one hit for `key`; False when it is over `limit` in the current window."""
+        return self.hits([(key, limit, window)])
+
+    def hits(self, limits: list[tuple[str, int, float]]) -> bool:
+        """Count one hit for each (key, limit, window) in one transaction; False if any is over."""
         db = self._db()
         now = self.clock()
+        allowed = True
         db.execute("BEGIN IMMEDIATE")
         try:
-            row = db.execute(
-                "SELECT window_start, count FROM hits WHERE key = ?", (key,)
-            ).fetchone()
-            if row is None or now - row[0] >= window:
-                db.execute(
-                    "REPLACE INTO hits (key, window_start, count) VALUES (?, ?, 1)", (key, now)
-                )
-                count = 1
-            else:
-                count = row[1] + 1
-                db.execute("UPDATE hits SET count = ? WHERE key = ?", (count, key))
+            for key, limit, window in limits:
+                row = db.execute(
+                    "SELECT window_start, count FROM hits WHERE key = ?", (key,)
+                ).fetchone()
+                if row is None or now - row[0] >= window:
+                    db.execute(
+                        "REPLACE INTO hits (key, window_start, count) VALUES (?, ?, 1)", (key, now)
+                    )
+                    count = 1
+                else:
+                    count = row[1] + 1
+                    db.execute("UPDATE hits SET count = ? WHERE key = ?", (count, key))
+                allowed = allowed and count <= limit
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return count <= limit
+        return allowed
 
     # --- circuit breaker -----------------------------------------------------------------------
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:
@@ -147,9 +154,13 @@ class SharedState:
         db = self._db()
         now = self.clock()
         if ok:
-            db.execute(
-                "REPLACE INTO breaker (name, failures, open_until) VALUES (?, 0, 0)", (name,)
-            )
+            row = db.execute(
+                "SELECT failures, open_until FROM breaker WHERE name = ?", (name,)
+            ).fetchone()
+            if row is not None and tuple(row) != (0, 0):  # write only when something to close
+                db.execute(
+                    "REPLACE INTO breaker (name, failures, open_until) VALUES (?, 0, 0)", (name,)
+                )
             return
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -8,7 +8,7 @@ import time
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, generate_csrf
 
 from . import signup as flow
 from . import web
@@ -57,8 +57,8 @@ def form():
     if device is None:
         g.outcome = "setup-needed"
         return render_template("signup/setup_needed.html", outcome="setup-needed")
-    form = _new_form(data={"countryCode": device.country})
-    return _render_form(form, "form")
+    g.outcome = "form"
+    return _empty_form_page(device)
 
 
 @bp.post("/")
@@ -156,8 +156,11 @@ def _within_rate_limits() -> bool:
     state = current_app.extensions["state"]
     config = current_app.config
     client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
-    return state.hit(f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60) and state.hit(
-        f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60
+    return state.hits(
+        [
+            (f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60),
+            (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
+        ]
     )
 
 
@@ -212,6 +215,33 @@ def _new_form(**kwargs):
     if not form.submission.data:
         form.submission.data = new_submission_token()
     return form
+
+
+def _empty_form_page(device):
+    """The empty form, rendered once per language, device and consent texts.
+
+    Rendering it (Jinja, WTForms, ~250 country options) cost far more than serving it. Only the
+    two tokens differ between requests, so they are put into a cached copy: the CSRF token of
+    this session and a fresh one-time submission token.
+    """
+    language = _language()
+    consents = consent_texts(language)
+    key = (language, device, tuple((k, v["label"], v["url"]) for k, v in consents.items()))
+    cache = current_app.extensions.setdefault("page_cache", {})
+    page = cache.get(key)
+    if page is None:
+        form = _new_form(data={"countryCode": device.country})
+        html, _status = _render_form(form, "form")
+        csrf, submission = form.csrf_token.current_token, form.submission.data
+        if html.count(csrf) != 1 or html.count(submission) != 1:  # pragma: no cover
+            return html  # cannot template it safely: serve this rendering as it is
+        page = html.replace(csrf, "\x00csrf\x00").replace(submission, "\x00submission\x00")
+        if len(cache) > 64:  # languages x device kinds: a handful in practice
+            cache.clear()
+        cache[key] = page
+    return page.replace("\x00csrf\x00", generate_csrf()).replace(
+        "\x00submission\x00", new_submission_token()
+    )
 
 
 def _render_form(form, outcome: str, status: int = 200):

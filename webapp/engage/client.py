@@ -8,6 +8,7 @@ requests instead of paying a TLS handshake per call.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -164,6 +165,14 @@ class EngageClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            # Read proxy and CA settings from the environment once, not on every call (requests
+            # scans all of os.environ per request when trust_env is on). With trust_env off,
+            # `verify` is also honoured as set (REQUESTS_CA_BUNDLE would otherwise override it).
+            session.trust_env = False
+            session.proxies = requests.utils.get_environ_proxies(self.base_url)
+            session.verify = (
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+            )
             session.headers.update(
                 {
                     "apikey": self._api_key,

@@ -259,6 +259,15 @@ class SimulatorApp:
             return ok([r.as_dict() for r in self.engine.requests()])
         if path == "/_simulator/contacts" and method == "GET":
             return ok(self.engine.contacts())
+        if path == "/_simulator/stats" and method == "GET":
+            server = request.environ.get("simulator.server")
+            return ok(
+                {
+                    "requests": len(self.engine.requests()),
+                    "contacts": len(self.engine.contacts()),
+                    "connections_opened": getattr(server, "connections_opened", None),
+                }
+            )
         if path == "/_simulator" and method == "GET":
             return self._overview()
         return error(404, "NotFound", "No such simulator endpoint.")

@@ -53,6 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
+            "simulator.server": self.server,
         }
         if "Content-Type" in self.headers:
             environ["CONTENT_TYPE"] = self.headers["Content-Type"]

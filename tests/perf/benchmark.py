@@ -1,0 +1,362 @@
+"""How close engage-signup comes to the floor set by Engage's round trips.
+
+    .venv/bin/python tests/perf/benchmark.py [--latency 0.05] [--devices 16] [--seconds 8]
+
+Loopback only, about a minute. Starts, as separate processes: the Engage simulator with a fixed
+latency L per call; the app under its production server (gunicorn, threaded workers); a bare
+Flask app serving a static page of the form's size (gunicorn, same workers and threads); and a
+straightforward integration (plain requests.get/post, a new connection per call, sync workers).
+Every figure is a ratio against a baseline measured in the same run, because these machines are
+shared and noisy. Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PERF = Path(__file__).resolve().parent
+OUT = ROOT / "test-artifacts" / "perf"
+LIGHTHOUSE_VERSION = "12.2.3"  # runs offline on Node 20 (shared/field-notes.md)
+CHROME_FLAGS = (
+    "--headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run "
+    "--disable-background-networking --disable-component-update --disable-sync"
+)
+FORM = {"firstName": "Bench", "countryCode": "SE", "consent-memberConsent": "y"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+class Processes:
+    def __init__(self):
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, command: list[str], env: dict, ready: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.running.append(process)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(ready, timeout=2)
+                return process
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"could not start: {' '.join(command)}") from None
+                time.sleep(0.1)
+
+    def stop(self):
+        for process in self.running:
+            process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str) -> dict:
+    """`devices` tills signing people up back to back; latency is the POST's, as a person waits."""
+    latencies: list[float] = []
+    app_ms: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def till(number: int):
+        nonlocal errors
+        browser = requests.Session()
+        browser.trust_env = False
+        count = 0
+        while time.monotonic() < deadline:
+            count += 1
+            data = {**FORM, "email": f"{tag}-{number}-{count}@example.com"}
+            if with_form:
+                page = browser.get(url, timeout=30).text
+                data.update(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+            started = time.perf_counter()
+            response = browser.post(url, data=data, allow_redirects=False, timeout=30)
+            elapsed = time.perf_counter() - started
+            timing = re.search(r"app;dur=([\d.]+)", response.headers.get("Server-Timing", ""))
+            with lock:
+                if response.status_code != 303:
+                    errors += 1
+                    continue
+                latencies.append(elapsed)
+                if timing:
+                    app_ms.append(float(timing.group(1)))
+
+    started = time.monotonic()
+    tills = [threading.Thread(target=till, args=(n,)) for n in range(devices)]
+    for t in tills:
+        t.start()
+    for t in tills:
+        t.join()
+    wall = time.monotonic() - started
+    return {
+        "signups": len(latencies),
+        "errors": errors,
+        "per_second": len(latencies) / wall,
+        "p50_s": percentile(latencies, 50) if latencies else None,
+        "p99_s": percentile(latencies, 99) if latencies else None,
+        "app_ms_p50": percentile(app_ms, 50) if app_ms else None,
+        "app_ms_p95": percentile(app_ms, 95) if app_ms else None,
+    }
+
+
+def page_rate(url: str, seconds: float, connections: int) -> float:
+    """GET requests per second: wrk when installed, else a Python load from two processes."""
+    if shutil.which("wrk"):
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", url],
+            capture_output=True, text=True, timeout=seconds + 30,
+        ).stdout  # fmt: skip
+        return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    code = (
+        "import http.client,sys,threading,time\n"
+        "u=sys.argv[1].split(':');h,p=u[1].strip('/'),int(u[2].strip('/'));d=float(sys.argv[2])\n"
+        "n=[0];end=time.monotonic()+d\n"
+        "def w():\n c=http.client.HTTPConnection(h,p)\n while time.monotonic()<end:\n"
+        "  c.request('GET','/');c.getresponse().read();n[0]+=1\n"
+        f"t=[threading.Thread(target=w) for _ in range({connections // 2})]\n"
+        "[x.start() for x in t];[x.join() for x in t];print(n[0]/d)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(seconds)], stdout=subprocess.PIPE,
+                         text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    return sum(float(p.communicate()[0]) for p in procs)
+
+
+def page_weight(url: str) -> dict:
+    """The form page and all it loads: bytes raw and gzip-compressed, third parties, fonts."""
+    html = requests.get(url, timeout=10).content
+    host = urlparse(url).netloc
+    links = re.findall(rb'(?:href|src)="([^"]+)"', html)
+    resources = {"/": html}
+    third_party = []
+    for link in links:
+        target = urljoin(url, link.decode())
+        parsed = urlparse(target)
+        if parsed.scheme in ("http", "https") and parsed.netloc != host:
+            third_party.append(target)
+        elif parsed.path.startswith("/static/"):
+            resources[parsed.path] = requests.get(target, timeout=10).content
+    css = b"".join(v for k, v in resources.items() if k.endswith(".css"))
+    fonts = bool(re.search(rb"@font-face|\.woff2?|\.ttf|\.otf", css + html))
+    return {
+        "resources": {k: len(v) for k, v in resources.items()},
+        "raw_bytes": sum(len(v) for v in resources.values()),
+        "gzip_bytes": sum(len(gzip.compress(v, 6)) for v in resources.values()),
+        "third_party": third_party,
+        "web_fonts": fonts,
+    }
+
+
+def lighthouse(url: str) -> dict:
+    node, chromium = shutil.which("node"), shutil.which("chromium")
+    if not (node and chromium and shutil.which("npm")):
+        return {"skipped": "Lighthouse needs Node, npm and Chromium; one of them is missing"}
+    home = PERF / ".lighthouse"
+    binary = home / "node_modules" / ".bin" / "lighthouse"
+    if not binary.exists():
+        home.mkdir(exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(home), "-E", f"lighthouse@{LIGHTHOUSE_VERSION}",
+             "--no-fund", "--no-audit", "--loglevel=error"],
+            check=True, timeout=300, capture_output=True,
+        )  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile:
+        report = Path(profile) / "report.json"
+        subprocess.run(
+            [str(binary), url, "--quiet", "--output=json", f"--output-path={report}",
+             "--only-categories=performance,accessibility,best-practices", "--form-factor=mobile",
+             f"--chrome-flags={CHROME_FLAGS} --user-data-dir={profile}/chrome"],
+            env={**os.environ, "CHROME_PATH": chromium}, timeout=180, capture_output=True,
+        )  # fmt: skip
+        if not report.exists():
+            return {"skipped": "Lighthouse ran but wrote no report"}
+        data = json.loads(report.read_text())
+    scores = {k: v["score"] for k, v in data["categories"].items()}
+    audits = data["audits"]
+    return {
+        **scores,
+        "first_contentful_paint_ms": audits["first-contentful-paint"]["numericValue"],
+        "largest_contentful_paint_ms": audits["largest-contentful-paint"]["numericValue"],
+        "total_blocking_time_ms": audits["total-blocking-time"]["numericValue"],
+        "version": LIGHTHOUSE_VERSION,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.05, help="L: seconds per Engage call")
+    parser.add_argument("--devices", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per signup load phase")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--no-lighthouse", action="store_true")
+    args = parser.parse_args()
+    L = args.latency
+    py = sys.executable
+    ports = {name: free_port() for name in ("sim", "app", "bare", "naive")}
+    url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
+    procs = Processes()
+    work = Path(tempfile.mkdtemp(prefix="engage-bench-"))
+    result: dict = {"latency_s": L, "devices": args.devices, "workers": args.workers,
+                    "threads": args.threads}  # fmt: skip
+    try:
+        procs.start(
+            [py, "-m", "webapp.simulator", "--port", str(ports["sim"]), "--latency", str(L),
+             "--rate-limit", "1000000"],
+            {}, url["sim"] + "_simulator/stats",
+        )  # fmt: skip
+        app_env = {
+            "ENGAGE_BASE_URL": url["sim"].rstrip("/"), "ENGAGE_API_KEY": "bench",
+            "SECRET_KEY": "bench-secret-key-0123456789", "STORE_EXTERNAL_ID": "101",
+            "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"), "LOG_LEVEL": "WARNING",
+            "SUBMIT_LIMIT_PER_DEVICE": "10000", "SUBMIT_LIMIT_PER_ADDRESS": "100000",
+        }  # fmt: skip
+        procs.start(
+            [py, "-m", "webapp.serve", "--port", str(ports["app"]), "--workers",
+             str(args.workers), "--threads", str(args.threads)],
+            app_env, url["app"] + "healthz",
+        )  # fmt: skip
+        form_html = requests.get(url["app"], timeout=10).content
+        (work / "page.html").write_bytes(form_html)
+        gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--log-level", "warning"]
+        procs.start(
+            [*gunicorn, "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
+             "-b", f"127.0.0.1:{ports['bare']}", "baselines:bare_app"],
+            {"BARE_PAGE": str(work / "page.html")}, url["bare"],
+        )  # fmt: skip
+        procs.start(
+            [*gunicorn, "-k", "sync", "-w", str(args.workers), "-b", f"127.0.0.1:{ports['naive']}",
+             "baselines:naive_app"],
+            {"ENGAGE_BASE_URL": url["sim"].rstrip("/")}, url["naive"] + "thanks",
+        )  # fmt: skip
+
+        # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
+        result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
+        # 2. The form page against a bare Flask page of the same size.
+        result["form_rps"] = page_rate(url["app"], 5, args.devices)
+        result["bare_rps"] = page_rate(url["bare"], 5, args.devices)
+        # 3. Signups at N devices, against the straightforward integration.
+        before = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
+        result["app"] = signups(url["app"], args.devices, args.seconds, with_form=True, tag="app")
+        after = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
+        result["naive"] = signups(
+            url["naive"], args.devices, args.seconds, with_form=False, tag="naive"
+        )
+        naive_after = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
+        # Each stats request is one connection of the benchmark's own: take those out.
+        result["app_connections_opened"] = (
+            after["connections_opened"] - before["connections_opened"] - 1
+        )
+        result["naive_connections_opened"] = (
+            naive_after["connections_opened"] - after["connections_opened"] - 1
+        )
+        # Connections the app opened over the whole run (phases 1 and 3): all but the
+        # benchmark's three stats requests (start-up check, before, after).
+        result["app_connections_whole_run"] = after["connections_opened"] - 3
+        result["page"] = page_weight(url["app"])
+        result["lighthouse"] = (
+            {"skipped": "--no-lighthouse"} if args.no_lighthouse else lighthouse(url["app"])
+        )
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    report(result)
+    return 0
+
+
+def report(r: dict) -> None:
+    L = r["latency_s"]
+    floor = 2 * L
+    app, naive, one = r["app"], r["naive"], r["one_device"]
+    threads = r["workers"] * r["threads"]
+    lh = r["lighthouse"]
+    rows = [
+        ("signup p50 / 2L", app["p50_s"] / floor, "<= 1.10"),
+        ("signup p99 / 2L", app["p99_s"] / floor, "<= 1.50"),
+        ("app overhead p50, 1 device (ms)", one["app_ms_p50"], ""),
+        ("app overhead p95, 1 device / L", one["app_ms_p95"] / (L * 1000), "<= 0.02"),
+        (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
+        (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),
+         "<= 0.02"),
+        ("form page req/s / bare Flask", r["form_rps"] / r["bare_rps"], ">= 0.60"),
+        ("signups/s / straightforward", app["per_second"] / naive["per_second"], ">= 5.0"),
+        ("signup p99 / straightforward p99", app["p99_s"] / naive["p99_s"], ""),
+        ("Engage connections per 100 signups", 100 * r["app_connections_opened"] / app["signups"],
+         ""),
+        ("straightforward: connections per 100", 100 * r["naive_connections_opened"]
+         / max(1, naive["signups"]), ""),
+        ("new connections, whole run / threads", r["app_connections_whole_run"] / threads,
+         "<= 1.00"),
+        ("page + assets raw (KB)", r["page"]["raw_bytes"] / 1024, "<= 30"),
+        ("page + assets gzip (KB)", r["page"]["gzip_bytes"] / 1024, "<= 10"),
+        ("third-party requests", len(r["page"]["third_party"]), "0"),
+        ("web fonts", int(r["page"]["web_fonts"]), "0"),
+        ("Lighthouse performance", lh.get("performance"), ">= 0.95"),
+        ("Lighthouse accessibility", lh.get("accessibility"), "1.00"),
+    ]  # fmt: skip
+    r["table"] = []
+    print(f"\nengage-signup benchmark: L = {L * 1000:.0f} ms per Engage call, "
+          f"{r['devices']} devices, {r['workers']} workers x {r['threads']} threads")  # fmt: skip
+    print(f"  app: {app['signups']} signups, {app['per_second']:.1f}/s, {app['errors']} errors; "
+          f"straightforward: {naive['signups']}, {naive['per_second']:.1f}/s, "
+          f"{naive['errors']} errors; form {r['form_rps']:.0f} req/s, "
+          f"bare {r['bare_rps']:.0f} req/s")  # fmt: skip
+    print(f"  {'measure':<42} {'value':>9}  target   met")
+    for name, value, target in rows:
+        met = _meets(value, target)
+        shown = "skipped" if value is None else f"{value:9.3f}"
+        print(f"  {name:<42} {shown:>9}  {target:<8} {met}")
+        r["table"].append({"measure": name, "value": value, "target": target, "met": met})
+    if "skipped" in lh:
+        print(f"  Lighthouse: {lh['skipped']}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "benchmark.json").write_text(json.dumps(r, indent=2))
+    print(f"  written to {OUT / 'benchmark.json'}")
+
+
+def _meets(value, target: str) -> str:
+    if value is None or not target:
+        return ""
+    op, number = (target.split() + [""])[:2] if " " in target else ("==", target)
+    limit = float(number)
+    ok = {"<=": value <= limit, ">=": value >= limit, "==": abs(value - limit) < 1e-9}[op]
+    return "yes" if ok else "NO"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
