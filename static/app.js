@@ -59,6 +59,21 @@
     document.addEventListener(name, active, { passive: true, capture: true });
   });
   document.getElementById("idle-continue").addEventListener("click", active);
-  // Only a form page has anything to wipe; the thank-you page returns by itself.
+  // The thank-you screen goes back to an empty form by itself (later if someone is using it;
+  // a timed <meta> refresh could not be extended, which fails WCAG 2.2.1).
+  var result = document.querySelector("[data-return-after]");
+  if (result) {
+    var back = null;
+    var restart = function () {
+      window.clearTimeout(back);
+      back = window.setTimeout(function () { window.location.replace(body.dataset.start); },
+                               Number(result.dataset.returnAfter) * 1000);
+    };
+    ["keydown", "pointerdown", "touchstart"].forEach(function (name) {
+      document.addEventListener(name, restart, { passive: true, capture: true });
+    });
+    restart();
+    return;
+  }
   if (document.forms.length) { active(); }
 })();

@@ -221,6 +221,15 @@ def test_touch_targets_are_large_enough_and_200_percent_zoom_reads(browser, serv
     context.close()
 
 
+def test_error_pages_pass_axe(page, serve):
+    base = serve()
+    page.goto(base + "/?lang=en")
+    page.goto(base + "/no-such-page")
+    assert outcome(page) == "error"
+    no_serious_accessibility_violations(page)
+    shot(page, "not-found")
+
+
 def test_landscape_tablet(browser, serve):
     context = browser.new_context(viewport=LANDSCAPE)
     page = context.new_page()
@@ -278,6 +287,7 @@ def test_kiosk_back_after_a_signup_shows_an_empty_form(page, kiosk_url):
     assert outcome(page) == "created"
     assert "Thank you!" in page.inner_text("h1")
     assert page.locator(".member-number").count() == 0
+    no_serious_accessibility_violations(page)
     shot(page, "kiosk-thanks")
     page.go_back(wait_until="commit")
     page.wait_for_load_state()
@@ -304,6 +314,7 @@ def test_staff_set_up_a_device_in_the_browser(page, serve, engine):
     assert outcome(page) == "setup-needed"
     no_serious_accessibility_violations(page)
     page.click("text=Set up this device")
+    no_serious_accessibility_violations(page)
     page.fill("#pin", "4711")
     submit(page)
     assert outcome(page) == "setup-device"

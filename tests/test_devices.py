@@ -137,9 +137,11 @@ def test_a_kiosk_never_reveals_whether_someone_is_already_a_member(kiosk, engine
     assert "already" not in text_of(known)
 
 
-def test_the_kiosk_thank_you_screen_returns_to_an_empty_form_by_itself(kiosk):
+def test_the_kiosk_thank_you_screen_says_when_to_return_to_an_empty_form(kiosk):
     html = submitter(kiosk)().get_data(as_text=True)
-    assert re.search(r'<meta http-equiv="refresh" content="10;url=/">', html)
+    assert 'data-return-after="10"' in html
+    assert 'data-start="/"' in html
+    assert 'http-equiv="refresh"' not in html  # a timed refresh cannot be extended (WCAG 2.2.1)
 
 
 def test_a_kiosk_form_turns_autofill_off_for_personal_fields(kiosk):

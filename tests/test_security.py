@@ -125,13 +125,21 @@ PERSONAL = [
 
 @pytest.mark.parametrize(
     "fault",
-    [None, ("status", 422), ("status", 504), ("status", 500), ("drop", None), ("status", 409)],
-)
+    [None, ("status", 422), ("status", 504), ("status", 500), ("drop", None), ("hang", None),
+     ("status", 429), "existing", "ambiguous", "in-progress"],
+)  # fmt: skip
 def test_no_log_line_ever_holds_personal_data_or_the_api_key(sim_app, engine, caplog, fault):
     caplog.set_level(logging.DEBUG)
-    if fault:
+    if fault in ("existing", "ambiguous"):
+        for _ in range(1 if fault == "existing" else 2):
+            engine.add_contact({"email": PERSON["email"]})
+    elif fault == "in-progress":
+        engine.inject("status", status=409)  # no token: treated as the key being taken
+        engine.begin_create("Member", PERSON["email"])  # a create of this person is running
+        engine.clear_faults()
+    elif fault:
         kind, status = fault
-        engine.inject(kind, status=status) if status else engine.inject(kind)
+        engine.inject(kind, status=status, seconds=3) if status else engine.inject(kind, seconds=3)
     browser = english_browser(sim_app)
     page = submitter(browser)({**VALID_FORM, **PERSON})
     submitter(browser)({**VALID_FORM, **PERSON, "email": "broken"})  # invalid: echoes nothing
