@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -67,6 +68,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from . import ops, setup, views, web
 
     web.init_app(app)  # first: its timing and request id must wrap every other hook
+    app.session_interface = SessionInterface()
     Babel(app, locale_selector=select_locale)
     CSRFProtect(app)
     app.extensions["engage"] = EngageClient(
@@ -92,6 +94,16 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     return app
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signing serializer built once, not per request."""
+
+    def get_signing_serializer(self, app):
+        serializer = app.extensions.get("session_serializer")
+        if serializer is None:
+            serializer = app.extensions["session_serializer"] = super().get_signing_serializer(app)
+        return serializer
 
 
 def _log_context() -> str:

@@ -52,7 +52,8 @@ def _page_context():
 
 @bp.get("/")
 def form():
-    session.pop("outcome", None)
+    if "outcome" in session:  # a bare pop would rewrite the session cookie on every load
+        session.pop("outcome")
     device = current_device()
     if device is None:
         g.outcome = "setup-needed"

@@ -48,15 +48,21 @@ def _start() -> None:
     g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
 
 
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    # same-origin, not no-referrer: Flask-WTF's CSRF check needs the Referer over HTTPS.
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+]
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
 def _finish(response):
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    # same-origin, not no-referrer: Flask-WTF's CSRF check needs the Referer over HTTPS.
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("X-Frame-Options", "DENY")
+    headers.extend(SECURITY_HEADERS)  # no view sets these itself
     if request.is_secure or current_app.config["HTTPS"]:
-        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        headers.add(*HSTS)
     if response.mimetype == "text/html":
         # Pages can show what a person typed: never keep them in any cache or history.
         headers["Cache-Control"] = "no-store"
@@ -67,11 +73,13 @@ def _finish(response):
         headers["Server-Timing"] = f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}"
         headers["X-Request-Id"] = g.request_id
         # One line per request: no query string, no form data, no personal data.
-        log.info(
-            "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s engage=%s %s",
-            request.method, request.path, response.status_code, total_ms, engage_ms,
-            g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s "
+                "engage=%s %s",
+                request.method, request.path, response.status_code, total_ms, engage_ms,
+                g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
+            )  # fmt: skip
     return response
 
 
