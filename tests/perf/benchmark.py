@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
@@ -83,9 +85,47 @@ class Processes:
 
 
 def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str) -> dict:
-    """`devices` tills signing people up back to back; latency is the POST's, as a person waits."""
+    """`devices` tills signing people up back to back; latency is the POST's, as a person waits.
+
+    The tills run in up to two processes, so the load generator's own GIL does not add to the
+    latencies it measures.
+    """
+    processes = min(2, devices)
+    shares = [
+        devices // processes + (1 if i < devices % processes else 0) for i in range(processes)
+    ]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        parts = list(
+            pool.map(
+                _tills,
+                [url] * processes,
+                [sum(shares[:i]) for i in range(processes)],
+                shares,
+                [seconds] * processes,
+                [with_form] * processes,
+                [tag] * processes,
+            )
+        )
+    latencies = [x for p in parts for x in p["latencies"]]
+    app_ms = [x for p in parts for x in p["app_ms"]]
+    engage_ms = [x for p in parts for x in p["engage_ms"]]
+    wall = max(p["wall"] for p in parts)
+    return {
+        "signups": len(latencies),
+        "errors": sum(p["errors"] for p in parts),
+        "per_second": len(latencies) / wall,
+        "p50_s": percentile(latencies, 50) if latencies else None,
+        "p99_s": percentile(latencies, 99) if latencies else None,
+        "app_ms_p50": percentile(app_ms, 50) if app_ms else None,
+        "app_ms_p95": percentile(app_ms, 95) if app_ms else None,
+        "engage_ms_p50": percentile(engage_ms, 50) if engage_ms else None,
+    }
+
+
+def _tills(url, first, devices, seconds, with_form, tag) -> dict:
     latencies: list[float] = []
     app_ms: list[float] = []
+    engage_ms: list[float] = []
     errors = 0
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -104,41 +144,39 @@ def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str
             started = time.perf_counter()
             response = browser.post(url, data=data, allow_redirects=False, timeout=30)
             elapsed = time.perf_counter() - started
-            timing = re.search(r"app;dur=([\d.]+)", response.headers.get("Server-Timing", ""))
+            timing = response.headers.get("Server-Timing", "")
+            app = re.search(r"app;dur=([\d.]+)", timing)
+            engage = re.search(r"engage;dur=([\d.]+)", timing)
             with lock:
                 if response.status_code != 303:
                     errors += 1
                     continue
                 latencies.append(elapsed)
-                if timing:
-                    app_ms.append(float(timing.group(1)))
+                if app and engage:
+                    app_ms.append(float(app.group(1)))
+                    engage_ms.append(float(engage.group(1)))
 
     started = time.monotonic()
-    tills = [threading.Thread(target=till, args=(n,)) for n in range(devices)]
+    tills = [threading.Thread(target=till, args=(first + n,)) for n in range(devices)]
     for t in tills:
         t.start()
     for t in tills:
         t.join()
-    wall = time.monotonic() - started
-    return {
-        "signups": len(latencies),
-        "errors": errors,
-        "per_second": len(latencies) / wall,
-        "p50_s": percentile(latencies, 50) if latencies else None,
-        "p99_s": percentile(latencies, 99) if latencies else None,
-        "app_ms_p50": percentile(app_ms, 50) if app_ms else None,
-        "app_ms_p95": percentile(app_ms, 95) if app_ms else None,
-    }
+    return {"latencies": latencies, "app_ms": app_ms, "engage_ms": engage_ms, "errors": errors,
+            "wall": time.monotonic() - started}  # fmt: skip
 
 
-def page_rate(url: str, seconds: float, connections: int) -> float:
+def page_rate(url: str, seconds: float, connections: int, cookie: str = "") -> float:
     """GET requests per second: wrk when installed, else a Python load from two processes."""
     if shutil.which("wrk"):
+        header = ["-H", f"Cookie: {cookie}"] if cookie else []
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", url],
+            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", *header, url],
             capture_output=True, text=True, timeout=seconds + 30,
         ).stdout  # fmt: skip
         return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    if cookie:
+        return float("nan")  # the fallback load sends no cookie
     code = (
         "import http.client,sys,threading,time\n"
         "u=sys.argv[1].split(':');h,p=u[1].strip('/'),int(u[2].strip('/'));d=float(sys.argv[2])\n"
@@ -267,7 +305,12 @@ def main() -> int:
         # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
         result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
         # 2. The form page against a bare Flask page of the same size.
-        result["form_rps"] = page_rate(url["app"], 5, args.devices)
+        # A device reloading the form carries its session cookie; a first visit does not.
+        device = requests.Session()
+        device.get(url["app"], timeout=10)
+        cookie = "; ".join(f"{k}={v}" for k, v in device.cookies.items())
+        result["form_rps"] = page_rate(url["app"], 5, args.devices, cookie)
+        result["form_rps_first_visit"] = page_rate(url["app"], 4, args.devices)
         result["bare_rps"] = page_rate(url["bare"], 5, args.devices)
         # 3. Signups at N devices, against the straightforward integration.
         before = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
@@ -308,12 +351,14 @@ def report(r: dict) -> None:
     rows = [
         ("signup p50 / 2L", app["p50_s"] / floor, "<= 1.10"),
         ("signup p99 / 2L", app["p99_s"] / floor, "<= 1.50"),
+        ("  of which waiting on Engage, p50 / 2L", app["engage_ms_p50"] / 1000 / floor, ""),
         ("app overhead p50, 1 device (ms)", one["app_ms_p50"], ""),
         ("app overhead p95, 1 device / L", one["app_ms_p95"] / (L * 1000), "<= 0.02"),
         (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
         (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),
          "<= 0.02"),
-        ("form page req/s / bare Flask", r["form_rps"] / r["bare_rps"], ">= 0.60"),
+        ("form page req/s / bare Flask (device)", r["form_rps"] / r["bare_rps"], ">= 0.60"),
+        ("form page req/s / bare (first visit)", r["form_rps_first_visit"] / r["bare_rps"], ""),
         ("signups/s / straightforward", app["per_second"] / naive["per_second"], ">= 5.0"),
         ("signup p99 / straightforward p99", app["p99_s"] / naive["p99_s"], ""),
         ("Engage connections per 100 signups", 100 * r["app_connections_opened"] / app["signups"],
