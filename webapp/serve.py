@@ -113,6 +113,10 @@ def _serve(args: argparse.Namespace) -> None:
                 "errorlog": "-",
                 "proc_name": "engage-signup",
             }
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn 25.1+ opens a control socket at one fixed path per user: a second
+                # instance on the machine would take it over. We do not use it.
+                options["control_socket_disable"] = True
             for key, value in options.items():
                 self.cfg.set(key, value)
 

@@ -290,7 +290,8 @@ def main() -> int:
         )  # fmt: skip
         form_html = requests.get(url["app"], timeout=10).content
         (work / "page.html").write_bytes(form_html)
-        gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--log-level", "warning"]
+        gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--log-level", "warning",
+                    "--no-control-socket"]  # fmt: skip
         procs.start(
             [*gunicorn, "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
              "-b", f"127.0.0.1:{ports['bare']}", "baselines:bare_app"],
