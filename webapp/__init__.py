@@ -13,6 +13,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from . import ops, setup, views, web
 from .config import ConfigError, load_config
 from .engage import EngageClient
 from .forms import form_class_for
@@ -65,8 +66,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
-    from . import ops, setup, views, web
-
     web.init_app(app)  # first: its timing and request id must wrap every other hook
     app.session_interface = SessionInterface()
     Babel(app, locale_selector=select_locale)
@@ -78,8 +77,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         connect_timeout=app.config["ENGAGE_CONNECT_TIMEOUT"],
         read_timeout=app.config["ENGAGE_READ_TIMEOUT"],
         create_timeout=app.config["ENGAGE_CREATE_TIMEOUT"],
-        observer=_observe_engage_call,
-        log_context=_log_context,
+        observer=lambda method, path, status, elapsed: web.add_engage_time(elapsed),
+        log_context=web.log_context,
     )
     state = SharedState(app.config["STATE_DB"] or Path(app.instance_path) / "state.sqlite3")
     app.extensions["state"] = state
@@ -104,15 +103,3 @@ class SessionInterface(SecureCookieSessionInterface):
         if serializer is None:
             serializer = app.extensions["session_serializer"] = super().get_signing_serializer(app)
         return serializer
-
-
-def _log_context() -> str:
-    from .web import log_context
-
-    return log_context()
-
-
-def _observe_engage_call(method: str, path: str, status: int | None, elapsed: float) -> None:
-    from .web import add_engage_time
-
-    add_engage_time(elapsed)
