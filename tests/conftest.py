@@ -162,6 +162,53 @@ def sim_submit(sim_client):
     return submitter(sim_client)
 
 
+@pytest.fixture
+def production_server(simulator, tmp_path):
+    """Start the README's server (gunicorn, threaded workers) against the simulator."""
+    import os
+    import subprocess
+    import sys
+
+    from .test_run_command import drain, free_port, read_until, stop, wait_until_up
+
+    servers = []
+
+    def _start(**settings) -> str:
+        env = {
+            **os.environ,
+            "ENGAGE_BASE_URL": simulator.url,
+            "ENGAGE_API_KEY": "production-test-key",
+            "SECRET_KEY": "production-test-secret-0123456789",
+            "STORE_EXTERNAL_ID": "101",
+            "HTTPS": "false",
+            "STATE_DB": str(tmp_path / "state.sqlite3"),
+            "SUBMIT_LIMIT_PER_DEVICE": "10000",
+            "SUBMIT_LIMIT_PER_ADDRESS": "100000",
+            "LOG_LEVEL": "WARNING",
+            "PORT": str(free_port()),
+            "WEB_WORKERS": "2",
+            "WEB_THREADS": "8",
+            "PYTHONUNBUFFERED": "1",
+            **settings,
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "webapp.serve"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        servers.append(server)
+        url = read_until(server, r"open (http://\S+)").group(1)
+        drain(server)
+        wait_until_up(url)
+        return url
+
+    yield _start
+    for server in servers:
+        stop(server)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Say where the browser tests' screenshots are, or that they did not run."""
     from .test_browser import SCREENSHOTS, chromium_path

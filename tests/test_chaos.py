@@ -7,19 +7,14 @@ the simulator adds latency and answers with 504s, 5xx, dropped connections and s
 from __future__ import annotations
 
 import collections
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 
 import requests
 
 from .conftest import VALID_FORM
-from .test_run_command import free_port, read_until, wait_until_up
 
 DEVICES = 12
 SECONDS = 8
@@ -34,7 +29,7 @@ RECOGNISED = {
 }
 
 
-def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, simulator, tmp_path, capsys):
+def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsys):
     engine.create_limit = 0.8
     engine.rate_limit = 5000
     engine.inject("latency", on="any", times=None, share=0.3, seconds=0.15)
@@ -45,43 +40,14 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, simulator, tmp_path, cap
     engine.inject("drop", on="create", times=None, share=0.04, after_commit=True)
     engine.inject("hang", on="any", times=None, share=0.02, seconds=2)
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENGAGE_BASE_URL": simulator.url,
-        "ENGAGE_API_KEY": "chaos-key",
-        "SECRET_KEY": "chaos-secret-key-0123456789",
-        "STORE_EXTERNAL_ID": "101",
-        "HTTPS": "false",
-        "STATE_DB": str(tmp_path / "state.sqlite3"),
-        "ENGAGE_READ_TIMEOUT": "1.0",
-        "ENGAGE_CREATE_TIMEOUT": "1.0",
-        "ENGAGE_SETTLE_SECONDS": "0.1",
-        "BREAKER_THRESHOLD": "6",
-        "BREAKER_COOLDOWN": "1",
-        "SUBMIT_LIMIT_PER_DEVICE": "10000",
-        "SUBMIT_LIMIT_PER_ADDRESS": "100000",
-        "LOG_LEVEL": "WARNING",
-        "PORT": str(port),
-        "WEB_WORKERS": "2",
-        "WEB_THREADS": "8",
-        "PYTHONUNBUFFERED": "1",
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "webapp.serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    url = production_server(
+        ENGAGE_READ_TIMEOUT="1.0",
+        ENGAGE_CREATE_TIMEOUT="1.0",
+        ENGAGE_SETTLE_SECONDS="0.1",
+        BREAKER_THRESHOLD="6",
+        BREAKER_COOLDOWN="1",
     )
-    try:
-        url = read_until(server, r"open (http://\S+)").group(1)
-        wait_until_up(url)
-        results = _run_devices(url)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
-        server.stdout.close()
+    results = _run_devices(url)
 
     stored = collections.Counter(c["attributes"]["email"] for c in engine.contacts())
     counts = collections.Counter(outcome for _, outcome, _ in results)
@@ -127,3 +93,26 @@ def _run_devices(url: str) -> list[tuple[str, str, int]]:
     for d in devices:
         d.join()
     return results
+
+
+def test_one_slow_engage_call_does_not_hold_up_other_devices(engine, production_server):
+    engine.inject("hang", on="create", seconds=3)  # the first create never answers in time
+    url = production_server(ENGAGE_CREATE_TIMEOUT="2.5")
+    slow = threading.Thread(target=_signup, args=(url, "slow@example.com"))
+    slow.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    outcomes = [_signup(url, f"quick{n}@example.com") for n in range(5)]
+    quick = time.monotonic() - started
+    slow.join()
+    assert outcomes == ["created"] * 5
+    assert quick < 2.0, f"five signups took {quick:.1f} s while one call hung"
+
+
+def _signup(url: str, email: str) -> str:
+    browser = requests.Session()
+    browser.trust_env = False
+    page = browser.get(url, timeout=30).text
+    hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+    response = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
+    return re.search(r'data-outcome="([^"]+)"', response.text).group(1)

@@ -47,9 +47,24 @@ def launched():
         text=True,
     )
     yield process
+    stop(process)
+
+
+def drain(process) -> None:
+    """Keep reading the server's output so a full pipe never blocks its log writes."""
+    import threading
+
+    process.drainer = threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True)
+    process.drainer.start()
+
+
+def stop(process) -> None:
+    """SIGTERM, wait, then close the output once nothing reads it any more."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
+        process.wait(timeout=20)
+    if getattr(process, "drainer", None):
+        process.drainer.join(timeout=5)
     process.stdout.close()
 
 
@@ -67,6 +82,7 @@ def wait_until_up(url: str, seconds: float = 20) -> None:
 def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(launched):
     simulator_url = read_until(launched, r"built-in simulator at (http://\S+)").group(1)
     app_url = read_until(launched, r"open (http://\S+)").group(1)
+    drain(launched)
     wait_until_up(app_url)
     browser = requests.Session()
     browser.trust_env = False
