@@ -249,3 +249,10 @@ def test_state_survives_a_restart_when_kept_in_a_file(tmp_path):
     first.add_contact(MEMBER)
     again = Engine(state_file=state)
     assert [c["attributes"]["email"] for c in again.contacts()] == ["eva@example.com"]
+
+
+def test_latency_can_be_changed_through_the_admin_endpoint(http, engine):
+    assert http("POST", "/_simulator/settings", json={"latency": 0.2}).json()["latency"] == 0.2
+    assert engine.latency == 0.2
+    http("POST", "/_simulator/settings", json={"latency": -1, "rate_limit": "x"})
+    assert engine.latency == 0.2 and engine.rate_limit == 200

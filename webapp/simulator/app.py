@@ -252,6 +252,14 @@ class SimulatorApp:
         if path == "/_simulator/faults" and method == "DELETE":
             self.engine.clear_faults()
             return Response(status=204)
+        if path == "/_simulator/settings" and method == "POST":
+            settings = request.get_json(silent=True) or {}
+            for name in ("latency", "create_limit", "rate_limit"):
+                if isinstance(settings.get(name), int | float) and settings[name] >= 0:
+                    setattr(self.engine, name, float(settings[name]))
+            return ok(
+                {n: getattr(self.engine, n) for n in ("latency", "create_limit", "rate_limit")}
+            )
         if path == "/_simulator/reset" and method == "POST":
             self.engine.reset()
             return Response(status=204)
