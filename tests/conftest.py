@@ -166,10 +166,8 @@ def sim_submit(sim_client):
 def production_server(simulator, tmp_path):
     """Start the README's server (gunicorn, threaded workers) against the simulator."""
     import os
-    import subprocess
-    import sys
 
-    from .test_run_command import drain, free_port, read_until, stop, wait_until_up
+    from .test_run_command import drain, read_until, start_server, stop, wait_until_up
 
     servers = []
 
@@ -185,19 +183,11 @@ def production_server(simulator, tmp_path):
             "SUBMIT_LIMIT_PER_DEVICE": "10000",
             "SUBMIT_LIMIT_PER_ADDRESS": "100000",
             "LOG_LEVEL": "WARNING",
-            "PORT": str(free_port()),
             "WEB_WORKERS": "2",
             "WEB_THREADS": "8",
-            "PYTHONUNBUFFERED": "1",
             **settings,
         }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "webapp.serve"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        server = start_server(env)
         servers.append(server)
         url = read_until(server, r"open (http://\S+)").group(1)
         drain(server)

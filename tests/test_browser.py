@@ -203,7 +203,6 @@ def test_touch_targets_are_large_enough_and_200_percent_zoom_reads(browser, serv
         """() => [...document.querySelectorAll('input:not([type=hidden]), select, button, a')]
               .map(e => [e.id || e.textContent.trim(), e.getBoundingClientRect()])
               .filter(([, r]) => r.width > 0 && (r.width < 44 || r.height < 44))
-              .filter(([, r]) => true)
               .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))"""
     )
     checkboxes = [s for s in small if s.split()[0].startswith(("accepts", "consent-"))]

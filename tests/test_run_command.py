@@ -35,17 +35,22 @@ def read_until(process, pattern: str, seconds: float = 30) -> re.Match:
     raise AssertionError(f"never printed {pattern!r}; printed: {''.join(seen)}")
 
 
-@pytest.fixture
-def launched():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
-    env.update(WEB_WORKERS="2", WEB_THREADS="2", PORT=str(free_port()), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
+def start_server(env: dict) -> subprocess.Popen:
+    """The README's run command (python -m webapp.serve) with `env`, output on a pipe."""
+    env = {**env, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
         [sys.executable, "-m", "webapp.serve"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+@pytest.fixture
+def launched():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
+    process = start_server({**env, "WEB_WORKERS": "2", "WEB_THREADS": "2"})
     yield process
     stop(process)
 

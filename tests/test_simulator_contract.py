@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import pytest
 import requests
@@ -133,8 +134,10 @@ def test_create_while_the_same_key_is_being_created_is_409_being_created(http, e
     engine.inject("latency", seconds=0.5)
     slow = threading.Thread(target=create, args=(http,))
     slow.start()
+    deadline = time.monotonic() + 3
     while not engine.requests("/api/v3/contacts"):
-        pass
+        assert time.monotonic() < deadline, "the first create never arrived"
+        time.sleep(0.01)
     response = create(http)
     slow.join()
     assert response.status_code == 409

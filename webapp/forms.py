@@ -19,6 +19,8 @@ from wtforms import BooleanField, HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 from wtforms.widgets import Select, html_params
 
+from .i18n import country_codes
+
 MAX_AGE_YEARS = 120
 
 
@@ -186,17 +188,12 @@ class CachedOptionsSelect(Select):
 
 
 class CountryField(SelectField):
-    """The country picker: checks the choice against a set, not a scan of ~250 options."""
+    """The country picker: checks the choice against the ISO set, not a scan of ~250 options."""
 
     widget = CachedOptionsSelect()
-    _codes: dict[int, tuple[object, frozenset]] = {}
 
     def pre_validate(self, form):
-        cached = self._codes.get(id(self.choices))
-        if cached is None or cached[0] is not self.choices:
-            cached = (self.choices, frozenset(c.value for c in self.choices))
-            self._codes[id(self.choices)] = cached
-        if self.data not in cached[1]:
+        if self.data not in country_codes():
             raise ValidationError(_l("Choose a country from the list"))
 
 

@@ -96,8 +96,6 @@ def http_error(exc: HTTPException):
 
 
 def _unexpected_error(exc: Exception):
-    if isinstance(exc, HTTPException):  # pragma: no cover - handled above
-        return http_error(exc)
     # The frames, not the exception's message: a message can quote what the person typed.
     logging.getLogger("webapp").error(
         "unhandled error type=%s request_id=%s\n%s",
