@@ -206,3 +206,54 @@ def test_hostile_values_never_cause_a_5xx_unescaped_markup_or_a_call_with_invali
                 assert body.get("mobilePhone", "+1").startswith("+")
                 assert len(body.get("birthDay", "2000-01-01")) == 10
                 assert body["countryCode"].isalpha() and len(body["countryCode"]) == 2
+
+
+# --- signatures remembered between requests (webapp/signed.py) --------------------------------
+def test_a_changed_session_cookie_is_refused_even_after_the_real_one_was_seen(client, engage_api):
+    page = client.get("/").get_data(as_text=True)  # the real cookie is now checked and remembered
+    value = client.get_cookie("session").value
+    payload, rest = value.split(".", 1)
+    forged = payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + rest
+    client.set_cookie("session", forged)
+    response = client.post("/", data={**VALID_FORM, **hidden_fields(page)})
+    assert response.status_code == 400  # the CSRF token no longer matches any session
+    assert not engage_api.request_history
+
+
+def test_the_form_hands_out_one_csrf_token_a_while_and_each_one_works(client, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body())
+    first = hidden_fields(client.get("/").get_data(as_text=True))
+    second = hidden_fields(client.get("/").get_data(as_text=True))
+    assert first["csrf_token"] == second["csrf_token"]
+    assert first["submission"] != second["submission"]  # one-time tokens stay one-time
+    response = client.post("/", data={**VALID_FORM, **first})
+    assert response.status_code == 303
+
+
+def test_what_one_request_changes_in_its_session_never_reaches_the_next(app):
+    browser = app.test_client()
+    with browser.session_transaction() as session:
+        session["outcome"] = {"name": "created", "member_number": "1"}
+    cookie = browser.get_cookie("session").value
+    interface = app.session_interface
+    with app.test_request_context("/", headers={"Cookie": f"session={cookie}"}) as ctx:
+        first = interface.open_session(app, ctx.request)
+        first["outcome"]["member_number"] = "changed"
+        first.pop("outcome")
+        second = interface.open_session(app, ctx.request)
+    assert second["outcome"] == {"name": "created", "member_number": "1"}
+
+
+def test_a_remembered_check_is_made_again_after_its_time():
+    from webapp.signed import Memo
+
+    now = [0.0]
+    memo = Memo(ttl=120, clock=lambda: now[0])
+    made = []
+    make = lambda: made.append(1) or len(made)  # noqa: E731
+    assert memo.get("cookie", make) == 1
+    now[0] = 119
+    assert memo.get("cookie", make) == 1
+    now[0] = 121
+    assert memo.get("cookie", make) == 2

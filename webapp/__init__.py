@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from flask.sessions import SecureCookieSessionInterface
 from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -18,6 +17,7 @@ from .config import ConfigError, load_config
 from .engage import EngageClient
 from .forms import form_class_for
 from .i18n import select_locale
+from .signed import SessionInterface
 from .signup import Breaker
 from .state import SharedState
 
@@ -93,13 +93,3 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     return app
-
-
-class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, with the signing serializer built once, not per request."""
-
-    def get_signing_serializer(self, app):
-        serializer = app.extensions.get("session_serializer")
-        if serializer is None:
-            serializer = app.extensions["session_serializer"] = super().get_signing_serializer(app)
-        return serializer

@@ -14,6 +14,7 @@ from flask import Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from .i18n import country_codes
+from .signed import remembered
 
 COOKIE = "device"
 COOKIE_DAYS = 400  # the longest lifetime browsers accept
@@ -36,6 +37,13 @@ def _serializer() -> URLSafeSerializer:
     return URLSafeSerializer(current_app.secret_key, salt="engage-signup-device")
 
 
+def _device_from(cookie: str) -> Device | None:
+    try:
+        return Device(**{**_serializer().loads(cookie), "bound": True})
+    except (BadSignature, TypeError):
+        return None
+
+
 def current_device() -> Device | None:
     """The device making this request, or None when nobody has set it up."""
     if "device" in g:
@@ -43,11 +51,7 @@ def current_device() -> Device | None:
     device = None
     cookie = request.cookies.get(COOKIE)
     if cookie:
-        try:
-            data = _serializer().loads(cookie)
-            device = Device(**{**data, "bound": True})
-        except (BadSignature, TypeError):
-            device = None
+        device = remembered("device", cookie, lambda: _device_from(cookie))
     if device is None and current_app.config["STORE_EXTERNAL_ID"]:
         store_id = current_app.config["STORE_EXTERNAL_ID"]
         device = Device(

@@ -16,6 +16,8 @@ LANGUAGES = {
     "da": "Dansk",
     "en": "English",
 }
+# Parsed once: Flask-Babel takes a Locale as it is, where parsing a code looks on disk each time.
+_LOCALES = {code: Locale.parse(code) for code in LANGUAGES}
 COUNTRY_LANGUAGE = {"SE": "sv", "FI": "fi", "NO": "nb", "DK": "da", "AX": "sv"}
 NORDIC_COUNTRIES = ("SE", "NO", "DK", "FI", "IS", "AX", "FO", "GL")
 
@@ -33,8 +35,12 @@ _AFTER_Z = {
 }
 
 
-def select_locale() -> str:
+def select_locale() -> Locale:
     """The person's explicit choice, then the store country's language, then the browser."""
+    return _LOCALES[_language_code()]
+
+
+def _language_code() -> str:
     from .devices import current_device
 
     chosen = session.get("lang")

@@ -8,10 +8,10 @@ import time
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from flask_wtf.csrf import CSRFError, generate_csrf
+from flask_wtf.csrf import CSRFError
 
+from . import signed, web
 from . import signup as flow
-from . import web
 from .consents import consent_texts
 from .devices import current_device
 from .i18n import LANGUAGES, countries, outcome_messages
@@ -240,7 +240,7 @@ def _empty_form_page(device):
         if len(cache) > 64:  # languages x device kinds: a handful in practice
             cache.clear()
         cache[key] = page
-    return page.replace("\x00csrf\x00", generate_csrf()).replace(
+    return page.replace("\x00csrf\x00", signed.csrf_token()).replace(
         "\x00submission\x00", new_submission_token()
     )
 

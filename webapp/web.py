@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 import traceback
-import uuid
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from flask_babel import gettext as _
@@ -45,7 +45,7 @@ def init_app(app: Flask) -> None:
 def _start() -> None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
+    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
 
 
 SECURITY_HEADERS = [
@@ -55,23 +55,29 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
 ]
+NO_STORE = ("Cache-Control", "no-store")
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 def _finish(response):
     headers = response.headers
-    headers.extend(SECURITY_HEADERS)  # no view sets these itself
+    # No view sets any of these itself, so they are added without looking for earlier ones.
+    added = [*SECURITY_HEADERS]
     if request.is_secure or current_app.config["HTTPS"]:
-        headers.add(*HSTS)
+        added.append(HSTS)
     if response.mimetype == "text/html":
         # Pages can show what a person typed: never keep them in any cache or history.
-        headers["Cache-Control"] = "no-store"
+        added.append(NO_STORE)
     started = g.get("started")
     if started is not None:
         total_ms = (time.perf_counter() - started) * 1000
         engage_ms = g.get("engage_seconds", 0.0) * 1000
-        headers["Server-Timing"] = f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}"
-        headers["X-Request-Id"] = g.request_id
+        added.append(
+            ("Server-Timing", f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}")
+        )
+        added.append(("X-Request-Id", g.request_id))
+    headers.extend(added)
+    if started is not None:
         # One line per request: no query string, no form data, no personal data.
         if log.isEnabledFor(logging.INFO):
             log.info(

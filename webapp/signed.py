@@ -1,0 +1,105 @@
+"""Signed cookies and tokens without redoing the same HMAC work on every request.
+
+A tablet at the till sends the same session cookie and device cookie on every request, and
+the form page hands out the same CSRF token again and again. Checking or making each
+signature is pure work on the same input, so its result is remembered for a short while.
+A value is remembered with the verdict of its own check (a forged cookie stays refused), and
+entries live for TTL_SECONDS, far inside every lifetime involved (the session's
+31 days, the device cookie's 400 days, the CSRF token's 8 hours), so nothing is accepted
+that a fresh check would refuse, except within that margin of the longest lifetimes.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app, g, session
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import generate_csrf
+
+TTL_SECONDS = 120.0
+MAX_ENTRIES = 4096  # a store has tens of devices; this only bounds memory under abuse
+
+
+class Memo:
+    """A small time-limited map, safe to share between threads (dict operations are atomic)."""
+
+    def __init__(self, ttl: float = TTL_SECONDS, max_entries: int = MAX_ENTRIES, *, clock=None):
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock or time.monotonic
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The remembered value for `key`, or `make()` (remembered unless it raises)."""
+        now = self.clock()
+        hit = self._entries.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        value = make()
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (now, value)
+        return value
+
+
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions; the serializer is built once and a cookie that was
+    checked recently is not checked again. Each request gets its own copy of the data."""
+
+    def __init__(self):
+        self._checked = Memo()
+
+    def get_signing_serializer(self, app):
+        serializer = app.extensions.get("session_serializer")
+        if serializer is None:
+            serializer = app.extensions["session_serializer"] = super().get_signing_serializer(app)
+        return serializer
+
+    def open_session(self, app, request):
+        value = request.cookies.get(self.get_cookie_name(app))
+        if not value:
+            return self.session_class()
+        data = self._checked.get(value, lambda: self._load(app, value))
+        return self.session_class(copy.deepcopy(data) if _nested(data) else data)
+
+    def _load(self, app, value: str) -> dict:
+        session = super().open_session(app, _CookieOnly(self.get_cookie_name(app), value))
+        return dict(session) if session is not None else {}
+
+
+class _CookieOnly:
+    """Just enough of a request for SecureCookieSessionInterface.open_session."""
+
+    def __init__(self, name: str, value: str):
+        self.cookies = {name: value}
+
+
+def _nested(data: dict) -> bool:
+    return any(isinstance(v, dict | list) for v in data.values())
+
+
+def remembered(kind: str, key: Any, make: Callable[[], Any]) -> Any:
+    """`make()`, remembered per app for `kind` and `key` (see Memo)."""
+    memos = current_app.extensions.setdefault("signed_memos", {})
+    memo = memos.get(kind)
+    if memo is None:
+        memo = memos[kind] = Memo()
+    return memo.get(key, make)
+
+
+def csrf_token() -> str:
+    """The signed CSRF token for this session, as Flask-WTF's generate_csrf() makes it.
+
+    The same signed token is handed out for up to TTL_SECONDS, so it can be up to that much
+    older than the page that carries it (the limit is WTF_CSRF_TIME_LIMIT, 8 hours).
+    """
+    raw = session.get("csrf_token")
+    if "csrf_token" in g or not isinstance(raw, str):
+        return generate_csrf()  # a first visit: makes the raw token and puts it in the session
+    token = remembered("csrf", raw, generate_csrf)
+    g.csrf_token = token  # what generate_csrf() returns for the rest of this request
+    return token
