@@ -145,6 +145,20 @@ def test_create_while_the_same_key_is_being_created_is_409_being_created(http, e
     assert len(engine.contacts()) == 1
 
 
+def test_every_call_takes_the_configured_latency_from_its_arrival(http, engine):
+    """Benchmarks count 2 x L as Engage's floor: no call may come back sooner than L."""
+    engine.latency = 0.15
+    for method, path in [("GET", "/api/v3/contacts/id?email=nobody@example.com"),
+                         ("GET", "/api/v3/stores")]:  # fmt: skip
+        started = time.perf_counter()
+        response = http(method, path)
+        assert time.perf_counter() - started >= 0.15, path
+        assert response.status_code in (200, 404)
+    started = time.perf_counter()
+    assert create(http).status_code == 201
+    assert time.perf_counter() - started >= 0.15
+
+
 def test_create_over_its_own_limit_is_504_and_nothing_is_created(http, engine):
     engine.inject("latency", seconds=engine.create_limit + 0.1)
     response = create(http)

@@ -21,7 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each call takes from its arrival",
+    )
     parser.add_argument(
         "--create-limit", type=float, default=5.0, help="seconds before a create answers 504"
     )

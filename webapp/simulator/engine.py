@@ -150,7 +150,7 @@ class Engine:
         self.contact_types = copy.deepcopy(contact_types or DEFAULT_CONTACT_TYPES)
         self.stores = copy.deepcopy(DEFAULT_STORES if stores is None else stores)
         self.consents = copy.deepcopy(DEFAULT_CONSENTS if consents is None else consents)
-        self.latency = latency  # seconds added to every API call: a network round trip
+        self.latency = latency  # seconds every API call takes from its arrival: a round trip
         # Engage's own limit on create (engage-api.md §7: ~5 s, then 504 RequestTimeOut).
         self.create_limit = create_limit
         self.rate_limit = rate_limit  # requests per second per API key before 429 (§7: 200)

@@ -12,6 +12,7 @@ import io
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -33,6 +34,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _run_wsgi(self) -> None:
+        received = time.perf_counter()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         path, _, query = self.path.partition("?")
@@ -54,6 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "simulator.server": self.server,
+            "simulator.received": received,
         }
         if "Content-Type" in self.headers:
             environ["CONTENT_TYPE"] = self.headers["Content-Type"]
