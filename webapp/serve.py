@@ -1,10 +1,14 @@
 """Start engage-signup under a production WSGI server.
 
-    python -m webapp.serve [--host 127.0.0.1] [--port 8000] [--workers 2] [--threads 8]
+    python -m webapp.serve [--host 127.0.0.1] [--port 8000] [--workers 2] [--threads 32]
 
 gunicorn with threaded workers (waitress on Windows): an Engage call waits on the network,
-so one slow call must never hold up the other tills. Configuration comes from the
-environment (see README); a wrong value stops start-up with one line naming the key.
+so one slow call must never hold up the other tills. A till's keep-alive connection stays
+with one worker process, and gunicorn does not spread connections evenly, so each worker has
+threads enough for every till of a large store to wait on Engage at once (THREADS); with
+fewer, a till's request queues behind a whole Engage round trip of another's.
+Configuration comes from the environment (see README); a wrong value stops start-up with one
+line naming the key.
 """
 
 from __future__ import annotations
@@ -22,16 +26,23 @@ from . import ConfigError, create_app
 log = logging.getLogger("webapp.serve")
 
 
+WORKERS = 2
+THREADS = 32
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     env = os.environ
     parser = argparse.ArgumentParser(prog="engage-signup", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default=env.get("HOST", "127.0.0.1"), help="address to listen on")
     parser.add_argument("--port", type=int, default=int(env.get("PORT", "8000")))
     parser.add_argument(
-        "--workers", type=int, default=int(env.get("WEB_WORKERS", "2")), help="processes"
+        "--workers", type=int, default=int(env.get("WEB_WORKERS", WORKERS)), help="processes"
     )
     parser.add_argument(
-        "--threads", type=int, default=int(env.get("WEB_THREADS", "8")), help="threads per process"
+        "--threads",
+        type=int,
+        default=int(env.get("WEB_THREADS", THREADS)),
+        help="threads per process",
     )
     return parser.parse_args(argv)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import http.client
 import json
 import multiprocessing
 import os
@@ -28,9 +29,12 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlencode, urljoin, urlparse
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from webapp import serve  # noqa: E402  the production server's defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 PERF = Path(__file__).resolve().parent
@@ -132,23 +136,22 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
 
     def till(number: int):
         nonlocal errors
-        browser = requests.Session()
-        browser.trust_env = False
+        browser = _Browser(url)
         count = 0
         while time.monotonic() < deadline:
             count += 1
             data = {**FORM, "email": f"{tag}-{number}-{count}@example.com"}
             if with_form:
-                page = browser.get(url, timeout=30).text
+                page = browser.request("GET")[2]
                 data.update(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
             started = time.perf_counter()
-            response = browser.post(url, data=data, allow_redirects=False, timeout=30)
+            status, headers, _body = browser.request("POST", urlencode(data))
             elapsed = time.perf_counter() - started
-            timing = response.headers.get("Server-Timing", "")
+            timing = headers.get("server-timing", "")
             app = re.search(r"app;dur=([\d.]+)", timing)
             engage = re.search(r"engage;dur=([\d.]+)", timing)
             with lock:
-                if response.status_code != 303:
+                if status != 303:
                     errors += 1
                     continue
                 latencies.append(elapsed)
@@ -164,6 +167,38 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
         t.join()
     return {"latencies": latencies, "app_ms": app_ms, "engage_ms": engage_ms, "errors": errors,
             "wall": time.monotonic() - started}  # fmt: skip
+
+
+class _Browser:
+    """One till's browser: a keep-alive connection and its cookies, and nothing else.
+
+    http.client rather than requests: the load generator shares the cores with what it
+    measures, so it should cost as little as it can (requests costs about four times as much
+    CPU per request, and that showed up as signup latency).
+    """
+
+    def __init__(self, url: str):
+        parsed = urlparse(url)
+        self.path = parsed.path or "/"
+        self.connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, body: str | None = None) -> tuple[int, dict, str]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        self.connection.request(method, self.path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        text = response.read().decode()
+        for header in response.headers.get_all("Set-Cookie") or ():
+            name, _, rest = header.partition("=")
+            value, _, attributes = rest.partition(";")
+            attributes = attributes.lower()
+            if "max-age=0" in attributes or "expires=thu, 01 jan 1970" in attributes:
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, text
 
 
 def page_rate(url: str, seconds: float, connections: int, cookie: str = "") -> float:
@@ -259,8 +294,8 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="L: seconds per Engage call")
     parser.add_argument("--devices", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0, help="per signup load phase")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=serve.WORKERS)
+    parser.add_argument("--threads", type=int, default=serve.THREADS)
     parser.add_argument("--no-lighthouse", action="store_true")
     args = parser.parse_args()
     L = args.latency
