@@ -52,17 +52,29 @@ def current_device() -> Device | None:
     cookie = request.cookies.get(COOKIE)
     if cookie:
         device = remembered("device", cookie, lambda: _device_from(cookie))
-    if device is None and current_app.config["STORE_EXTERNAL_ID"]:
-        store_id = current_app.config["STORE_EXTERNAL_ID"]
-        device = Device(
-            store_id=store_id,
-            store_name=current_app.config["STORE_NAME"] or store_id,
-            country=current_app.config["DEFAULT_COUNTRY"],
-            mode=current_app.config["DEVICE_MODE"],
-            bound=False,
-        )
+    if device is None:
+        device = _default_device(current_app._get_current_object())
     g.device = device
     return device
+
+
+def _default_device(app) -> Device | None:
+    """The deployment's own device (STORE_EXTERNAL_ID, DEVICE_MODE), or None without a store."""
+    if "default_device" not in app.extensions:
+        config = app.config
+        store_id = config["STORE_EXTERNAL_ID"]
+        app.extensions["default_device"] = (
+            Device(
+                store_id=store_id,
+                store_name=config["STORE_NAME"] or store_id,
+                country=config["DEFAULT_COUNTRY"],
+                mode=config["DEVICE_MODE"],
+                bound=False,
+            )
+            if store_id
+            else None
+        )
+    return app.extensions["default_device"]
 
 
 def bind(response: Response, store: dict, mode: str) -> Device:

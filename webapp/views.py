@@ -236,12 +236,15 @@ def _empty_form_page(device):
         csrf, submission = form.csrf_token.current_token, form.submission.data
         if html.count(csrf) != 1 or html.count(submission) != 1:  # pragma: no cover
             return html  # cannot template it safely: serve this rendering as it is
-        page = html.replace(csrf, "\x00csrf\x00").replace(submission, "\x00submission\x00")
+        before, rest = html.split(csrf)
+        between, after = rest.split(submission)
+        page = (before.encode(), between.encode(), after.encode())  # UTF-8 once, not per request
         if len(cache) > 64:  # languages x device kinds: a handful in practice
             cache.clear()
         cache[key] = page
-    return page.replace("\x00csrf\x00", signed.csrf_token()).replace(
-        "\x00submission\x00", new_submission_token()
+    before, between, after = page
+    return b"".join(
+        (before, signed.csrf_token().encode(), between, new_submission_token().encode(), after)
     )
 
 

@@ -59,25 +59,19 @@ class SimulatorApp:
         faults = self.engine.take_faults(scope)
         entry.faults = [f.kind + (f" {f.status}" if f.status else "") for f in faults]
         delay = self.engine.latency + sum(f.seconds for f in faults if f.kind == "latency")
-        # A call takes `latency` from the moment it arrived, as if it were all Engage's: the
-        # simulator's own work so far is inside it, not added to it (benchmarks measure against
-        # exactly L per call).
-        received = request.environ.get("simulator.received")
-        if delay > 0 and received is not None:
-            delay = max(0.0, delay - (time.perf_counter() - received))
         before = [f for f in faults if f.kind != "latency" and not f.after_commit]
         after = [f for f in faults if f.kind != "latency" and f.after_commit]
         if before:
-            response = self._fault(before[0], delay)
+            response = self._fault(request, before[0], delay)
         else:
             response = self._handle(request, entry, scope, delay)
             if after and response.status_code < 300:
-                response = self._fault(after[0], 0)
+                response = self._fault(request, after[0], 0)
         entry.status = response.status_code
         return response
 
-    def _fault(self, fault: Fault, delay: float) -> Response:
-        self._wait(delay)
+    def _fault(self, request: Request, fault: Fault, delay: float) -> Response:
+        self._answer_after(request, delay)
         if fault.kind == "hang":
             self._wait(fault.seconds or 300)  # a reply that never comes (until the server stops)
             raise DropConnection()
@@ -114,7 +108,7 @@ class SimulatorApp:
 
         if scope == "create":
             return self._create(request, entry, delay)
-        self._wait(delay)
+        self._answer_after(request, delay)
         if scope == "find":
             return self._find(request)
         if request.method != "GET":
@@ -175,7 +169,7 @@ class SimulatorApp:
                 entry.warnings.append(f"{header} sent as a header: v3 ignores it (§2.1)")
         body = entry.body
         if not isinstance(body, dict) or not body:
-            self._wait(delay)
+            self._answer_after(request, delay)
             return error(400, "NoData", "No data.")
         contact_type = body.get("contactType") or "Member"  # defaults to Member (§2.2)
         for name, value in body.items():
@@ -188,7 +182,7 @@ class SimulatorApp:
         if unapproved not in ("true", "false"):
             details["createAsUnapproved"] = "Must be true or false"
         if details:
-            self._wait(delay)
+            self._answer_after(request, delay)
             # ASSUMPTION (§2.4): per-field detail travels in messageDetails.
             return error(422, "ValidationError", "Validation failed.", details)
         store_id = request.args.get("storeExternalId")
@@ -197,14 +191,14 @@ class SimulatorApp:
         key_value = str(body[self.engine.contact_types[contact_type]["key"]])
         token = self.engine.begin_create(contact_type, key_value)
         if token:
-            self._wait(delay)
+            self._answer_after(request, delay)
             return error(409, token, "Conflict.")
         try:
             if delay > self.engine.create_limit:
                 # Engage's own limit: abort, roll back, nothing created (§7).
-                self._wait(self.engine.create_limit)
+                self._answer_after(request, self.engine.create_limit)
                 return error(504, "RequestTimeOut", "The request timed out.")
-            self._wait(delay)
+            self._answer_after(request, delay)
             contact = self.engine.commit(body, contact_type, store_id, unapproved != "true")
         finally:
             self.engine.end_create(contact_type, key_value)
@@ -242,6 +236,15 @@ class SimulatorApp:
         ):
             details["consents"] = "Invalid"  # id and value are mandatory; ids must exist (§4)
         return details
+
+    def _answer_after(self, request: Request, seconds: float) -> None:
+        """Wait until `seconds` after the request arrived: a call takes `latency` as if it were
+        all Engage's, with the simulator's own work inside it, not added to it (benchmarks
+        count exactly L per call as Engage's share)."""
+        arrived = request.environ.get("simulator.received")
+        if arrived is not None:
+            seconds -= time.perf_counter() - arrived
+        self._wait(seconds)
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:

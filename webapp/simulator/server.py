@@ -33,8 +33,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the recorded requests are the log
         pass
 
+    def parse_request(self) -> bool:
+        self.received = time.perf_counter()  # the request line is in: the call has arrived
+        return super().parse_request()
+
     def _run_wsgi(self) -> None:
-        received = time.perf_counter()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         path, _, query = self.path.partition("?")
@@ -56,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
             "simulator.server": self.server,
-            "simulator.received": received,
+            "simulator.received": self.received,
         }
         if "Content-Type" in self.headers:
             environ["CONTENT_TYPE"] = self.headers["Content-Type"]
