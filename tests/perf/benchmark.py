@@ -2,12 +2,14 @@
 
     .venv/bin/python tests/perf/benchmark.py [--latency 0.05] [--devices 16] [--seconds 8]
 
-Loopback only, about a minute. Starts, as separate processes: the Engage simulator with a fixed
-latency L per call; the app under its production server (gunicorn, threaded workers); a bare
-Flask app serving a static page of the form's size (gunicorn, same workers and threads); and a
-straightforward integration (plain requests.get/post, a new connection per call, sync workers).
-Every figure is a ratio against a baseline measured in the same run, because these machines are
-shared and noisy. Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
+Loopback only, about a minute. Starts, as separate processes: the Engage simulator, where every
+call takes L from its arrival (its own work inside L); the app under its production server
+(gunicorn, threaded workers); a bare Flask app serving a static page of the form's size
+(gunicorn, same workers and threads); and a straightforward integration (plain
+requests.get/post, a new connection per call, sync workers). The tills are thin http.client
+loops in two processes, the same for the app and the baselines. Every figure is a ratio
+against a baseline measured in the same run, because these machines are shared and noisy.
+Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
 """
 
 from __future__ import annotations
