@@ -227,8 +227,10 @@ def test_the_form_hands_out_one_csrf_token_a_while_and_each_one_works(client, en
     second = hidden_fields(client.get("/").get_data(as_text=True))
     assert first["csrf_token"] == second["csrf_token"]
     assert first["submission"] != second["submission"]  # one-time tokens stay one-time
-    response = client.post("/", data={**VALID_FORM, **first})
-    assert response.status_code == 303
+    assert client.post("/", data={**VALID_FORM, **first}).status_code == 303
+    second_person = {**VALID_FORM, "email": "bertil@example.com"}
+    assert client.post("/", data={**second_person, **second}).status_code == 303
+    assert len(engage_api.request_history) == 4  # two finds, two creates
 
 
 def test_what_one_request_changes_in_its_session_never_reaches_the_next(app):

@@ -76,8 +76,6 @@ def _finish(response):
             ("Server-Timing", f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}")
         )
         added.append(("X-Request-Id", g.request_id))
-    headers.extend(added)
-    if started is not None:
         # One line per request: no query string, no form data, no personal data.
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -86,6 +84,7 @@ def _finish(response):
                 request.method, request.path, response.status_code, total_ms, engage_ms,
                 g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
             )  # fmt: skip
+    headers.extend(added)
     return response
 
 

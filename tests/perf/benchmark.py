@@ -35,10 +35,10 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 from webapp import serve  # noqa: E402  the production server's defaults
 
-ROOT = Path(__file__).resolve().parents[2]
 PERF = Path(__file__).resolve().parent
 OUT = ROOT / "test-artifacts" / "perf"
 LIGHTHOUSE_VERSION = "12.2.3"  # runs offline on Node 20 (shared/field-notes.md)
