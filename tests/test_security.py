@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from itsdangerous import TimestampSigner
 
 from webapp import create_app
 
@@ -220,10 +222,15 @@ def test_a_changed_session_cookie_is_refused_even_after_the_real_one_was_seen(cl
     assert not engage_api.request_history
 
 
-def test_the_form_hands_out_one_csrf_token_a_while_and_each_one_works(client, engage_api):
+def test_the_form_hands_out_one_csrf_token_a_while_and_each_one_works(
+    client, engage_api, monkeypatch
+):
     engage_api.get(FIND, status_code=404)
     engage_api.post(CREATE, status_code=201, json=created_body())
     first = hidden_fields(client.get("/").get_data(as_text=True))
+    # The next page comes a few seconds later: a new signature would carry a new timestamp.
+    later = int(time.time()) + 5
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
     second = hidden_fields(client.get("/").get_data(as_text=True))
     assert first["csrf_token"] == second["csrf_token"]
     assert first["submission"] != second["submission"]  # one-time tokens stay one-time

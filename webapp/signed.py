@@ -96,8 +96,12 @@ def csrf_token() -> str:
     older than the page that carries it (the limit is WTF_CSRF_TIME_LIMIT, 8 hours).
     """
     raw = session.get("csrf_token")
-    if "csrf_token" in g or not isinstance(raw, str):
-        return generate_csrf()  # a first visit: makes the raw token and puts it in the session
-    token = remembered("csrf", raw, generate_csrf)
-    g.csrf_token = token  # what generate_csrf() returns for the rest of this request
-    return token
+    if isinstance(raw, str) and "csrf_token" not in g:
+        token = g.csrf_token = remembered("csrf", raw, generate_csrf)
+        return token
+    # A first visit (generate_csrf() makes the raw token and puts it in the session), or a
+    # page that already made its token while rendering. That token is remembered too, so the
+    # next page carries the same one even when the clock has moved on to the next second.
+    token = generate_csrf()
+    raw = session.get("csrf_token")
+    return remembered("csrf", raw, lambda: token) if isinstance(raw, str) else token
