@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -147,3 +148,13 @@ def test_readyz_says_not_ready_when_engage_cannot_be_reached(sim_client, engine)
     response = sim_client.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["engage"] == "unreachable"
+
+
+def test_server_timing_separates_engage_time_from_the_apps_own(sim_client, engine):
+    """What monitoring reads: a find and a create of 50 ms each show as Engage's, not the app's."""
+    engine.latency = 0.05
+    page = submitter(sim_client)(follow=False)
+    assert page.status_code == 303
+    timing = dict(re.findall(r"(\w+);dur=([\d.]+)", page.headers["Server-Timing"]))
+    assert float(timing["engage"]) >= 100  # two calls of at least 50 ms each
+    assert float(timing["app"]) < 100  # the app's own part is not charged with Engage's waits

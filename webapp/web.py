@@ -21,10 +21,39 @@ CSP = (
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
+TIMING = "webapp.timing"  # environ key: [perf_counter at arrival, seconds spent on Engage]
+
+
+class ServerTiming:
+    """WSGI middleware: `Server-Timing: app;dur=…, engage;dur=…` on every response.
+
+    It wraps the whole app, so app;dur counts everything Flask does for a request (session
+    cookie, form parsing, routing, hooks, the view, saving the session), less the time spent
+    waiting on Engage. Only gunicorn's own HTTP parsing and writing are outside it.
+    """
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        timing = environ[TIMING] = [time.perf_counter(), 0.0]
+
+        def timed_start_response(status, headers, exc_info=None):
+            app_ms = (time.perf_counter() - timing[0] - timing[1]) * 1000
+            headers.append(
+                ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
+            )
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, timed_start_response)
+
+
 def add_engage_time(seconds: float) -> None:
     """Called by the Engage client after each call, to split Server-Timing into app and Engage."""
     if has_request_context():
-        g.engage_seconds = g.get("engage_seconds", 0.0) + seconds
+        timing = request.environ.get(TIMING)
+        if timing is not None:
+            timing[1] += seconds
 
 
 def log_context() -> str:
@@ -36,6 +65,7 @@ def log_context() -> str:
 
 
 def init_app(app: Flask) -> None:
+    app.wsgi_app = ServerTiming(app.wsgi_app)
     app.before_request(_start)
     app.after_request(_finish)
     app.register_error_handler(HTTPException, http_error)
@@ -43,7 +73,6 @@ def init_app(app: Flask) -> None:
 
 
 def _start() -> None:
-    g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-Id", "")
     g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
 
@@ -68,13 +97,10 @@ def _finish(response):
     if response.mimetype == "text/html":
         # Pages can show what a person typed: never keep them in any cache or history.
         added.append(NO_STORE)
-    started = g.get("started")
-    if started is not None:
-        total_ms = (time.perf_counter() - started) * 1000
-        engage_ms = g.get("engage_seconds", 0.0) * 1000
-        added.append(
-            ("Server-Timing", f"app;dur={total_ms - engage_ms:.2f}, engage;dur={engage_ms:.2f}")
-        )
+    timing = request.environ.get(TIMING)
+    if "request_id" in g and timing is not None:
+        total_ms = (time.perf_counter() - timing[0]) * 1000
+        engage_ms = timing[1] * 1000
         added.append(("X-Request-Id", g.request_id))
         # One line per request: no query string, no form data, no personal data.
         if log.isEnabledFor(logging.INFO):
