@@ -9,6 +9,7 @@ import time
 import pytest
 
 from webapp import create_app
+from webapp.state import SharedState
 
 from .conftest import VALID_FORM, english_browser, hidden_fields, outcome_of, submitter
 
@@ -158,3 +159,17 @@ def test_server_timing_separates_engage_time_from_the_apps_own(sim_client, engin
     timing = dict(re.findall(r"(\w+);dur=([\d.]+)", page.headers["Server-Timing"]))
     assert float(timing["engage"]) >= 100  # two calls of at least 50 ms each
     assert float(timing["app"]) < 100  # the app's own part is not charged with Engage's waits
+
+
+def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path):
+    clock = [1000.0]
+    state = SharedState(tmp_path / "state.sqlite3", clock=lambda: clock[0])
+    device_a = [("device:a", 2, 60), ("address:shop", 3, 60)]
+    device_b = [("device:b", 2, 60), ("address:shop", 3, 60)]
+    assert [state.hits(device_a) for _ in range(3)] == [True, True, False]  # device a's third
+    assert state.hits(device_b) is False  # device b's first, but the address's fourth
+    clock[0] += 59
+    assert state.hits([("pin:a", 1, 300), ("address:shop", 9, 60)]) is True  # own window, limit
+    clock[0] += 1  # a minute after the first hit: both 60-second windows start again
+    assert state.hits(device_a) is True
+    assert state.hits([("pin:a", 1, 300)]) is False  # its five minutes are not over

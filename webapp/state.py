@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS breaker (
 );
 """
 
+# One failed signup: count it, and open the breaker (until :until) at the threshold or at once.
+BREAKER_FAILURE = """
+INSERT INTO breaker (name, failures, open_until)
+VALUES (:name, 1, CASE WHEN :at_once OR 1 >= :threshold THEN :until ELSE 0 END)
+ON CONFLICT (name) DO UPDATE SET
+    failures = failures + 1,
+    open_until = CASE WHEN :at_once OR failures + 1 >= :threshold THEN :until ELSE 0 END
+"""
+
 SUBMISSION_DAYS = 1  # how long a used token is remembered
 
 
@@ -162,16 +171,7 @@ class SharedState:
                     "REPLACE INTO breaker (name, failures, open_until) VALUES (?, 0, 0)", (name,)
                 )
             return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT failures FROM breaker WHERE name = ?", (name,)).fetchone()
-            failures = (row[0] if row else 0) + 1
-            open_until = now + cooldown if at_once or failures >= threshold else 0
-            db.execute(
-                "REPLACE INTO breaker (name, failures, open_until) VALUES (?, ?, ?)",
-                (name, failures, open_until),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        db.execute(
+            BREAKER_FAILURE,
+            {"name": name, "at_once": at_once, "threshold": threshold, "until": now + cooldown},
+        )
