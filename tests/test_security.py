@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from itsdangerous import TimestampSigner
 
-from webapp import create_app
+from webapp import create_app, signed
 
 from .conftest import (
     CREATE,
@@ -266,3 +267,46 @@ def test_a_remembered_check_is_made_again_after_its_time():
     assert memo.get("cookie", make) == 1
     now[0] = 121
     assert memo.get("cookie", make) == 2
+
+
+def _signed_up(client, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage_api.post(CREATE, status_code=201, json=created_body(memberNumber="70001"))
+    assert submitter(client)(follow=False).status_code == 303
+    return client.get_cookie("result")
+
+
+def test_the_result_page_shows_only_a_result_made_for_this_browser(app, engage_api):
+    client = english_browser(app)
+    result = _signed_up(client, engage_api)
+    assert "70001" in client.get("/done").get_data(as_text=True)
+    assert "70001" not in (client.get_cookie("session").value or "")  # not in the session
+
+    other = english_browser(app)  # another tablet, with a signup of its own, handed this result
+    _signed_up(other, engage_api)
+    other.set_cookie("result", result.value)
+    assert other.get("/done").status_code == 303
+
+    payload, _, mac = result.value.partition(".")
+    forged = base64.urlsafe_b64encode(b'["existing", "1", "x", %d]' % time.time()).decode()
+    for value in (f"{forged}.{mac}", f"{payload}.{mac[:-2]}AA", "ä.ö", "", "."):
+        client.set_cookie("result", value)
+        assert client.get("/done").status_code == 303, value
+
+
+def test_a_result_can_be_reloaded_for_an_hour_and_is_gone_once_the_form_opens(
+    client, engage_api, monkeypatch
+):
+    _signed_up(client, engage_api)
+    assert client.get("/done").status_code == 200
+    assert client.get("/done").status_code == 200  # a reload shows it again
+    later = time.time() + signed.RESULT_SECONDS + 1
+    monkeypatch.setattr(signed.time, "time", lambda: later)
+    assert client.get("/done").status_code == 303
+    monkeypatch.undo()
+
+    _signed_up(client, engage_api)
+    form = client.get("/")
+    assert "result=;" in form.headers["Set-Cookie"]  # the next person's form deletes it
+    assert client.get_cookie("result") is None
+    assert client.get("/done").status_code == 303

@@ -11,7 +11,10 @@ that a fresh check would refuse, except within that margin of the longest lifeti
 
 from __future__ import annotations
 
+import base64
 import copy
+import hmac
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -105,3 +108,47 @@ def csrf_token() -> str:
     token = generate_csrf()
     raw = session.get("csrf_token")
     return remembered("csrf", raw, lambda: token) if isinstance(raw, str) else token
+
+
+# --- the result page's cookie -------------------------------------------------------------------
+RESULT_SECONDS = 3600  # how long the result page can be reloaded after a signup
+
+
+def result_value(outcome: dict[str, str | None], client_id: str) -> str:
+    """The outcome for the result page, signed and bound to this browser's session.
+
+    It travels in its own small cookie rather than in the session, so the session cookie stays
+    the same from one signup to the next: its check is remembered and it is never re-signed.
+    Re-signing the session with the outcome and checking the new one took about 0.5 ms of each
+    signup, measured in one process with Engage answering after 50 ms (about 0.05 ms when run
+    back to back: most of it is waking up cold). This is one HMAC-SHA256 over a short JSON
+    list: [name, member number, contact id, time issued].
+    """
+    fields = [outcome.get("name"), outcome.get("member_number"), outcome.get("contact_id")]
+    payload = base64.urlsafe_b64encode(json.dumps([*fields, int(time.time())]).encode())
+    return f"{payload.decode()}.{_result_mac(payload, client_id)}"
+
+
+def read_result(value: str, client_id: str | None) -> dict[str, str | None] | None:
+    """The outcome in a result cookie made for this session, or None (forged, old, not ours)."""
+    payload, _, mac = value.encode().partition(b".")
+    if not client_id or not hmac.compare_digest(mac, _result_mac(payload, client_id).encode()):
+        return None
+    try:
+        name, member_number, contact_id, issued = json.loads(base64.urlsafe_b64decode(payload))
+        if not 0 <= time.time() - issued <= RESULT_SECONDS:
+            return None
+    except (ValueError, TypeError):
+        return None
+    return {"name": name, "member_number": member_number, "contact_id": contact_id}
+
+
+def _result_mac(payload: bytes, client_id: str) -> str:
+    key = current_app.extensions.get("result_key")
+    if key is None:
+        secret = str(current_app.secret_key).encode()
+        key = current_app.extensions["result_key"] = hmac.digest(
+            secret, b"engage-signup-result", "sha256"
+        )
+    digest = hmac.digest(key, payload + b"|" + client_id.encode(), "sha256")[:16]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import secrets
 import time
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
@@ -52,14 +62,19 @@ def _page_context():
 
 @bp.get("/")
 def form():
-    if "outcome" in session:  # a bare pop would rewrite the session cookie on every load
+    if "outcome" in session:  # sessions from before results had their own cookie
         session.pop("outcome")
     device = current_device()
     if device is None:
         g.outcome = "setup-needed"
         return render_template("signup/setup_needed.html", outcome="setup-needed")
     g.outcome = "form"
-    return _empty_form_page(device)
+    page = _empty_form_page(device)
+    if _result_cookie() in request.cookies:
+        # A new person: the previous result page is gone, Back and reload included.
+        page = make_response(page)
+        page.delete_cookie(_result_cookie(), **_result_cookie_flags())
+    return page
 
 
 @bp.post("/")
@@ -118,15 +133,21 @@ def _signup_from(form) -> flow.Signup:
 def _present(form, outcome: flow.Outcome, duplicate: bool = False):
     """The page for an outcome: a redirect to the result page, or the form back, filled in."""
     if outcome.name in FINAL_OUTCOMES:
-        # Post/Redirect/Get. Only the outcome and Engage's member number go in the session
-        # cookie: never anything the person typed.
-        session["outcome"] = {
+        # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
+        # the result cookie: never anything the person typed.
+        result = {
             "name": outcome.name,
             "member_number": outcome.member_number,
             "contact_id": outcome.contact_id,
         }
         g.outcome = outcome.name
-        return redirect(url_for(".done"), code=303)
+        response = redirect(url_for(".done"), code=303)
+        response.set_cookie(
+            _result_cookie(),
+            signed.result_value(result, _client_id()),
+            **_result_cookie_flags(),
+        )
+        return response
     if outcome.name == flow.REJECTED and not duplicate:
         for name in outcome.fields:
             if name in form:
@@ -156,13 +177,27 @@ def _within_rate_limits() -> bool:
     """Per device (its session) and per address; counted where all workers see it."""
     state = current_app.extensions["state"]
     config = current_app.config
-    client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
+    client_id = _client_id()
     return state.hits(
         [
             (f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60),
             (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
         ]
     )
+
+
+def _client_id() -> str:
+    """This browser's random id, kept in its session: rate limits and results are bound to it."""
+    return session.setdefault("client_id", secrets.token_urlsafe(12))
+
+
+def _result_cookie() -> str:
+    # __Host-: only ever sent over HTTPS, to this host, for every path (like the session's).
+    return "__Host-result" if current_app.config["HTTPS"] else "result"
+
+
+def _result_cookie_flags() -> dict:
+    return {"httponly": True, "samesite": "Lax", "secure": current_app.config["HTTPS"], "path": "/"}
 
 
 def new_submission_token() -> str:
@@ -186,8 +221,9 @@ def _csrf_failed(exc: CSRFError):
 
 @bp.get("/done")
 def done():
-    result = session.get("outcome")
-    if not isinstance(result, dict) or result.get("name") not in FINAL_OUTCOMES:
+    value = request.cookies.get(_result_cookie())
+    result = signed.read_result(value, session.get("client_id")) if value else None
+    if result is None or result["name"] not in FINAL_OUTCOMES:
         return redirect(url_for(".form"), code=303)
     g.outcome = name = result["name"]
     device = current_device()
