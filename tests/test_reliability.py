@@ -9,6 +9,7 @@ import time
 import pytest
 
 from webapp import create_app
+from webapp.signup import Breaker, Outcome
 from webapp.state import SharedState
 
 from .conftest import VALID_FORM, english_browser, hidden_fields, outcome_of, submitter
@@ -173,3 +174,18 @@ def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path)
     clock[0] += 1  # a minute after the first hit: both 60-second windows start again
     assert state.hits(device_a) is True
     assert state.hits([("pin:a", 1, 300)]) is False  # its five minutes are not over
+
+
+def test_failures_open_the_breaker_only_in_a_row(tmp_path):
+    state = SharedState(tmp_path / "state.sqlite3")
+    breaker = Breaker(state, threshold=3, cooldown=30)
+    failed, created = Outcome("unavailable"), Outcome("created")
+    for outcomes in ([failed, failed, created], [failed, failed, created]):
+        for outcome in outcomes:
+            assert breaker.allows()
+            breaker.record(outcome)
+    assert not state.breaker_is_open("engage"), "each success started the count again"
+    for _ in range(3):
+        assert breaker.allows()
+        breaker.record(failed)
+    assert state.breaker_is_open("engage") and not breaker.allows()

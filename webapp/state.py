@@ -138,15 +138,21 @@ class SharedState:
         """True when calls may go ahead: closed, or this caller won the one probe after cooldown."""
         db = self._db()
         now = self.clock()
-        row = db.execute("SELECT open_until FROM breaker WHERE name = ?", (name,)).fetchone()
-        if row is None or row[0] == 0:
+        row = db.execute(
+            "SELECT failures, open_until FROM breaker WHERE name = ?", (name,)
+        ).fetchone()
+        failures, open_until = row if row is not None else (0, 0)
+        # Remember, for this thread's breaker_record() after the call, that there was nothing
+        # to close: a success then needs no second look at the table.
+        self._local.breaker_clean = name if (failures, open_until) == (0, 0) else None
+        if open_until == 0:
             return True
-        if now < row[0]:
+        if now < open_until:
             return False
         # Cool-down over: exactly one caller may probe; the others keep failing fast.
         claimed = db.execute(
             "UPDATE breaker SET open_until = ? WHERE name = ? AND open_until = ?",
-            (now + probe_seconds, name, row[0]),
+            (now + probe_seconds, name, open_until),
         ).rowcount
         return claimed == 1
 
@@ -159,7 +165,15 @@ class SharedState:
     def breaker_record(
         self, name: str, *, ok: bool, threshold: int, cooldown: float, at_once: bool = False
     ) -> None:
-        """Count a success (closes) or a failure (opens after `threshold`, or `at_once`)."""
+        """Count a success (closes) or a failure (opens after `threshold`, or `at_once`).
+
+        A success right after this thread's breaker_allows() found nothing to close writes
+        nothing and reads nothing: a failure that another request recorded meanwhile stays
+        counted, as the success's call began before it.
+        """
+        clean, self._local.breaker_clean = getattr(self._local, "breaker_clean", None), None
+        if ok and clean == name:
+            return
         db = self._db()
         now = self.clock()
         if ok:
