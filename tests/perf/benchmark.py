@@ -118,6 +118,32 @@ def wake_cost(idle: float, samples: int = 40) -> dict:
     return {"warm_us": warm, "after_idle_us": woken}
 
 
+def in_process_signups(env: dict, count: int) -> dict:
+    """App overhead (Server-Timing app;dur) of `count` signups through Flask's test client,
+    in this process, against the running simulator: what the code costs when the CPU is warm
+    and nothing else competes for it, without a server, sockets to the tills or other threads.
+    """
+    from webapp import create_app
+
+    app = create_app(dict(env))
+    browser = app.test_client()
+    app_ms = []
+    for n in range(count + 20):  # the first 20 warm up caches and the connection
+        page = browser.get("/").get_data(as_text=True)
+        data = {**FORM, "email": f"in-process-{n}@example.com"}
+        data.update(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+        response = browser.post("/", data=data)
+        timing = re.search(r"app;dur=([\d.]+)", response.headers.get("Server-Timing", ""))
+        if response.status_code == 303 and timing and n >= 20:
+            app_ms.append(float(timing.group(1)))
+    app.extensions["engage"].close()
+    return {
+        "signups": len(app_ms),
+        "app_ms_p50": percentile(app_ms, 50),
+        "app_ms_p95": percentile(app_ms, 95),
+    }
+
+
 def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str) -> dict:
     """`devices` tills signing people up back to back; latency is the POST's, as a person waits.
 
@@ -376,6 +402,10 @@ def main() -> int:
         settings = url["sim"] + "_simulator/settings"
         requests.post(settings, json={"latency": 0}, timeout=5)
         result["one_device_warm"] = signups(url["app"], 1, 3, with_form=True, tag="warm")
+        # The code alone: the same signups in this process, no server and no other threads.
+        result["in_process"] = in_process_signups(
+            {**app_env, "STATE_DB": str(work / "in-process.sqlite3")}, 300
+        )
         requests.post(settings, json={"latency": L}, timeout=5)
         # 2. The form page against a bare Flask page of the same size.
         # A device reloading the form carries its session cookie; a first visit does not.
@@ -428,6 +458,8 @@ def report(r: dict) -> None:
         ("app overhead p50, 1 device (ms)", one["app_ms_p50"], ""),
         ("app overhead p95, 1 device / L", one["app_ms_p95"] / (L * 1000), "<= 0.02"),
         ("  same, Engage answering at once: p95 / L", r["one_device_warm"]["app_ms_p95"]
+         / (L * 1000), ""),
+        ("  the code alone, in one process: p95 / L", r["in_process"]["app_ms_p95"]
          / (L * 1000), ""),
         (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
         (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),
