@@ -1,4 +1,5 @@
-"""What every response gets: security headers, Server-Timing, one log line, friendly errors."""
+"""What every response gets: security headers, Server-Timing, a request id, one log line,
+friendly errors."""
 
 from __future__ import annotations
 
@@ -22,30 +23,50 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
 TIMING = "webapp.timing"  # environ key: [perf_counter at arrival, seconds spent on Engage]
+REQUEST_ID = "webapp.request_id"  # environ key: this request's id
 
 
-class ServerTiming:
-    """WSGI middleware: `Server-Timing: app;dur=…, engage;dur=…` on every response.
+class Edge:
+    """WSGI middleware around the whole app: what every response carries.
 
-    It wraps the whole app, so app;dur counts everything Flask does for a request (session
-    cookie, form parsing, routing, hooks, the view, saving the session), less the time spent
-    waiting on Engage. Only gunicorn's own HTTP parsing and writing are outside it.
+    - `Server-Timing: app;dur=…, engage;dur=…`: everything Flask does for a request (session
+      cookie, form parsing, routing, hooks, the view, saving the session), less the time spent
+      waiting on Engage, and that Engage time. Only gunicorn's own HTTP parsing and writing are
+      outside it.
+    - `X-Request-Id`: the caller's, when it looks like one, else a new one (also in the logs).
+    - The security headers; HSTS over HTTPS; `Cache-Control: no-store` on pages.
+
+    Added here as plain tuples: through Flask's response headers, each one is checked and
+    copied, which cost more than the rest of serving a cached page's headers.
     """
 
-    def __init__(self, wsgi_app):
+    def __init__(self, wsgi_app, *, https: bool):
         self.wsgi_app = wsgi_app
+        self.https = https
 
     def __call__(self, environ, start_response):
         timing = environ[TIMING] = [time.perf_counter(), 0.0]
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = environ[REQUEST_ID] = (
+            incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+        )
 
-        def timed_start_response(status, headers, exc_info=None):
+        def edge_start_response(status, headers, exc_info=None):
             app_ms = (time.perf_counter() - timing[0] - timing[1]) * 1000
+            # No view sets any of these itself, so they are added without looking for them.
+            headers.extend(SECURITY_HEADERS)
+            if self.https or environ.get("wsgi.url_scheme") == "https":
+                headers.append(HSTS)
+            if any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers):
+                # Pages can show what a person typed: never keep them in any cache or history.
+                headers.append(NO_STORE)
+            headers.append(("X-Request-Id", request_id))
             headers.append(
                 ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
             )
             return start_response(status, headers, exc_info)
 
-        return self.wsgi_app(environ, timed_start_response)
+        return self.wsgi_app(environ, edge_start_response)
 
 
 def add_engage_time(seconds: float) -> None:
@@ -65,7 +86,7 @@ def log_context() -> str:
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = ServerTiming(app.wsgi_app)
+    app.wsgi_app = Edge(app.wsgi_app, https=app.config["HTTPS"])
     app.before_request(_start)
     app.after_request(_finish)
     app.register_error_handler(HTTPException, http_error)
@@ -73,8 +94,7 @@ def init_app(app: Flask) -> None:
 
 
 def _start() -> None:
-    incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+    g.request_id = request.environ.get(REQUEST_ID, "-")
 
 
 SECURITY_HEADERS = [
@@ -89,28 +109,15 @@ HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
 def _finish(response):
-    headers = response.headers
-    # No view sets any of these itself, so they are added without looking for earlier ones.
-    added = [*SECURITY_HEADERS]
-    if request.is_secure or current_app.config["HTTPS"]:
-        added.append(HSTS)
-    if response.mimetype == "text/html":
-        # Pages can show what a person typed: never keep them in any cache or history.
-        added.append(NO_STORE)
+    # One line per request: no query string, no form data, no personal data.
     timing = request.environ.get(TIMING)
-    if "request_id" in g and timing is not None:
+    if timing is not None and log.isEnabledFor(logging.INFO):
         total_ms = (time.perf_counter() - timing[0]) * 1000
-        engage_ms = timing[1] * 1000
-        added.append(("X-Request-Id", g.request_id))
-        # One line per request: no query string, no form data, no personal data.
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s "
-                "engage=%s %s",
-                request.method, request.path, response.status_code, total_ms, engage_ms,
-                g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
-            )  # fmt: skip
-    headers.extend(added)
+        log.info(
+            "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s engage=%s %s",
+            request.method, request.path, response.status_code, total_ms, timing[1] * 1000,
+            g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
+        )  # fmt: skip
     return response
 
 
