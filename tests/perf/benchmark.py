@@ -403,9 +403,13 @@ def main() -> int:
         requests.post(settings, json={"latency": 0}, timeout=5)
         result["one_device_warm"] = signups(url["app"], 1, 3, with_form=True, tag="warm")
         # The code alone: the same signups in this process, no server and no other threads.
+        opened = url["sim"] + "_simulator/stats"
+        own_before = requests.get(opened, timeout=5).json()["connections_opened"]
         result["in_process"] = in_process_signups(
             {**app_env, "STATE_DB": str(work / "in-process.sqlite3")}, 300
         )
+        own_after = requests.get(opened, timeout=5).json()["connections_opened"]
+        in_process_connections = own_after - own_before - 1  # not the server's: left out below
         requests.post(settings, json={"latency": L}, timeout=5)
         # 2. The form page against a bare Flask page of the same size.
         # A device reloading the form carries its session cookie; a first visit does not.
@@ -437,9 +441,12 @@ def main() -> int:
         result["naive_connections_opened"] = (
             naive_after["connections_opened"] - after["connections_opened"] - 1
         )
-        # Connections the app opened over the whole run (phases 1 and 3): all but the
-        # benchmark's own five (start-up check, two settings changes, before, after).
-        result["app_connections_whole_run"] = after["connections_opened"] - 5
+        # Connections the app's server opened over the whole run (phases 1 and 3): all but the
+        # benchmark's own seven (start-up check, two settings changes, two stats around the
+        # in-process signups, before, after) and those of the in-process signups.
+        result["app_connections_whole_run"] = (
+            after["connections_opened"] - 7 - in_process_connections
+        )
         result["page"] = page_weight(url["app"])
         result["lighthouse"] = (
             {"skipped": "--no-lighthouse"} if args.no_lighthouse else lighthouse(url["app"])
