@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import logging
 import os
 import secrets
@@ -132,7 +133,13 @@ def _serve(args: argparse.Namespace) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
-            return create_app()
+            app = create_app()
+            # What start-up made (Flask, templates, translations, country names, form classes)
+            # lives as long as the worker. Frozen, it is left out of garbage collection: a full
+            # collection in a worker went from 57 to 9 ms, a pause for every thread in it.
+            gc.collect()
+            gc.freeze()
+            return app
 
     Server().run()
 
