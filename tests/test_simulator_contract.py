@@ -266,6 +266,7 @@ def test_state_survives_a_restart_when_kept_in_a_file(tmp_path):
     first.add_contact(MEMBER)
     again = Engine(state_file=state)
     assert [c["attributes"]["email"] for c in again.contacts()] == ["eva@example.com"]
+    assert again.find("email", "EVA@example.com", "Member") == [again.contacts()[0]["id"]]
 
 
 def test_latency_can_be_changed_through_the_admin_endpoint(http, engine):

@@ -160,6 +160,11 @@ class Engine:
         self._lock = threading.RLock()
         self._random = random.Random(seed)
         self._contacts: dict[str, dict] = {}
+        # (attribute, value as found) -> ids, in the order the contacts were made. Engage finds a
+        # contact by key without reading every contact; a scan here grew with every signup and
+        # held the lock while it ran, so at benchmark volumes the stand-in, not the app, set the
+        # pace.
+        self._index: dict[tuple[str, str], list[str]] = {}
         self._pending: dict[tuple[str, str], int] = {}
         self._faults: list[Fault] = []
         self._requests: list[Recorded] = []
@@ -205,6 +210,7 @@ class Engine:
     def reset(self) -> None:
         with self._lock:
             self._contacts.clear()
+            self._index.clear()
             self._pending.clear()
             self._faults.clear()
             self._requests.clear()
@@ -249,11 +255,11 @@ class Engine:
         attribute = self.custom_key if param == "customKey" else param
         wanted = value.lower() if attribute == "email" else value
         with self._lock:
+            ids = self._index.get((attribute, wanted), ())
             return [
-                c["id"]
-                for c in self._contacts.values()
-                if (contact_type is None or c["meta"]["contactType"] == contact_type)
-                and _matches(c["attributes"].get(attribute), wanted, attribute)
+                cid
+                for cid in ids
+                if contact_type in (None, self._contacts[cid]["meta"]["contactType"])
             ]
 
     def get(self, contact_id: str) -> dict | None:
@@ -323,7 +329,14 @@ class Engine:
             ],
         }  # fmt: skip
         self._contacts[contact["id"]] = contact
+        self._add_to_index(contact)
         return contact
+
+    def _add_to_index(self, contact: dict) -> None:
+        for attribute, value in contact["attributes"].items():
+            if isinstance(value, str):
+                found_as = value.lower() if attribute == "email" else value
+                self._index.setdefault((attribute, found_as), []).append(contact["id"])
 
     def _save(self) -> None:
         if not self.state_file:
@@ -338,12 +351,9 @@ class Engine:
         data = json.loads(self.state_file.read_text(encoding="utf-8"))
         self._member_number = int(data.get("memberNumber", self._member_number))
         self._contacts = {c["id"]: c for c in data.get("contacts", [])}
-
-
-def _matches(stored: Any, wanted: str, attribute: str) -> bool:
-    if not isinstance(stored, str):
-        return False
-    return (stored.lower() if attribute == "email" else stored) == wanted
+        self._index.clear()
+        for contact in self._contacts.values():
+            self._add_to_index(contact)
 
 
 def _age(birthday: Any) -> int | None:
