@@ -154,6 +154,21 @@ def test_no_log_line_ever_holds_personal_data_or_the_api_key(sim_app, engine, ca
         assert secret.lower() not in everything, secret
 
 
+def test_the_request_id_in_the_response_is_the_one_in_its_log_lines(sim_app, caplog):
+    caplog.set_level(logging.INFO)
+    browser = english_browser(sim_app)
+    given = browser.get("/", headers={"X-Request-Id": "till-7.request-0001"})
+    assert given.headers["X-Request-Id"] == "till-7.request-0001"  # a caller's id is kept
+    made = submitter(browser)(follow=False)
+    request_id = made.headers["X-Request-Id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", request_id)
+    lines = [r.getMessage() for r in caplog.records if f"request_id={request_id}" in r.getMessage()]
+    assert any(line.startswith("request method=POST") for line in lines)
+    assert sum(line.startswith("engage call") for line in lines) == 2  # the find and the create
+    hostile = browser.get("/", headers={"X-Request-Id": "<script>alert(1)</script>"})
+    assert re.fullmatch(r"[0-9a-f]{16}", hostile.headers["X-Request-Id"])  # replaced, not echoed
+
+
 # --- hostile input --------------------------------------------------------------------------
 FIELDS = ("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode",
           "acceptsEmail", "acceptsSms", "acceptsPostal", "consent-memberConsent")  # fmt: skip

@@ -66,7 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
-    web.init_app(app)  # first: its timing and request id must wrap every other hook
+    web.init_app(app)  # first: its log line must come after every other hook's work
     app.session_interface = SessionInterface()
     Babel(app, locale_selector=select_locale)
     CSRFProtect(app)

@@ -82,19 +82,19 @@ def log_context() -> str:
     if not has_request_context():
         return ""
     store = current_app.config.get("STORE_EXTERNAL_ID", "-")
-    return f"store={store} request_id={g.get('request_id', '-')}"
+    return f"store={store} request_id={request_id()}"
 
 
 def init_app(app: Flask) -> None:
     app.wsgi_app = Edge(app.wsgi_app, https=app.config["HTTPS"])
-    app.before_request(_start)
     app.after_request(_finish)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, _unexpected_error)
 
 
-def _start() -> None:
-    g.request_id = request.environ.get(REQUEST_ID, "-")
+def request_id() -> str:
+    """This request's id, as the Edge middleware chose it and sent it in X-Request-Id."""
+    return request.environ.get(REQUEST_ID, "-")
 
 
 SECURITY_HEADERS = [
@@ -137,7 +137,7 @@ def _unexpected_error(exc: Exception):
     # The frames, not the exception's message: a message can quote what the person typed.
     logging.getLogger("webapp").error(
         "unhandled error type=%s request_id=%s\n%s",
-        type(exc).__name__, g.get("request_id"), "".join(traceback.format_tb(exc.__traceback__)),
+        type(exc).__name__, request_id(), "".join(traceback.format_tb(exc.__traceback__)),
     )  # fmt: skip
     g.outcome = "error"
     return (

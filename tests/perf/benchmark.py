@@ -118,6 +118,16 @@ def wake_cost(idle: float, samples: int = 40) -> dict:
     return {"warm_us": warm, "after_idle_us": woken}
 
 
+def hidden_fields(page: str) -> list[tuple[str, str]]:
+    """The form's hidden inputs (CSRF and submission tokens), as a browser would send them."""
+    return re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page)
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """Server-Timing's durations in ms: {"app": …, "engage": …}."""
+    return {name: float(ms) for name, ms in re.findall(r"(\w+);dur=([\d.]+)", header)}
+
+
 def in_process_signups(env: dict, count: int) -> dict:
     """App overhead (Server-Timing app;dur) of `count` signups through Flask's test client,
     in this process, against the running simulator: what the code costs when the CPU is warm
@@ -131,11 +141,11 @@ def in_process_signups(env: dict, count: int) -> dict:
     for n in range(count + 20):  # the first 20 warm up caches and the connection
         page = browser.get("/").get_data(as_text=True)
         data = {**FORM, "email": f"in-process-{n}@example.com"}
-        data.update(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+        data.update(hidden_fields(page))
         response = browser.post("/", data=data)
-        timing = re.search(r"app;dur=([\d.]+)", response.headers.get("Server-Timing", ""))
-        if response.status_code == 303 and timing and n >= 20:
-            app_ms.append(float(timing.group(1)))
+        timing = server_timing(response.headers.get("Server-Timing", ""))
+        if response.status_code == 303 and "app" in timing and n >= 20:
+            app_ms.append(timing["app"])
     app.extensions["engage"].close()
     return {
         "signups": len(app_ms),
@@ -199,21 +209,19 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
             data = {**FORM, "email": f"{tag}-{number}-{count}@example.com"}
             if with_form:
                 page = browser.request("GET")[2]
-                data.update(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+                data.update(hidden_fields(page))
             started = time.perf_counter()
             status, headers, _body = browser.request("POST", urlencode(data))
             elapsed = time.perf_counter() - started
-            timing = headers.get("server-timing", "")
-            app = re.search(r"app;dur=([\d.]+)", timing)
-            engage = re.search(r"engage;dur=([\d.]+)", timing)
+            timing = server_timing(headers.get("server-timing", ""))
             with lock:
                 if status != 303:
                     errors += 1
                     continue
                 latencies.append(elapsed)
-                if app and engage:
-                    app_ms.append(float(app.group(1)))
-                    engage_ms.append(float(engage.group(1)))
+                if "app" in timing and "engage" in timing:
+                    app_ms.append(timing["app"])
+                    engage_ms.append(timing["engage"])
 
     started = time.monotonic()
     tills = [threading.Thread(target=till, args=(first + n,)) for n in range(devices)]
