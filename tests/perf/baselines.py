@@ -4,11 +4,18 @@ bare_app:  a bare Flask app returning a static page of the same size as the form
            (BARE_PAGE: the path of a saved copy of it): the floor for serving the form.
 naive_app: the signup integration written the way most people would: plain requests.get /
            requests.post without a session (a new connection per call), run on sync workers.
+floor_app: the least any Flask signup does: read the posted form, the same two Engage calls
+           through a pooled requests.Session per thread, a redirect. No CSRF, validation,
+           session, idempotency, rate limit or breaker. Its Server-Timing is measured as the
+           app's is (webapp.web.Edge), so its app;dur is the overhead floor that Flask,
+           requests and this machine set, under the same server configuration.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import requests
 from flask import Flask, redirect, request
@@ -49,3 +56,59 @@ def naive_signup():
             timeout=10,
         )
     return redirect("/thanks", code=303)
+
+
+floor_app = Flask("floor")
+_local = threading.local()
+
+
+def _pooled() -> requests.Session:
+    session = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = requests.Session()
+        session.headers.update(HEADERS)
+    return session
+
+
+def _engage(method: str, path: str, **kwargs) -> requests.Response:
+    started = time.perf_counter()
+    try:
+        return _pooled().request(method, f"{ENGAGE}{path}", timeout=10, **kwargs)
+    finally:
+        request.environ["floor.timing"][1] += time.perf_counter() - started
+
+
+@floor_app.post("/")
+def floor_signup():
+    email = request.form.get("email", "")
+    found = _engage("GET", "/api/v3/contacts/id", params={"email": email, "contactType": "Member"})
+    if found.status_code == 404:
+        _engage(
+            "POST",
+            "/api/v3/contacts",
+            params={"source": "POS", "storeExternalId": "101"},
+            json={"email": email, "firstName": request.form.get("firstName"), "countryCode": "SE"},
+        )
+    return redirect("/thanks", code=303)
+
+
+class _Timing:
+    """Server-Timing as webapp.web.Edge measures it: WSGI call to start_response, less Engage."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        timing = environ["floor.timing"] = [time.perf_counter(), 0.0]
+
+        def timed_start_response(status, headers, exc_info=None):
+            app_ms = (time.perf_counter() - timing[0] - timing[1]) * 1000
+            headers.append(
+                ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
+            )
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, timed_start_response)
+
+
+floor_app.wsgi_app = _Timing(floor_app.wsgi_app)

@@ -5,10 +5,12 @@
 Loopback only, about a minute. Starts, as separate processes: the Engage simulator, where every
 call takes L from its arrival (its own work inside L); the app under its production server
 (gunicorn, threaded workers); a bare Flask app serving a static page of the form's size
-(gunicorn, same workers and threads); and a straightforward integration (plain
-requests.get/post, a new connection per call, sync workers). The tills are thin http.client
-loops in two processes, the same for the app and the baselines. Every figure is a ratio
-against a baseline measured in the same run, because these machines are shared and noisy.
+(gunicorn, same workers and threads); a straightforward integration (plain
+requests.get/post, a new connection per call, sync workers); and the overhead floor, the least
+a Flask signup does with the same two pooled Engage calls (same workers and threads, against a
+second simulator, so its calls and connections are not counted as the app's). The tills are thin
+http.client loops in two processes, the same for the app and the baselines. Every figure is a
+ratio against a baseline measured in the same run, because these machines are shared and noisy.
 Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
 """
 
@@ -364,7 +366,7 @@ def main() -> int:
     args = parser.parse_args()
     L = args.latency
     py = sys.executable
-    ports = {name: free_port() for name in ("sim", "app", "bare", "naive")}
+    ports = {name: free_port() for name in ("sim", "app", "bare", "naive", "sim_floor", "floor")}
     url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-bench-"))
@@ -402,9 +404,21 @@ def main() -> int:
              "baselines:naive_app"],
             {"ENGAGE_BASE_URL": url["sim"].rstrip("/")}, url["naive"] + "thanks",
         )  # fmt: skip
+        procs.start(
+            [py, "-m", "webapp.simulator", "--port", str(ports["sim_floor"]), "--latency",
+             str(L), "--rate-limit", "1000000"],
+            {}, url["sim_floor"] + "_simulator/stats",
+        )  # fmt: skip
+        procs.start(
+            [*gunicorn, "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
+             "-b", f"127.0.0.1:{ports['floor']}", "baselines:floor_app"],
+            {"ENGAGE_BASE_URL": url["sim_floor"].rstrip("/")}, url["floor"] + "thanks",
+        )  # fmt: skip
 
         # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
         result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
+        # The floor under the same load: what Flask, requests and this machine cost anyway.
+        result["floor_one_device"] = signups(url["floor"], 1, 4, with_form=False, tag="floor")
         # The same with Engage answering at once: the CPU stays warm between requests, which
         # separates what the code costs from what waking up after each 50 ms wait costs.
         settings = url["sim"] + "_simulator/settings"
@@ -442,6 +456,9 @@ def main() -> int:
             url["naive"], args.devices, args.seconds, with_form=False, tag="naive"
         )
         naive_after = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
+        result["floor"] = signups(
+            url["floor"], args.devices, args.seconds / 2, with_form=False, tag="floor-n"
+        )
         # Each stats request is one connection of the benchmark's own: take those out.
         result["app_connections_opened"] = (
             after["connections_opened"] - before["connections_opened"] - 1
@@ -470,7 +487,7 @@ def main() -> int:
 def report(r: dict) -> None:
     L = r["latency_s"]
     floor = 2 * L
-    app, naive, one = r["app"], r["naive"], r["one_device"]
+    app, naive, one, floor_one = r["app"], r["naive"], r["one_device"], r["floor_one_device"]
     threads = r["workers"] * r["threads"]
     lh = r["lighthouse"]
     rows = [
@@ -479,6 +496,7 @@ def report(r: dict) -> None:
         ("  of which waiting on Engage, p50 / 2L", app["engage_ms_p50"] / 1000 / floor, ""),
         ("app overhead p50, 1 device (ms)", one["app_ms_p50"], ""),
         ("app overhead p95, 1 device / L", one["app_ms_p95"] / (L * 1000), "<= 0.02"),
+        ("  floor (Flask + 2 pooled calls): p95 / L", floor_one["app_ms_p95"] / (L * 1000), ""),
         ("  same, Engage answering at once: p95 / L", r["one_device_warm"]["app_ms_p95"]
          / (L * 1000), ""),
         ("  the code alone, in one process: p95 / L", r["in_process"]["app_ms_p95"]
@@ -486,6 +504,8 @@ def report(r: dict) -> None:
         (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
         (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),
          "<= 0.02"),
+        ("  floor (Flask + 2 pooled calls): p95 / L", r["floor"]["app_ms_p95"] / (L * 1000),
+         ""),
         ("form page req/s / bare Flask (device)", r["form_rps"] / r["bare_rps"], ">= 0.60"),
         ("form page req/s / bare (first visit)", r["form_rps_first_visit"] / r["bare_rps"], ""),
         ("signups/s / straightforward", app["per_second"] / naive["per_second"], ">= 5.0"),
