@@ -9,16 +9,28 @@ floor_app: the least any Flask signup does: read the posted form, the same two E
            session, idempotency, rate limit or breaker. Its Server-Timing is measured as the
            app's is (webapp.web.Edge), so its app;dur is the overhead floor that Flask,
            requests and this machine set, under the same server configuration.
+form_floor_app: floor_app plus only what the chosen form packages add: Flask-WTF's
+           CSRFProtect and the app's own signup form (WTForms), built and validated per POST,
+           with Flask's own session. What Flask-WTF and WTForms cost before any of the app's
+           own work (idempotency, rate limits, breaker, result cookie, logs).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 
 import requests
 from flask import Flask, redirect, request
+from flask_babel import Babel
+from flask_wtf import CSRFProtect
+from flask_wtf.csrf import generate_csrf
+
+from webapp.config import DEFAULT_CONSENTS
+from webapp.forms import form_class_for
+from webapp.i18n import countries
 
 bare_app = Flask("bare")
 _page = b""
@@ -112,3 +124,41 @@ class _Timing:
 
 
 floor_app.wsgi_app = _Timing(floor_app.wsgi_app)
+
+
+form_floor_app = Flask("form_floor")
+form_floor_app.config.update(
+    SECRET_KEY="bench-secret-key-0123456789", WTF_CSRF_TIME_LIMIT=8 * 3600, WTF_I18N_ENABLED=False
+)
+CSRFProtect(form_floor_app)
+Babel(form_floor_app)
+SignupForm = form_class_for("email", (), DEFAULT_CONSENTS)  # the app's default deployment
+
+
+@form_floor_app.get("/")
+def form_floor_page():
+    return (
+        f'<input name="csrf_token" type="hidden" value="{generate_csrf()}">'
+        f'<input name="submission" type="hidden" value="{secrets.token_urlsafe(18)}">'
+    )
+
+
+@form_floor_app.post("/")
+def form_floor_signup():
+    form = SignupForm()
+    form.countryCode.choices = countries("en")
+    if not form.validate_on_submit():
+        return "invalid", 400
+    email = form.email.data
+    found = _engage("GET", "/api/v3/contacts/id", params={"email": email, "contactType": "Member"})
+    if found.status_code == 404:
+        _engage(
+            "POST",
+            "/api/v3/contacts",
+            params={"source": "POS", "storeExternalId": "101"},
+            json={"email": email, "firstName": form.firstName.data, "countryCode": "SE"},
+        )
+    return redirect("/thanks", code=303)
+
+
+form_floor_app.wsgi_app = _Timing(form_floor_app.wsgi_app)

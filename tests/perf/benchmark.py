@@ -5,12 +5,13 @@
 Loopback only, about a minute. Starts, as separate processes: the Engage simulator, where every
 call takes L from its arrival (its own work inside L); the app under its production server
 (gunicorn, threaded workers); a bare Flask app serving a static page of the form's size
-(gunicorn, same workers and threads); a straightforward integration (plain
-requests.get/post, a new connection per call, sync workers); and the overhead floor, the least
-a Flask signup does with the same two pooled Engage calls (same workers and threads, against a
-second simulator, so its calls and connections are not counted as the app's). The tills are thin
-http.client loops in two processes, the same for the app and the baselines. Every figure is a
-ratio against a baseline measured in the same run, because these machines are shared and noisy.
+(gunicorn, same workers and threads); a straightforward integration (plain requests.get/post,
+a new connection per call, sync workers); and the overhead floor, the least a Flask signup does
+with the same two pooled Engage calls, alone and with Flask-WTF's CSRF check and the app's
+WTForms form (same workers and threads, against a second simulator, so their calls and
+connections are not counted as the app's). The tills are thin http.client loops in two
+processes, the same for the app and the baselines. Every figure is a ratio against a baseline
+measured in the same run, because these machines are shared and noisy.
 Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
 """
 
@@ -366,7 +367,8 @@ def main() -> int:
     args = parser.parse_args()
     L = args.latency
     py = sys.executable
-    ports = {name: free_port() for name in ("sim", "app", "bare", "naive", "sim_floor", "floor")}
+    names = ("sim", "app", "bare", "naive", "sim_floor", "floor", "form_floor")
+    ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
     procs = Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-bench-"))
@@ -392,8 +394,8 @@ def main() -> int:
         )  # fmt: skip
         form_html = requests.get(url["app"], timeout=10).content
         (work / "page.html").write_bytes(form_html)
-        gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--log-level", "warning",
-                    "--no-control-socket"]  # fmt: skip
+        gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--pythonpath", str(ROOT),
+                    "--log-level", "warning", "--no-control-socket"]  # fmt: skip
         procs.start(
             [*gunicorn, "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
              "-b", f"127.0.0.1:{ports['bare']}", "baselines:bare_app"],
@@ -414,11 +416,19 @@ def main() -> int:
              "-b", f"127.0.0.1:{ports['floor']}", "baselines:floor_app"],
             {"ENGAGE_BASE_URL": url["sim_floor"].rstrip("/")}, url["floor"] + "thanks",
         )  # fmt: skip
+        procs.start(
+            [*gunicorn, "-k", "gthread", "-w", str(args.workers), "--threads", str(args.threads),
+             "-b", f"127.0.0.1:{ports['form_floor']}", "baselines:form_floor_app"],
+            {"ENGAGE_BASE_URL": url["sim_floor"].rstrip("/")}, url["form_floor"],
+        )  # fmt: skip
 
         # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
         result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
         # The floor under the same load: what Flask, requests and this machine cost anyway.
         result["floor_one_device"] = signups(url["floor"], 1, 4, with_form=False, tag="floor")
+        result["form_floor_one_device"] = signups(
+            url["form_floor"], 1, 4, with_form=True, tag="form-floor"
+        )
         # The same with Engage answering at once: the CPU stays warm between requests, which
         # separates what the code costs from what waking up after each 50 ms wait costs.
         settings = url["sim"] + "_simulator/settings"
@@ -497,6 +507,8 @@ def report(r: dict) -> None:
         ("app overhead p50, 1 device (ms)", one["app_ms_p50"], ""),
         ("app overhead p95, 1 device / L", one["app_ms_p95"] / (L * 1000), "<= 0.02"),
         ("  floor (Flask + 2 pooled calls): p95 / L", floor_one["app_ms_p95"] / (L * 1000), ""),
+        ("  floor + Flask-WTF CSRF and form: p95 / L", r["form_floor_one_device"]["app_ms_p95"]
+         / (L * 1000), ""),
         ("  same, Engage answering at once: p95 / L", r["one_device_warm"]["app_ms_p95"]
          / (L * 1000), ""),
         ("  the code alone, in one process: p95 / L", r["in_process"]["app_ms_p95"]
