@@ -29,6 +29,7 @@ log = logging.getLogger("webapp.serve")
 
 WORKERS = 2
 THREADS = 16  # measured: 16 beat 8 (queueing) and 32 (more threads, more GIL contention)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,10 +51,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format=LOG_FORMAT)
     if not os.environ.get("ENGAGE_BASE_URL"):
         _start_training_simulator()
     try:

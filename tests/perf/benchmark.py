@@ -21,6 +21,7 @@ import argparse
 import gzip
 import http.client
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -138,6 +139,9 @@ def in_process_signups(env: dict, count: int) -> dict:
     """
     from webapp import create_app
 
+    # Logged as the server logs (LOG_LEVEL's default, INFO: a line per request and Engage
+    # call), into nothing: the lines' cost is the app's, where they go is not.
+    logging.basicConfig(level=logging.INFO, format=serve.LOG_FORMAT, stream=open(os.devnull, "w"))
     app = create_app(dict(env))
     browser = app.test_client()
     app_ms = []
@@ -384,7 +388,7 @@ def main() -> int:
         app_env = {
             "ENGAGE_BASE_URL": url["sim"].rstrip("/"), "ENGAGE_API_KEY": "bench",
             "SECRET_KEY": "bench-secret-key-0123456789", "STORE_EXTERNAL_ID": "101",
-            "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"), "LOG_LEVEL": "WARNING",
+            "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"),
             "SUBMIT_LIMIT_PER_DEVICE": "10000", "SUBMIT_LIMIT_PER_ADDRESS": "100000",
         }  # fmt: skip
         procs.start(
