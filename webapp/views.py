@@ -247,6 +247,9 @@ def _language() -> str:
 
 
 def _new_form(**kwargs):
+    # Flask-WTF signs a CSRF token for every form it builds, a POST's included; this session's
+    # signed token is usually remembered already (signed.csrf_token), and Flask-WTF takes it.
+    signed.csrf_token()
     form = current_app.extensions["signup_form"](**kwargs)
     form.countryCode.choices = countries(_language())
     if not form.submission.data:
