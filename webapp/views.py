@@ -38,8 +38,10 @@ ATTRIBUTES = (
 
 @bp.before_app_request
 def _switch_language():
+    if request.method != "GET" or not request.query_string:
+        return None  # the query string is parsed only when there is one
     chosen = request.args.get("lang")
-    if request.method == "GET" and chosen in LANGUAGES:
+    if chosen in LANGUAGES:
         session["lang"] = chosen
         return redirect(request.path, code=303)
     return None
@@ -243,7 +245,8 @@ def done():
 
 
 def _language() -> str:
-    return get_locale().language if get_locale() else "en"
+    locale = get_locale()
+    return locale.language if locale else "en"
 
 
 def _new_form(**kwargs):
