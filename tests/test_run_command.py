@@ -56,10 +56,13 @@ def launched():
 
 
 def drain(process) -> None:
-    """Keep reading the server's output so a full pipe never blocks its log writes."""
+    """Keep reading the server's output so a full pipe never blocks its log writes; the lines
+    read are kept in `process.lines`."""
     import threading
 
-    process.drainer = threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True)
+    process.lines = []
+    process.drainer = threading.Thread(target=lambda: process.lines.extend(process.stdout))
+    process.drainer.daemon = True
     process.drainer.start()
 
 
@@ -110,6 +113,16 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     launched.wait(timeout=15)
     with pytest.raises(requests.ConnectionError):
         requests.get(simulator_url + "/_simulator/contacts", timeout=2)  # stopped with the app
+
+    # The server's log: our lines in their format, gunicorn's with the worker's process id,
+    # and no line that the logging setup failed to format.
+    launched.drainer.join(timeout=5)
+    log = "".join(launched.lines)
+    at = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO "
+    assert re.search(at + r"webapp\.request request method=POST path=/ status=303", log, re.M)
+    assert re.search(at + r"webapp\.engage\.client engage call method=POST", log, re.M)
+    assert re.search(r"\[\d+\] \[INFO\] Booting worker with pid: \d+", log)
+    assert "Logging error" not in log and "new.member@example.com" not in log
 
 
 def test_a_wrong_setting_stops_start_up_with_one_line_naming_it():

@@ -21,7 +21,6 @@ import argparse
 import gzip
 import http.client
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -141,7 +140,7 @@ def in_process_signups(env: dict, count: int) -> dict:
 
     # Logged as the server logs (LOG_LEVEL's default, INFO: a line per request and Engage
     # call), into nothing: the lines' cost is the app's, where they go is not.
-    logging.basicConfig(level=logging.INFO, format=serve.LOG_FORMAT, stream=open(os.devnull, "w"))
+    serve.configure_logging("INFO", stream=open(os.devnull, "w"))
     app = create_app(dict(env))
     browser = app.test_client()
     app_ms = []
