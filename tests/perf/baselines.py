@@ -6,8 +6,8 @@ naive_app: the signup integration written the way most people would: plain reque
            requests.post without a session (a new connection per call), run on sync workers.
 floor_app: the least any Flask signup does: read the posted form, the same two Engage calls
            through a pooled requests.Session per thread, a redirect. No CSRF, validation,
-           session, idempotency, rate limit or breaker. Its Server-Timing is measured as the
-           app's is (webapp.web.Edge), so its app;dur is the overhead floor that Flask,
+           session, idempotency, rate limit or breaker. Its Server-Timing comes from the app's
+           own middleware (webapp.web.Edge), so its app;dur is the overhead floor that Flask,
            requests and this machine set, under the same server configuration.
 form_floor_app: floor_app plus only what the chosen form packages add: Flask-WTF's
            CSRFProtect and the app's own signup form (WTForms), built and validated per POST,
@@ -31,6 +31,7 @@ from flask_wtf.csrf import generate_csrf
 from webapp.config import DEFAULT_CONSENTS
 from webapp.forms import form_class_for
 from webapp.i18n import countries
+from webapp.web import Edge, add_engage_time
 
 bare_app = Flask("bare")
 _page = b""
@@ -87,7 +88,7 @@ def _engage(method: str, path: str, **kwargs) -> requests.Response:
     try:
         return _pooled().request(method, f"{ENGAGE}{path}", timeout=10, **kwargs)
     finally:
-        request.environ["floor.timing"][1] += time.perf_counter() - started
+        add_engage_time(time.perf_counter() - started)
 
 
 @floor_app.post("/")
@@ -104,26 +105,7 @@ def floor_signup():
     return redirect("/thanks", code=303)
 
 
-class _Timing:
-    """Server-Timing as webapp.web.Edge measures it: WSGI call to start_response, less Engage."""
-
-    def __init__(self, wsgi_app):
-        self.wsgi_app = wsgi_app
-
-    def __call__(self, environ, start_response):
-        timing = environ["floor.timing"] = [time.perf_counter(), 0.0]
-
-        def timed_start_response(status, headers, exc_info=None):
-            app_ms = (time.perf_counter() - timing[0] - timing[1]) * 1000
-            headers.append(
-                ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
-            )
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, timed_start_response)
-
-
-floor_app.wsgi_app = _Timing(floor_app.wsgi_app)
+floor_app.wsgi_app = Edge(floor_app.wsgi_app, https=False)  # Server-Timing as the app's
 
 
 form_floor_app = Flask("form_floor")
@@ -161,4 +143,4 @@ def form_floor_signup():
     return redirect("/thanks", code=303)
 
 
-form_floor_app.wsgi_app = _Timing(form_floor_app.wsgi_app)
+form_floor_app.wsgi_app = Edge(form_floor_app.wsgi_app, https=False)
