@@ -91,17 +91,20 @@ def _engage(method: str, path: str, **kwargs) -> requests.Response:
         add_engage_time(time.perf_counter() - started)
 
 
-@floor_app.post("/")
-def floor_signup():
-    email = request.form.get("email", "")
+def _find_then_create(email: str, first_name: str | None) -> None:
     found = _engage("GET", "/api/v3/contacts/id", params={"email": email, "contactType": "Member"})
     if found.status_code == 404:
         _engage(
             "POST",
             "/api/v3/contacts",
             params={"source": "POS", "storeExternalId": "101"},
-            json={"email": email, "firstName": request.form.get("firstName"), "countryCode": "SE"},
+            json={"email": email, "firstName": first_name, "countryCode": "SE"},
         )
+
+
+@floor_app.post("/")
+def floor_signup():
+    _find_then_create(request.form.get("email", ""), request.form.get("firstName"))
     return redirect("/thanks", code=303)
 
 
@@ -131,15 +134,7 @@ def form_floor_signup():
     form.countryCode.choices = countries("en")
     if not form.validate_on_submit():
         return "invalid", 400
-    email = form.email.data
-    found = _engage("GET", "/api/v3/contacts/id", params={"email": email, "contactType": "Member"})
-    if found.status_code == 404:
-        _engage(
-            "POST",
-            "/api/v3/contacts",
-            params={"source": "POS", "storeExternalId": "101"},
-            json={"email": email, "firstName": form.firstName.data, "countryCode": "SE"},
-        )
+    _find_then_create(form.email.data, form.firstName.data)
     return redirect("/thanks", code=303)
 
 
