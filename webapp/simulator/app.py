@@ -37,7 +37,7 @@ class SimulatorApp:
         self._countries = country_codes()
 
     def __call__(self, environ, start_response):
-        request = Request(environ)
+        request = Request(environ, populate_request=False)  # no request <-> environ cycle
         if request.path.startswith("/_simulator"):
             response = self.admin(request)
         else:
