@@ -162,6 +162,30 @@ def test_server_timing_separates_engage_time_from_the_apps_own(sim_client, engin
     assert float(timing["app"]) < 100  # the app's own part is not charged with Engage's waits
 
 
+def test_a_signup_leaves_no_form_for_the_cycle_collector(sim_client):
+    """A worker's threads all stop while Python's cycle collector runs, so signups (valid or
+    not) leave their forms to reference counting: freed when the request ends."""
+    import gc
+
+    from wtforms import Field, Form
+
+    submit = submitter(sim_client)
+    submit(follow=False)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert submit(follow=False).status_code == 303
+        assert submit(email="not an address").status_code == 400
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, Form | Field)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+
+
 def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path):
     clock = [1000.0]
     state = SharedState(tmp_path / "state.sqlite3", clock=lambda: clock[0])
