@@ -7,12 +7,20 @@ import threading
 import time
 
 import pytest
+from wtforms import Field, Form
 
 from webapp import create_app
 from webapp.signup import Breaker, Outcome
 from webapp.state import SharedState
 
-from .conftest import VALID_FORM, english_browser, hidden_fields, outcome_of, submitter
+from .conftest import (
+    VALID_FORM,
+    cycle_garbage,
+    english_browser,
+    hidden_fields,
+    outcome_of,
+    submitter,
+)
 
 CREATE_PATH = "/api/v3/contacts"
 
@@ -165,25 +173,12 @@ def test_server_timing_separates_engage_time_from_the_apps_own(sim_client, engin
 def test_a_signup_leaves_no_form_for_the_cycle_collector(sim_client):
     """A worker's threads all stop while Python's cycle collector runs, so signups (valid or
     not) leave their forms to reference counting: freed when the request ends."""
-    import gc
-
-    from wtforms import Field, Form
-
     submit = submitter(sim_client)
     submit(follow=False)
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with cycle_garbage() as left:
         assert submit(follow=False).status_code == 303
         assert submit(email="not an address").status_code == 400
-        gc.collect()
-        left = [type(o).__name__ for o in gc.garbage if isinstance(o, Form | Field)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    assert left == []
+    assert [type(o).__name__ for o in left if isinstance(o, Form | Field)] == []
 
 
 def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path):

@@ -9,6 +9,8 @@ import time
 import pytest
 import requests
 
+from .conftest import cycle_garbage
+
 HEADERS = {"apikey": "k", "User-Agent": "contract-test/1.0", "Content-Type": "application/json"}
 MEMBER = {"contactType": "Member", "email": "eva@example.com", "countryCode": "SE"}
 
@@ -280,20 +282,9 @@ def test_answering_leaves_nothing_for_the_cycle_collector(http):
     """Each call's objects are freed as soon as it is answered. Calls wait L, long enough for
     their objects to reach the oldest generation; when each left a reference cycle, a full
     collection (about 50 ms in a benchmark) stopped the simulator's every call beyond L."""
-    import gc
-
     http("GET", "/api/v3/contacts/id", params={"email": "warm@example.com", **MEMBER})
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
+    with cycle_garbage() as left:
         for n in range(10):
             http("GET", "/api/v3/contacts/id", params={"email": f"c{n}@example.com", **MEMBER})
             http("POST", "/api/v3/contacts", json={**MEMBER, "email": f"c{n}@example.com"})
-        gc.collect()
-        left = [type(o).__qualname__ for o in gc.garbage]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-    assert left == []
+    assert [type(o).__qualname__ for o in left] == []
