@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import secrets
 import time
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
@@ -13,7 +12,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectChoice, SelectField
 from wtforms.validators import DataRequired
 
-from . import devices
+from . import devices, signed
 from .engage import EngageError
 
 bp = Blueprint("setup", __name__, url_prefix="/setup")
@@ -60,7 +59,7 @@ def pin():
         return redirect(url_for(".start"), code=303)
     form = PinForm()
     state = current_app.extensions["state"]
-    client_id = session.setdefault("client_id", secrets.token_urlsafe(12))
+    client_id = signed.client_id()
     allowed = state.hits(
         [
             (f"pin:{client_id}", PIN_ATTEMPTS, PIN_WINDOW),

@@ -12,6 +12,7 @@ that a fresh check would refuse, except within that margin of the longest lifeti
 from __future__ import annotations
 
 import copy
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +106,12 @@ def csrf_token() -> str:
     token = generate_csrf()
     raw = session.get("csrf_token")
     return remembered("csrf", raw, lambda: token) if isinstance(raw, str) else token
+
+
+def client_id() -> str:
+    """This browser's random id, kept in its signed session: rate limits and results are bound
+    to it."""
+    return session.setdefault("client_id", secrets.token_urlsafe(12))
 
 
 # --- the result page's cookie -------------------------------------------------------------------

@@ -103,10 +103,6 @@ class SharedState:
         return Submission(*row) if row else None
 
     # --- rate limits ---------------------------------------------------------------------------
-    def hit(self, key: str, limit: int, window: float) -> bool:
-        """Count one hit for `key`; False when it is over `limit` in the current window."""
-        return self.hits([(key, limit, window)])
-
     def hits(self, limits: list[tuple[str, int, float]]) -> bool:
         """Count one hit for each (key, limit, window) in one transaction; False if any is over."""
         db = self._db()

@@ -146,7 +146,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False):
         response = redirect(url_for(".done"), code=303)
         response.set_cookie(
             _result_cookie(),
-            signed.result_value(result, _client_id()),
+            signed.result_value(result, signed.client_id()),
             **_result_cookie_flags(),
         )
         return response
@@ -179,18 +179,13 @@ def _within_rate_limits() -> bool:
     """Per device (its session) and per address; counted where all workers see it."""
     state = current_app.extensions["state"]
     config = current_app.config
-    client_id = _client_id()
+    client_id = signed.client_id()
     return state.hits(
         [
             (f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60),
             (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
         ]
     )
-
-
-def _client_id() -> str:
-    """This browser's random id, kept in its session: rate limits and results are bound to it."""
-    return session.setdefault("client_id", secrets.token_urlsafe(12))
 
 
 def _result_cookie() -> str:
