@@ -63,6 +63,11 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
     assert [email for email, n in stored.items() if n > 1] == [], "nobody was created twice"
     created = {email for email, outcome, _ in results if outcome in ("created", "existing")}
     assert created - set(stored) == set(), "everyone reported as a member exists"
+    # "Nothing was saved, safe to send again" must be true: a person submitted once and told
+    # `timeout` is not in Engage. (Regulars are submitted again, so a later try may create them.)
+    once = collections.Counter(email for email, _, _ in results)
+    told_nothing_saved = {e for e, outcome, _ in results if outcome == "timeout" and once[e] == 1}
+    assert told_nothing_saved & set(stored) == set(), "a `timeout` page never hides a create"
     assert counts["created"] > 0
 
 

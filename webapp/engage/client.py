@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.exceptions import NameResolutionError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from . import assumptions
@@ -251,11 +251,20 @@ class EngageClient:
                 raise EngageTimeout("read timeout") from exc
             raise OutcomeUnknown("read timeout", timed_out=True) from exc
         except requests.exceptions.ConnectionError as exc:
+            if _read_timed_out(exc):  # a lookup's read timeouts, after urllib3's retry
+                raise EngageTimeout("read timeout") from exc
             if method == "GET" or _not_sent(exc):
                 raise EngageUnavailable("connection failed") from exc
             raise OutcomeUnknown("connection dropped") from exc
         except requests.exceptions.RequestException as exc:
             raise EngageUnavailable("request failed") from exc
+
+
+def _read_timed_out(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when retries ran out on read timeouts: requests then raises ConnectionError
+    wrapping urllib3's MaxRetryError(ReadTimeoutError), not ReadTimeout."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", None), ReadTimeoutError)
 
 
 def _not_sent(exc: requests.exceptions.ConnectionError) -> bool:
