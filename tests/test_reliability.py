@@ -153,9 +153,7 @@ def test_submissions_per_device_are_limited_across_workers(simulator, engine, ap
         ("/readyz", {"status": "ok", "engage": "ok", "breaker": "closed"}),
     ],
 )
-def test_health_endpoints_are_cheap_and_carry_no_personal_data(
-    sim_client, path, expected, engine
-):
+def test_health_endpoints_are_cheap_and_carry_no_personal_data(sim_client, path, expected, engine):
     response = sim_client.get(path)
     assert response.status_code == 200
     assert response.is_json
@@ -233,9 +231,7 @@ def test_a_hanging_engage_opens_the_breaker_so_tills_stop_waiting_it_out(
 ):
     """Finds that never answer end as `timeout`; after the threshold the next signup is told
     `unavailable` at once instead of waiting out the read timeouts again."""
-    app = create_app(
-        {**app_config, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_READ_TIMEOUT": 0.3}
-    )
+    app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_READ_TIMEOUT": 0.3})
     engine.inject("hang", on="find", times=None, seconds=5)
     submit = submitter(english_browser(app))
     assert [outcome_of(submit(email=f"h{n}@example.com")) for n in range(3)] == ["timeout"] * 3
