@@ -55,7 +55,12 @@ def main(argv: list[str]) -> int:
     else:
         ensure_env("test")
         args = [str(PYTHON), "-m", "pytest", *rest]
-    try:
+    if os.name == "posix":
+        # The server (or pytest) takes over this process, so a SIGTERM from a container
+        # runtime or supervisor reaches it, and it stops everything it started.
+        os.chdir(ROOT)
+        os.execv(args[0], args)
+    try:  # pragma: no cover - Windows has no exec that keeps the console
         return subprocess.run(args, cwd=ROOT).returncode
     except KeyboardInterrupt:
         return 130

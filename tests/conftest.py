@@ -23,8 +23,15 @@ TEST_CONFIG = {
     "ENGAGE_API_KEY": "test-api-key-not-secret",
     "SECRET_KEY": "test-secret-key-0123456789",
     "STORE_EXTERNAL_ID": "101",
+    "STAFF_PIN": "4711",
     "ENGAGE_SETTLE_SECONDS": 0,
     "HTTPS": False,  # the test client speaks plain HTTP; tests of HTTPS set it themselves
+}
+STORES = {  # the simulator's stores (webapp/simulator/engine.py), as /setup/ binds them
+    "101": ("Acme Stockholm Drottninggatan", "SE"),
+    "201": ("Acme Helsinki Aleksanterinkatu", "FI"),
+    "301": ("Acme Oslo Karl Johans gate", "NO"),
+    "401": ("Acme København Strøget", "DK"),
 }
 
 VALID_FORM = {
@@ -52,15 +59,85 @@ def app_config(tmp_path):
 
 
 @pytest.fixture
+def store(tmp_path):
+    """The shared state on its own, migrated (engines: see store_config)."""
+    from webapp.store import open_store
+
+    config = {"STATE_DB": str(tmp_path / "state.sqlite3"), "DATABASE_URL": "", "WEB_THREADS": 4}
+    store = open_store(config, instance_path=str(tmp_path))
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def app(app_config):
     app = create_app(app_config)
     yield app
     app.extensions["engage"].close()
 
 
-def english_browser(app):
-    """A browser whose person chose English (the store's own default is Swedish)."""
+def enrol(browser, app, mode: str = "staff", store: str = "101", domain: str = "localhost"):
+    """Make `browser` a device enrolled by staff on /setup/ (the cookie /setup/ sets, made
+    without Engage's store list; tests/test_devices.py covers /setup/ itself)."""
+    import secrets
+
+    from webapp import devices
+
+    name, country = STORES[store]
+    device = devices.Device(store, name, country, mode, id=secrets.token_urlsafe(12))
+    with app.test_request_context():
+        browser.set_cookie(devices.cookie_name(), devices.encode(device), domain=domain)
+    return browser
+
+
+PRODUCTION_SECRET = "production-test-secret-0123456789"
+
+
+def device_cookie(secret_key: str, mode: str = "staff", store: str = "101") -> str:
+    """The device cookie /setup/ would give a device of `store`, for an app with `secret_key`."""
+    import secrets
+
+    from flask import Flask
+
+    from webapp import devices
+
+    name, country = STORES[store]
+    signer = Flask("device-cookie")
+    signer.secret_key = secret_key
+    with signer.app_context():
+        return devices.encode(
+            devices.Device(store, name, country, mode, id=secrets.token_urlsafe(12))
+        )
+
+
+def enrolled_session(mode: str = "staff", secret_key: str = PRODUCTION_SECRET):
+    """A requests session that is a device enrolled on the production server (plain HTTP)."""
+    import requests
+
+    browser = requests.Session()
+    browser.trust_env = False
+    browser.cookies.set("device", device_cookie(secret_key, mode))
+    return browser
+
+
+def same_device(browser, other):
+    """`other` (a client of another worker) with `browser`'s cookies: the same tablet."""
+    for cookie in ("session", "device"):
+        if browser.get_cookie(cookie):
+            other.set_cookie(cookie, browser.get_cookie(cookie).value)
+    return other
+
+
+def english_visitor(app):
+    """A browser that no staff member enrolled, whose person chose English."""
     browser = app.test_client()
+    browser.get("/?lang=en")
+    return browser
+
+
+def english_browser(app, mode: str = "staff"):
+    """A tablet enrolled in `mode` whose person chose English (the store speaks Swedish)."""
+    browser = enrol(app.test_client(), app, mode)
     browser.get("/?lang=en")
     return browser
 
@@ -196,8 +273,9 @@ def production_server(simulator, tmp_path):
             **os.environ,
             "ENGAGE_BASE_URL": simulator.url,
             "ENGAGE_API_KEY": "production-test-key",
-            "SECRET_KEY": "production-test-secret-0123456789",
+            "SECRET_KEY": PRODUCTION_SECRET,
             "STORE_EXTERNAL_ID": "101",
+            "STAFF_PIN": "4711",
             "HTTPS": "false",
             "STATE_DB": str(tmp_path / "state.sqlite3"),
             "SUBMIT_LIMIT_PER_DEVICE": "10000",

@@ -17,6 +17,8 @@ from werkzeug.serving import make_server
 
 from webapp import create_app
 
+from .conftest import device_cookie
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PORTRAIT = {"width": 800, "height": 1280}  # a 10" tablet, CSS pixels
 LANDSCAPE = {"width": 1280, "height": 800}
@@ -60,6 +62,9 @@ def browser():
         chromium.close()
 
 
+SECRETS: dict[str, str] = {}  # base URL -> the app's SECRET_KEY, to enrol devices
+
+
 @pytest.fixture
 def serve(simulator, app_config):
     """Start the app on a loopback port against the simulator; returns its base URL."""
@@ -70,11 +75,22 @@ def serve(simulator, app_config):
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
+        base = f"http://127.0.0.1:{server.server_port}"
+        SECRETS[base] = app.secret_key
+        return base
 
     yield _serve
     for server in servers:
         server.shutdown()
+
+
+def enrolled(page_or_context, base: str, mode: str = "staff", store: str = "101") -> str:
+    """Give the browser the device cookie that /setup/ gives a device (setup itself is tested
+    in test_staff_set_up_a_device_in_the_browser); returns `base`."""
+    context = getattr(page_or_context, "context", page_or_context)
+    value = device_cookie(SECRETS[base], mode, store)
+    context.add_cookies([{"name": "device", "value": value, "url": base + "/"}])
+    return base
 
 
 @pytest.fixture
@@ -115,7 +131,7 @@ def submit(page):
 
 
 def test_a_new_member_signs_up_and_the_page_passes_axe(page, serve):
-    base = serve()
+    base = enrolled(page, serve())
     page.goto(base + "/?lang=en")
     assert outcome(page) == "form"
     no_serious_accessibility_violations(page)
@@ -129,7 +145,7 @@ def test_a_new_member_signs_up_and_the_page_passes_axe(page, serve):
 
 
 def test_errors_are_summarised_focused_and_linked_to_their_fields(page, serve):
-    page.goto(serve() + "/?lang=en")
+    page.goto(enrolled(page, serve()) + "/?lang=en")
     page.fill("#email", "not-an-email")
     submit(page)
     assert outcome(page) == "invalid"
@@ -157,7 +173,7 @@ def test_errors_are_summarised_focused_and_linked_to_their_fields(page, serve):
 )
 def test_each_outcome_is_shown_and_screenshotted(page, serve, engine, name, prepare):
     prepare(engine)
-    page.goto(serve(ENGAGE_CREATE_TIMEOUT=3) + "/?lang=en")
+    page.goto(enrolled(page, serve(ENGAGE_CREATE_TIMEOUT=3)) + "/?lang=en")
     fill_person(page)
     submit(page)
     assert outcome(page) == name
@@ -167,7 +183,7 @@ def test_each_outcome_is_shown_and_screenshotted(page, serve, engine, name, prep
 
 def test_the_submit_button_is_disabled_while_sending(page, serve, engine):
     engine.latency = 0.3
-    page.goto(serve() + "/?lang=en")
+    page.goto(enrolled(page, serve()) + "/?lang=en")
     fill_person(page)
     # Note the button's state just after the submit handlers ran; window.name survives the
     # navigation that follows.
@@ -183,7 +199,7 @@ def test_the_submit_button_is_disabled_while_sending(page, serve, engine):
 
 
 def test_the_language_switch_changes_the_page_and_what_engage_receives(page, serve, engine):
-    page.goto(serve() + "/")
+    page.goto(enrolled(page, serve()) + "/")
     assert page.get_attribute("html", "lang") == "sv"
     page.click("a[hreflang=fi]")
     assert page.get_attribute("html", "lang") == "fi"
@@ -197,6 +213,7 @@ def test_the_language_switch_changes_the_page_and_what_engage_receives(page, ser
 def test_touch_targets_are_large_enough_and_200_percent_zoom_reads(browser, serve):
     base = serve()
     context = browser.new_context(viewport={"width": 400, "height": 640}, device_scale_factor=2)
+    enrolled(context, base)
     page = context.new_page()
     page.goto(base + "/?lang=en")
     small = page.evaluate(
@@ -221,7 +238,7 @@ def test_touch_targets_are_large_enough_and_200_percent_zoom_reads(browser, serv
 
 
 def test_error_pages_pass_axe(page, serve):
-    base = serve()
+    base = enrolled(page, serve())
     page.goto(base + "/?lang=en")
     page.goto(base + "/no-such-page")
     assert outcome(page) == "error"
@@ -232,7 +249,7 @@ def test_error_pages_pass_axe(page, serve):
 def test_landscape_tablet(browser, serve):
     context = browser.new_context(viewport=LANDSCAPE)
     page = context.new_page()
-    page.goto(serve() + "/?lang=en")
+    page.goto(enrolled(page, serve()) + "/?lang=en")
     no_serious_accessibility_violations(page)
     shot(page, "form-landscape")
     context.close()
@@ -241,7 +258,7 @@ def test_landscape_tablet(browser, serve):
 def test_the_form_works_without_javascript(browser, serve):
     context = browser.new_context(viewport=PORTRAIT, java_script_enabled=False)
     page = context.new_page()
-    page.goto(serve() + "/?lang=en")
+    page.goto(enrolled(page, serve()) + "/?lang=en")
     fill_person(page, email="nojs@example.com")
     submit(page)
     assert outcome(page) == "created"
@@ -288,7 +305,7 @@ def test_kiosk_back_after_a_signup_shows_an_empty_form(page, kiosk_url):
     page.goto(kiosk_url + "/?lang=en")
     fill_person(page, email="private@example.com")
     submit(page)
-    assert outcome(page) == "created"
+    assert outcome(page) == "thanks"
     assert "Thank you!" in page.inner_text("h1")
     assert page.locator(".member-number").count() == 0
     no_serious_accessibility_violations(page)
@@ -305,7 +322,7 @@ def test_kiosk_back_after_a_signup_shows_an_empty_form(page, kiosk_url):
 def test_a_page_restored_from_the_back_forward_cache_is_loaded_afresh(page, serve):
     """A restored page would show the state it was left in (a previous person's entry); the
     page reloads itself instead."""
-    page.goto(serve() + "/?lang=en")
+    page.goto(enrolled(page, serve()) + "/?lang=en")
     page.fill("#email", "left.behind@example.com")
     page.evaluate("window.__marker = 'restored'")
     with page.expect_navigation():

@@ -12,9 +12,7 @@ import re
 import threading
 import time
 
-import requests
-
-from .conftest import VALID_FORM
+from .conftest import VALID_FORM, enrolled_session
 
 DEVICES = 12
 SECONDS = 8
@@ -79,8 +77,7 @@ def _run_devices(url: str) -> list[tuple[str, str, int]]:
 
     def device(number: int) -> None:
         rng = random.Random(number)
-        browser = requests.Session()
-        browser.trust_env = False
+        browser = enrolled_session()
         count = 0
         while time.monotonic() < deadline:
             count += 1
@@ -115,8 +112,7 @@ def test_one_slow_engage_call_does_not_hold_up_other_devices(engine, production_
 
 
 def _signup(url: str, email: str) -> str:
-    browser = requests.Session()
-    browser.trust_env = False
+    browser = enrolled_session()
     page = browser.get(url, timeout=30).text
     hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
     response = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)

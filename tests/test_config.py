@@ -7,7 +7,7 @@ import pytest
 from webapp import ConfigError, create_app
 from webapp.config import load_config
 
-from .conftest import TEST_CONFIG
+from .conftest import TEST_CONFIG, enrol
 
 
 def test_each_key_is_read_from_the_environment_of_the_same_name(monkeypatch):
@@ -73,7 +73,7 @@ def test_consents_come_from_json_with_labels_per_language(client, app_config):
         ' {"id": "photoConsent", "label": {"en": "You may use my photo"}}]'
     )
     app = create_app({**app_config, "CONSENTS": consents})
-    browser = app.test_client()
+    browser = enrol(app.test_client(), app)
     browser.get("/?lang=en")
     html = browser.get("/").get_data(as_text=True)
     assert 'name="consent-memberTerms"' in html and 'name="consent-photoConsent"' in html

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from webapp import create_app
 
-from .conftest import VALID_FORM, english_browser, hidden_fields, outcome_of, submitter, text_of
+from .conftest import (
+    VALID_FORM,
+    enrol,
+    english_browser,
+    english_visitor,
+    hidden_fields,
+    outcome_of,
+    submitter,
+    text_of,
+)
 
 PIN = "4711"
 
@@ -33,7 +43,7 @@ def bind(browser, store="201", mode="kiosk"):
 
 
 def test_a_device_with_no_store_shows_staff_how_to_set_it_up_never_the_form(chain_app):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     page = browser.get("/")
     assert outcome_of(page) == "setup-needed"
     assert 'name="email"' not in page.get_data(as_text=True)
@@ -42,7 +52,7 @@ def test_a_device_with_no_store_shows_staff_how_to_set_it_up_never_the_form(chai
 
 
 def test_setup_needs_the_staff_pin(chain_app, engine):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     assert outcome_of(browser.get("/setup/")) == "setup-pin"
     wrong = sign_in(browser, "0000")
     assert wrong.status_code == 400
@@ -51,7 +61,7 @@ def test_setup_needs_the_staff_pin(chain_app, engine):
 
 
 def test_pin_attempts_are_limited_across_workers(chain_app, simulator, app_config):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     statuses = [sign_in(browser, "0000").status_code for _ in range(5)]
     assert statuses == [400] * 5
     config = {**app_config, "ENGAGE_BASE_URL": simulator.url, "STAFF_PIN": PIN}
@@ -63,7 +73,7 @@ def test_pin_attempts_are_limited_across_workers(chain_app, simulator, app_confi
 
 
 def test_staff_pick_the_store_from_engages_list_and_the_device_remembers(chain_app, engine):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     sign_in(browser)
     page = browser.get("/setup/").get_data(as_text=True)
     assert "Acme Helsinki Aleksanterinkatu (201)" in page
@@ -87,14 +97,14 @@ def english_browser_keep(browser):
 
 
 def test_a_typed_store_id_that_engage_does_not_list_is_refused(chain_app):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     response = bind(browser, store="99999")
     assert response.status_code == 400
     assert outcome_of(browser.get("/")) == "setup-needed"
 
 
 def test_a_tampered_device_cookie_is_ignored(chain_app):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     bind(browser)
     value = browser.get_cookie("device").value
     browser.set_cookie("device", value[:-3] + "abc")
@@ -110,7 +120,7 @@ def test_the_store_language_is_the_default_then_the_persons_choice(chain_app):
 
 
 def test_signups_from_a_bound_device_are_recruited_in_its_store(chain_app, engine):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     bind(browser, store="301", mode="staff")
     page = submitter(browser)(countryCode="NO")
     assert outcome_of(page) == "created"
@@ -121,24 +131,47 @@ def test_signups_from_a_bound_device_are_recruited_in_its_store(chain_app, engin
 
 @pytest.fixture
 def kiosk(chain_app):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     bind(browser, store="101", mode="kiosk")
     browser.get("/?lang=en")
     return browser
 
 
-def test_a_kiosk_never_reveals_whether_someone_is_already_a_member(kiosk, engine):
+def test_a_kiosk_never_reveals_whether_someone_is_already_a_member(kiosk, engine, caplog):
+    """Created, existing, in-progress and ambiguous: the same page, markup and cookie; only the
+    server's log line knows which it was."""
+    import logging
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    caplog.set_level(logging.INFO, logger="webapp.request")
     engine.add_contact({"email": "known@example.com"})
-    known = submitter(kiosk)(email="known@example.com")
-    new = submitter(kiosk)(email="new@example.com")
-    assert (outcome_of(known), outcome_of(new)) == ("existing", "created")
-    assert text_of(known) == text_of(new)
-    assert "Member number" not in text_of(new)
-    assert "already" not in text_of(known)
+    for _ in range(2):
+        engine.add_contact({"email": "twice@example.com"})
+    engine.begin_create("Member", "busy@example.com")  # another till is creating this one
+    people = ["new@example.com", "known@example.com", "busy@example.com", "twice@example.com"]
+    pages, cookies = [], []
+    for email in people:
+        response = submitter(kiosk)(email=email, follow=False)
+        assert response.status_code == 303 and response.headers["Location"] == "/done"
+        assert "Server-Timing" not in response.headers, "Engage's share would tell them apart"
+        cookies.append(kiosk.get_cookie("result").value)
+        pages.append(kiosk.get("/done").get_data(as_text=True))
+    assert all(page == pages[0] for page in pages), "every byte of the page is the same"
+    assert 'data-outcome="thanks"' in pages[0] and 'class="result result--thanks"' in pages[0]
+    assert "Member number" not in pages[0] and "already" not in pages[0]
+    reader = URLSafeTimedSerializer(kiosk.application.secret_key, salt="engage-signup-result")
+    assert len({json.dumps(reader.loads(c)) for c in cookies}) == 1, "the same cookie content"
+    assert len({len(c) for c in cookies}) == 1
+    logged = [r.getMessage() for r in caplog.records if "method=POST path=/ " in r.getMessage()]
+    expected = ["created", "existing", "in-progress", "ambiguous"]
+    for line, outcome in zip(logged, expected, strict=True):
+        assert f"outcome={outcome} " in line
 
 
 def test_the_kiosk_thank_you_screen_says_when_to_return_to_an_empty_form(kiosk):
     html = submitter(kiosk)().get_data(as_text=True)
+    assert 'data-outcome="thanks"' in html
     assert 'data-return-after="10"' in html
     assert 'data-start="/"' in html
     assert 'http-equiv="refresh"' not in html  # a timed refresh cannot be extended (WCAG 2.2.1)
@@ -153,9 +186,12 @@ def test_a_kiosk_form_turns_autofill_off_for_personal_fields(kiosk):
     assert 'id="idle-warning"' in html
 
 
-def test_a_staff_tablet_keeps_autofill_hints_and_offers_new_customer(client):
+def test_a_staff_tablet_keeps_nothing_in_autofill_and_offers_new_customer(client):
     html = client.get("/").get_data(as_text=True)
-    assert 'autocomplete="email"' in html and 'autocomplete="given-name"' in html
+    assert '<form method="post" action="/" novalidate class="signup" autocomplete="off">' in html
+    for name in ("firstName", "lastName", "email", "mobilePhone", "birthDay", "zipCode"):
+        tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html).group(0)
+        assert 'autocomplete="off"' in tag, name
     assert "New customer" in text_of(client.get("/"))
     assert 'class="kiosk"' not in html
 
@@ -164,9 +200,9 @@ def test_kiosk_signups_can_be_created_unapproved_for_double_opt_in(simulator, ap
     config = {**app_config, "ENGAGE_BASE_URL": simulator.url, "STAFF_PIN": PIN,
               "KIOSK_CREATE_AS_UNAPPROVED": True}  # fmt: skip
     app = create_app(config)
-    staff = english_browser(app)  # STORE_EXTERNAL_ID default device: a staff tablet
+    staff = english_browser(app)  # enrolled as a staff tablet
     submitter(staff)(email="staff@example.com")
-    kiosk = english_browser(app)
+    kiosk = english_visitor(app)
     bind(kiosk, store="101", mode="kiosk")
     submitter(kiosk)(email="kiosk@example.com")
     queries = [r.query for r in engine.requests("/api/v3/contacts", "POST")]
@@ -174,21 +210,57 @@ def test_kiosk_signups_can_be_created_unapproved_for_double_opt_in(simulator, ap
     assert queries[1]["createAsUnapproved"] == ["true"]
 
 
-def test_without_a_staff_pin_setup_is_switched_off(client):
-    assert outcome_of(client.get("/setup/")) == "setup-disabled"
+def test_without_a_staff_pin_setup_is_switched_off(app_config):
+    app = create_app({**app_config, "STAFF_PIN": "", "DEVICE_MODE": "kiosk"})
+    assert outcome_of(app.test_client().get("/setup/")) == "setup-disabled"
 
 
-def test_a_chain_needs_a_store_or_a_pin(app_config):
+def test_without_a_staff_pin_every_device_must_be_a_kiosk(app_config):
     from webapp import ConfigError
 
+    with pytest.raises(ConfigError, match="STAFF_PIN: not set; devices become staff tablets"):
+        create_app({**app_config, "STAFF_PIN": ""})  # DEVICE_MODE=staff: nobody could enrol
     config = {k: v for k, v in app_config.items() if k != "STORE_EXTERNAL_ID"}
-    with pytest.raises(ConfigError, match="STORE_EXTERNAL_ID: not set; set it, or set STAFF_PIN"):
-        create_app(config)
+    with pytest.raises(ConfigError, match="STAFF_PIN: not set"):
+        create_app({**config, "STAFF_PIN": "", "DEVICE_MODE": "kiosk"})  # a kiosk of no store
+
+
+@pytest.mark.parametrize("mode", ["staff", "kiosk"])
+def test_an_unenrolled_device_is_never_a_staff_tablet(simulator, app_config, engine, mode):
+    """Whoever reaches the app without enrolment cannot ask whether someone is a member."""
+    app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "DEVICE_MODE": mode})
+    engine.add_contact({"email": "member@example.com"})
+    stranger = english_visitor(app)
+    page = stranger.get("/")
+    if mode == "staff":
+        assert outcome_of(page) == "setup-needed"
+        assert outcome_of(submitter(stranger)(email="member@example.com")) == "setup-needed"
+        assert engine.requests("/api/v3/contacts/id") == []
+    else:
+        assert outcome_of(page) == "form" and 'class="kiosk"' in page.get_data(as_text=True)
+        answer = submitter(stranger)(email="member@example.com")
+        assert outcome_of(answer) == "thanks"
+        assert "999" not in text_of(answer) and "Member number" not in text_of(answer)
+
+
+def test_a_device_whose_cookie_stops_verifying_is_no_staff_tablet(simulator, app_config):
+    """A new SECRET_KEY (or a tampered value): the device must be enrolled again."""
+    app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url})
+    browser = english_browser(app)
+    assert outcome_of(browser.get("/")) == "form"
+    rotated = create_app(
+        {**app_config, "ENGAGE_BASE_URL": simulator.url, "SECRET_KEY": "a-new-secret-key-98765"}
+    )
+    other = rotated.test_client()
+    other.set_cookie("device", browser.get_cookie("device").value)
+    page = other.get("/")
+    assert outcome_of(page) == "setup-needed"
+    assert "can no longer be read" in text_of(page)
 
 
 def test_consent_texts_can_come_from_engage_in_the_persons_language(simulator, app_config, engine):
     app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "CONSENT_TEXTS": "engage"})
-    browser = app.test_client()
+    browser = enrol(app.test_client(), app)
     browser.get("/?lang=da")
     assert "Jeg accepterer medlemsbetingelserne" in text_of(browser.get("/"))
     browser.get("/?lang=en")
@@ -201,7 +273,7 @@ def test_consent_texts_fall_back_to_configuration_when_engage_is_down(
 ):
     engine.inject("status", on="read", status=500, times=None)
     app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, "CONSENT_TEXTS": "engage"})
-    browser = app.test_client()
+    browser = enrol(app.test_client(), app)
     browser.get("/?lang=fi")
     page = browser.get("/")
     assert page.status_code == 200
@@ -209,7 +281,7 @@ def test_consent_texts_fall_back_to_configuration_when_engage_is_down(
 
 
 def test_saving_setup_without_picking_a_store_binds_nothing(chain_app):
-    browser = english_browser(chain_app)
+    browser = english_visitor(chain_app)
     response = bind(browser, store="")
     assert response.status_code == 400
     assert "Choose the store" in text_of(response)

@@ -9,7 +9,7 @@ from wtforms import SelectChoice
 
 from webapp.forms import parse_birth_date
 
-from .conftest import VALID_FORM
+from .conftest import VALID_FORM, enrol
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_required_fields_from_configuration_are_required(app_config):
     from webapp import create_app
 
     app = create_app({**app_config, "REQUIRED_FIELDS": "firstName,birthDay"})
-    browser = app.test_client()
+    browser = enrol(app.test_client(), app)
     browser.get("/?lang=en")
     html = browser.get("/").get_data(as_text=True)
     assert 'for="firstName">First name</label>' in html  # no "(optional)"

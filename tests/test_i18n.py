@@ -9,7 +9,7 @@ from babel.messages.frontend import CommandLineInterface
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from .conftest import CREATE, FIND, created_body, outcome_of, text_of
+from .conftest import CREATE, FIND, created_body, enrol, outcome_of, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "webapp" / "translations"
@@ -108,13 +108,15 @@ def test_consent_labels_follow_the_language(client):
 
 
 def test_the_store_countrys_language_is_the_default(app):
-    page = app.test_client().get("/")
+    page = enrol(app.test_client(), app).get("/")
     assert '<html lang="sv">' in page.get_data(as_text=True)
 
 
 def test_a_store_outside_the_nordics_follows_the_browser(app_config):
     from webapp import create_app
 
-    app = create_app({**app_config, "DEFAULT_COUNTRY": "DE"})
-    page = app.test_client().get("/", headers={"Accept-Language": "da-DK,da;q=0.9,en;q=0.5"})
+    # An unenrolled kiosk of STORE_EXTERNAL_ID, in DEFAULT_COUNTRY.
+    app = create_app({**app_config, "DEFAULT_COUNTRY": "DE", "DEVICE_MODE": "kiosk"})
+    accept = {"Accept-Language": "da-DK,da;q=0.9,en;q=0.5"}
+    page = app.test_client().get("/", headers=accept)
     assert '<html lang="da">' in page.get_data(as_text=True)

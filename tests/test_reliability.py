@@ -12,7 +12,6 @@ from wtforms import Field, Form
 
 from webapp import create_app
 from webapp.signup import Breaker, Outcome
-from webapp.state import SharedState
 
 from .conftest import (
     VALID_FORM,
@@ -20,6 +19,7 @@ from .conftest import (
     english_browser,
     hidden_fields,
     outcome_of,
+    same_device,
     submitter,
 )
 
@@ -67,8 +67,7 @@ def test_the_token_holds_across_worker_processes(simulator, engine, app_config):
     fields = filled_form(browser_a)
     assert outcome_of(browser_a.post("/", data=fields, follow_redirects=True)) == "created"
     # The same POST (same session cookie) lands on the other worker.
-    browser_b = worker_b.test_client()
-    browser_b.set_cookie("session", browser_a.get_cookie("session").value)
+    browser_b = same_device(browser_a, worker_b.test_client())
     assert outcome_of(browser_b.post("/", data=fields, follow_redirects=True)) == "created"
     assert len(engine.requests(CREATE_PATH, "POST")) == 1
 
@@ -136,8 +135,7 @@ def test_submissions_per_device_are_limited_across_workers(simulator, engine, ap
     outcomes = []
     for n, worker in enumerate((worker_a, worker_b, worker_a)):
         fields = filled_form(browser, email=f"p{n}@example.com")
-        other = worker.test_client()
-        other.set_cookie("session", browser.get_cookie("session").value)
+        other = same_device(browser, worker.test_client())
         page = other.post("/", data=fields, follow_redirects=True)
         browser.set_cookie("session", other.get_cookie("session").value)
         outcomes.append((page.status_code, outcome_of(page)))
@@ -150,7 +148,7 @@ def test_submissions_per_device_are_limited_across_workers(simulator, engine, ap
     ("path", "expected"),
     [
         ("/healthz", {"status": "ok"}),
-        ("/readyz", {"status": "ok", "engage": "ok", "breaker": "closed"}),
+        ("/readyz", {"status": "ok", "engage": "ok", "state": "ok", "breaker": "closed"}),
     ],
 )
 def test_health_endpoints_are_cheap_and_carry_no_personal_data(sim_client, path, expected, engine):
@@ -188,9 +186,10 @@ def test_a_signup_leaves_no_form_for_the_cycle_collector(sim_client):
     assert [type(o).__name__ for o in left if isinstance(o, Form | Field)] == []
 
 
-def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path):
+def test_rate_limits_count_each_key_and_start_again_after_their_window(store):
     clock = [1000.0]
-    state = SharedState(tmp_path / "state.sqlite3", clock=lambda: clock[0])
+    state = store
+    state.clock = lambda: clock[0]
     device_a = [("device:a", 2, 60), ("address:shop", 3, 60)]
     device_b = [("device:b", 2, 60), ("address:shop", 3, 60)]
     assert [state.hits(device_a) for _ in range(3)] == [True, True, False]  # device a's third
@@ -202,8 +201,8 @@ def test_rate_limits_count_each_key_and_start_again_after_their_window(tmp_path)
     assert state.hits([("pin:a", 1, 300)]) is False  # its five minutes are not over
 
 
-def test_failures_open_the_breaker_only_in_a_row(tmp_path):
-    state = SharedState(tmp_path / "state.sqlite3")
+def test_failures_open_the_breaker_only_in_a_row(store):
+    state = store
     breaker = Breaker(state, threshold=3, cooldown=30)
     failed, created = Outcome("unavailable"), Outcome("created")
     for outcomes in ([failed, failed, created], [failed, failed, created]):
@@ -217,8 +216,8 @@ def test_failures_open_the_breaker_only_in_a_row(tmp_path):
     assert state.breaker_is_open("engage") and not breaker.allows()
 
 
-def test_repeated_timeouts_open_the_breaker_like_any_other_failure(tmp_path):
-    state = SharedState(tmp_path / "state.sqlite3")
+def test_repeated_timeouts_open_the_breaker_like_any_other_failure(store):
+    state = store
     breaker = Breaker(state, threshold=3, cooldown=30)
     for _ in range(3):
         assert breaker.allows()

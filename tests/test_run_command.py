@@ -96,6 +96,14 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     browser.trust_env = False
     page = browser.get(app_url + "?lang=en", timeout=5)
     assert "Training mode: nothing is sent to Engage" in page.text
+    # Staff tablets are enrolled with the staff PIN, which training mode shows.
+    assert 'data-outcome="setup-needed"' in page.text
+    assert "Training mode: the staff PIN is 1234." in page.text
+    setup = browser.get(app_url + "setup/", timeout=5)
+    pin = {"pin": "1234", "csrf_token": csrf_token(setup.text)}
+    setup = browser.post(app_url + "setup/pin", data=pin, timeout=5)
+    device = {"store": "101", "mode": "staff", "csrf_token": csrf_token(setup.text)}
+    page = browser.post(app_url + "setup/", data=device, timeout=5)
     assert 'data-outcome="form"' in page.text
     signup = {**VALID_FORM, "email": "new.member@example.com", "csrf_token": csrf_token(page.text)}
     done = browser.post(app_url, data=signup, timeout=10)

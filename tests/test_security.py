@@ -19,6 +19,7 @@ from .conftest import (
     VALID_FORM,
     created_body,
     english_browser,
+    enrol,
     hidden_fields,
     outcome_of,
     submitter,
@@ -64,7 +65,8 @@ def test_pages_load_no_inline_script(client):
 
 def test_over_https_cookies_are_secure_host_only_and_hsts_is_sent(app_config):
     app = create_app({**app_config, "HTTPS": True})
-    response = app.test_client().get("/", base_url="https://tablet.store.example")
+    browser = enrol(app.test_client(), app, domain="tablet.store.example")
+    response = browser.get("/", base_url="https://tablet.store.example")
     cookie = response.headers["Set-Cookie"]
     assert cookie.startswith("__Host-session=")
     for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
@@ -119,7 +121,7 @@ def test_over_https_every_cookie_the_app_sets_is_secure_host_only_and_same_site(
 
 
 def test_the_session_cookie_is_http_only_and_same_site_over_http(app):
-    cookie = app.test_client().get("/").headers["Set-Cookie"]  # a first visit gets one
+    cookie = enrol(app.test_client(), app).get("/").headers["Set-Cookie"]  # a first visit
     assert cookie.startswith("session=")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
 

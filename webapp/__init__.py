@@ -19,7 +19,7 @@ from .forms import form_class_for
 from .i18n import select_locale
 from .signed import SessionInterface
 from .signup import Breaker
-from .state import SharedState
+from .store import StateUnavailable, open_store
 
 try:
     __version__ = metadata.version("engage-signup")
@@ -61,6 +61,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if app.config["HTTPS"]:
         # __Host-: only ever sent over HTTPS, to this host, for every path.
         app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")
+    # Outermost last: Edge (headers, timing, request id) > ProxyFix > HostCheck > Flask.
+    app.wsgi_app = web.HostCheck(app.wsgi_app, app.config["ALLOWED_HOSTS"])
     if app.config["TRUSTED_PROXIES"]:
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
@@ -80,10 +82,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         observer=lambda method, path, status, elapsed: web.add_engage_time(elapsed),
         log_context=web.log_context,
     )
-    state = SharedState(app.config["STATE_DB"] or Path(app.instance_path) / "state.sqlite3")
+    try:
+        state = open_store(app.config, instance_path=app.instance_path)
+    except StateUnavailable as exc:
+        key = "DATABASE_URL" if app.config["DATABASE_URL"] else "STATE_DB"
+        raise ConfigError(key, f"the shared state database cannot be used: {exc}") from None
     app.extensions["state"] = state
     app.extensions["breaker"] = Breaker(
-        state, threshold=app.config["BREAKER_THRESHOLD"], cooldown=app.config["BREAKER_COOLDOWN"]
+        state,
+        threshold=app.config["BREAKER_THRESHOLD"],
+        cooldown=app.config["BREAKER_COOLDOWN"],
+        window=app.config["BREAKER_WINDOW"],
     )
     app.extensions["signup_form"] = form_class_for(
         app.config["CONTACT_KEY"], app.config["REQUIRED_FIELDS"], app.config["CONSENTS"]

@@ -112,6 +112,27 @@ def _pin(value: Any) -> str:
     return text
 
 
+def _database_url(value: Any) -> str:
+    text = str(value).strip()
+    if text and not re.match(r"postgres(ql)?://", text):
+        raise ValueError("must be a PostgreSQL URL, like postgresql://user:password@host/dbname")
+    return text
+
+
+_HOST = re.compile(
+    r"\.?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    hosts = tuple(item.strip().lower() for item in items if item.strip())
+    for host in hosts:
+        if not _HOST.fullmatch(host) and not re.fullmatch(r"[0-9.]+|\[[0-9a-f:.]+\]", host):
+            raise ValueError(f"{host!r} is not a host name (like signup.acme.se or .acme.se)")
+    return hosts
+
+
 def _field_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     fields = tuple(item.strip() for item in items if item.strip())
@@ -182,8 +203,16 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "HTTPS": (_bool, None),
     # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
     "TRUSTED_PROXIES": (_integer(0, 5), 0),
-    # The SQLite file all workers share (tokens, limits, breaker). Default: instance folder.
+    # The SQLite file all workers of one machine share (tokens, limits, breaker).
+    # Default: the instance folder. Not used when DATABASE_URL is set.
     "STATE_DB": (_str, ""),
+    # PostgreSQL for several machines sharing one state (postgresql://user:pass@host/db).
+    "DATABASE_URL": (_database_url, ""),
+    # Threads per worker process (the server's --threads): sizes the database pool.
+    "WEB_THREADS": (_integer(1, 256), 16),
+    # Host names this deployment answers to (comma-separated; ".acme.se" also allows its
+    # subdomains). Empty: any well-formed host name. Others get a 400.
+    "ALLOWED_HOSTS": (_hosts, ()),
     # Submissions allowed per device, and per client address, each minute.
     "SUBMIT_LIMIT_PER_DEVICE": (_integer(1, 10_000), 12),
     "SUBMIT_LIMIT_PER_ADDRESS": (_integer(1, 100_000), 300),
@@ -191,12 +220,22 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # for BREAKER_COOLDOWN seconds, then let one request probe Engage.
     "BREAKER_THRESHOLD": (_integer(1, 100), 3),
     "BREAKER_COOLDOWN": (_number(1, 600), 30.0),
+    # Seconds within which BREAKER_THRESHOLD failures count as "in a row": older ones are
+    # forgotten, so one timeout after a quiet spell does not stop every till.
+    "BREAKER_WINDOW": (_number(1, 3600), 60.0),
     # Devices: staff bind each tablet or kiosk to a store and a mode on /setup with this PIN.
     "STAFF_PIN": (_pin, ""),
-    # Mode of devices not bound yet (they use STORE_EXTERNAL_ID): "staff" or "kiosk".
+    # Wrong staff PINs allowed per hour across the whole deployment; then PIN entry is locked
+    # for everyone until the hour has passed, and an ERROR line says so.
+    "PIN_FAILURES_PER_HOUR": (_integer(1, 10_000), 30),
+    # Devices not bound on /setup: "kiosk" serves them as kiosks of STORE_EXTERNAL_ID;
+    # "staff" shows them the setup page. A staff tablet is always a bound device.
     "DEVICE_MODE": (_choice("staff", "kiosk"), "staff"),
     # Kiosk: seconds without input before the countdown, the countdown, the thank-you screen.
     "KIOSK_IDLE_SECONDS": (_integer(10, 3600), 60),
+    # Kiosk: seconds without input before the countdown on a page that shows a sent entry
+    # (an error, details to correct): shorter, as the person may have walked away.
+    "KIOSK_ERROR_IDLE_SECONDS": (_integer(5, 3600), 20),
     "KIOSK_COUNTDOWN_SECONDS": (_integer(3, 120), 15),
     "KIOSK_THANKS_SECONDS": (_integer(3, 120), 10),
     # Kiosk sign-ups created unapproved, for a double opt-in process in Engage.
@@ -243,9 +282,14 @@ def _check_required(config: dict[str, Any]) -> None:
     for key in ("ENGAGE_API_KEY", "SECRET_KEY"):
         if not config[key]:
             raise ConfigError(key, "not set")
-    if not config["STORE_EXTERNAL_ID"] and not config["STAFF_PIN"]:
+    unbound_kiosks = config["DEVICE_MODE"] == "kiosk" and config["STORE_EXTERNAL_ID"]
+    if not config["STAFF_PIN"] and not unbound_kiosks:
+        # Staff tablets exist only where staff enrolled them with the PIN (README: Devices).
         raise ConfigError(
-            "STORE_EXTERNAL_ID", "not set; set it, or set STAFF_PIN so staff can bind each device"
+            "STAFF_PIN",
+            "not set; devices become staff tablets or kiosks only when staff enrol them with it "
+            "on /setup/ (or set DEVICE_MODE=kiosk and STORE_EXTERNAL_ID to serve every "
+            "device as a kiosk of that store)",
         )
     if len(config["SECRET_KEY"]) < 16:
         raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")

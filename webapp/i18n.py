@@ -90,11 +90,11 @@ def country_codes() -> frozenset[str]:
     return frozenset(choice.value for choice in countries("en"))
 
 
-def outcome_messages(kiosk: bool = False) -> dict[str, tuple[str, str]]:
+def outcome_messages() -> dict[str, tuple[str, str]]:
     """outcome name → (heading, text): every sentence a person reads about Engage's answer.
 
-    On a kiosk nobody may learn whether someone else is a member, so created, existing and
-    in-progress all read the same.
+    `thanks` is what a kiosk shows for every final outcome: nobody there may learn whether
+    someone else is a member.
     """
     from flask_babel import gettext as _
 
@@ -154,10 +154,8 @@ def outcome_messages(kiosk: bool = False) -> dict[str, tuple[str, str]]:
             ),
         ),
     }
-    if kiosk:
-        thanks = (
-            _("Thank you!"),
-            _("Your membership is taken care of. Member offers apply from today."),
-        )
-        messages.update({"created": thanks, "existing": thanks, "in-progress": thanks})
+    messages["thanks"] = (
+        _("Thank you!"),
+        _("Your membership is taken care of. Member offers apply from today."),
+    )
     return messages

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from flask import Blueprint, current_app, jsonify
 
 from .engage import EngageError
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
 
@@ -23,15 +27,25 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The configuration is valid (or the app would not have started) and Engage answers."""
+    """The configuration is valid (or the app would not have started), the shared state
+    database takes a write, and Engage answers."""
+    state = current_app.extensions["state"]
+    try:
+        state.probe()
+        breaker_open = state.breaker_is_open("engage")
+        state_ok = True
+    except StateUnavailable as exc:
+        log.error("readiness: state database unavailable: %s", exc)
+        state_ok, breaker_open = False, None
     engage_ok = _engage_reachable()
-    breaker_open = current_app.extensions["state"].breaker_is_open("engage")
+    ready = engage_ok and state_ok
     body = {
-        "status": "ok" if engage_ok else "not ready",
+        "status": "ok" if ready else "not ready",
         "engage": "ok" if engage_ok else "unreachable",
-        "breaker": "open" if breaker_open else "closed",
+        "state": "ok" if state_ok else "unavailable",
+        "breaker": "unknown" if breaker_open is None else "open" if breaker_open else "closed",
     }
-    return jsonify(body), 200 if engage_ok else 503
+    return jsonify(body), 200 if ready else 503
 
 
 def _engage_reachable() -> bool:

@@ -54,11 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     if not os.environ.get("ENGAGE_BASE_URL"):
         _start_training_simulator()
+    os.environ["WEB_THREADS"] = str(args.threads)  # the app sizes its database pool by it
     try:
-        create_app()  # check the configuration once, before any worker starts
+        checked = create_app()  # check the configuration once, before any worker starts
     except ConfigError as exc:
         print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    # Workers make their own connections: none of the check's may cross a fork.
+    checked.extensions["state"].close()
+    checked.extensions["engage"].close()
     url = (
         f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
     )

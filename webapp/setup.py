@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
@@ -12,8 +13,9 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectChoice, SelectField
 from wtforms.validators import DataRequired
 
-from . import devices, signed
+from . import devices, signed, web
 from .engage import EngageError
+from .store import StateUnavailable
 
 bp = Blueprint("setup", __name__, url_prefix="/setup")
 
@@ -21,6 +23,11 @@ STAFF_SESSION_SECONDS = 10 * 60  # a PIN opens setup for ten minutes on this dev
 PIN_ATTEMPTS = 5  # per device and per five minutes
 PIN_ATTEMPTS_PER_ADDRESS = 20
 PIN_WINDOW = 300  # seconds
+# Wrong PINs across the whole deployment, counted per hour against PIN_FAILURES_PER_HOUR.
+DEPLOYMENT_FAILURES = "pin-failures:deployment"
+DEPLOYMENT_WINDOW = 3600  # seconds
+
+log = logging.getLogger(__name__)
 
 
 class PinForm(FlaskForm):
@@ -48,6 +55,7 @@ def _staff_signed_in() -> bool:
 def start():
     if not current_app.config["STAFF_PIN"]:
         return _page("setup/disabled.html", "setup-disabled")
+    signed.client_id()  # this browser's id exists before its first PIN: limits count it
     if not _staff_signed_in():
         return _page("setup/pin.html", "setup-pin", form=PinForm())
     return _device_page(DeviceForm(data={"mode": _current_mode()}))
@@ -55,34 +63,68 @@ def start():
 
 @bp.post("/pin")
 def pin():
-    if not current_app.config["STAFF_PIN"]:
+    config = current_app.config
+    if not config["STAFF_PIN"]:
         return redirect(url_for(".start"), code=303)
-    form = PinForm()
+    form = PinForm(formdata=request.form)  # a field sent as a file is no field at all
     state = current_app.extensions["state"]
-    client_id = signed.client_id()
-    allowed = state.hits(
-        [
-            (f"pin:{client_id}", PIN_ATTEMPTS, PIN_WINDOW),
-            (f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW),
+    device = devices.current_device()
+    who = f"device:{device.id}" if device and device.id else f"browser:{signed.client_id()}"
+    try:
+        allowed = state.hits(
+            [
+                (f"pin:{who}", PIN_ATTEMPTS, PIN_WINDOW),
+                (f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW),
+            ]
+        )
+        locked = (
+            state.count(DEPLOYMENT_FAILURES, DEPLOYMENT_WINDOW) >= config["PIN_FAILURES_PER_HOUR"]
+        )
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        form.pin.errors = [_("Setup cannot be opened right now. Try again in a moment.")]
+        return _page("setup/pin.html", "setup-pin", 503, form=form)
+    if locked:
+        g.outcome = "setup-locked"
+        form.pin.errors = [
+            _("PIN entry is locked for now after too many wrong PINs. Try again in an hour.")
         ]
-    )
+        return _page("setup/pin.html", "setup-pin", 429, form=form)
     if not allowed:
         form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
         return _page("setup/pin.html", "setup-pin", 429, form=form)
     if form.validate_on_submit():
         given = form.pin.data.strip().encode()
-        if hmac.compare_digest(given, current_app.config["STAFF_PIN"].encode()):
+        if hmac.compare_digest(given, config["STAFF_PIN"].encode()):
             session["staff_until"] = time.time() + STAFF_SESSION_SECONDS
             return redirect(url_for(".start"), code=303)
         form.pin.errors = [_("That PIN is not right.")]
+        _count_wrong_pin()
     return _page("setup/pin.html", "setup-pin", 400, form=form)
+
+
+def _count_wrong_pin() -> None:
+    """Count a wrong PIN for the whole deployment; the one that reaches the cap locks PIN entry
+    for everyone and says so in one ERROR line (what operations alert on)."""
+    cap = current_app.config["PIN_FAILURES_PER_HOUR"]
+    try:
+        failures = current_app.extensions["state"].hit(DEPLOYMENT_FAILURES, DEPLOYMENT_WINDOW)
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        return
+    if failures == cap:
+        log.error(
+            "staff PIN entry locked for the whole deployment: %d wrong PINs within an hour "
+            "(PIN_FAILURES_PER_HOUR) %s",
+            failures, web.log_context(),
+        )  # fmt: skip
 
 
 @bp.post("/")
 def save():
     if not _staff_signed_in():
         return redirect(url_for(".start"), code=303)
-    form = DeviceForm()
+    form = DeviceForm(formdata=request.form)
     try:
         stores = devices.active_stores()
     except EngageError:
@@ -116,8 +158,9 @@ def _device_page(form, status=200, unavailable=False, stores=None):
     if stores is not None:
         form.store.choices = _store_choices(stores)
         device = devices.current_device()
-        if device and device.bound and not form.store.data:
-            form.store.data = device.store_id
+        if not form.store.data:
+            bound = device.store_id if device and device.bound else None
+            form.store.data = bound or current_app.config["STORE_EXTERNAL_ID"] or None
     return _page("setup/device.html", "setup-device", status, form=form, unavailable=unavailable)
 
 

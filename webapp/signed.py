@@ -11,12 +11,19 @@ that a fresh check would refuse, except within that margin of the longest lifeti
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app, g, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import generate_csrf
@@ -146,3 +153,41 @@ def read_result(value: str, client_id: str | None) -> dict[str, str | None] | No
 
 def _result_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.secret_key, salt="engage-signup-result")
+
+
+# --- sealed values: encrypted as well as signed --------------------------------------------------
+def _fernet(purpose: str):
+    """A Fernet key for `purpose`, derived from SECRET_KEY (HKDF-SHA256), made once per app."""
+    keys = current_app.extensions.setdefault("sealing_keys", {})
+    fernet = keys.get(purpose)
+    if fernet is None:
+        raw = HKDF(
+            algorithm=hashes.SHA256(),
+            length=32,
+            salt=None,
+            info=f"engage-signup {purpose}".encode(),
+        ).derive(current_app.secret_key.encode())
+        fernet = keys[purpose] = Fernet(base64.urlsafe_b64encode(raw))
+    return fernet
+
+
+def seal(value: Any, purpose: str) -> str:
+    """`value` (JSON) encrypted and authenticated: a cookie that can carry what a person typed
+    without anyone who reads the cookie jar learning it."""
+    return _fernet(purpose).encrypt(json.dumps(value).encode()).decode()
+
+
+def unseal(token: str, purpose: str, max_age: int) -> Any | None:
+    """What `seal()` sealed for `purpose` within `max_age` seconds, or None."""
+    try:
+        return json.loads(_fernet(purpose).decrypt(token.encode(), ttl=max_age))
+    except (InvalidToken, ValueError, UnicodeError):
+        return None
+
+
+def digest(values: dict[str, Any], purpose: str) -> str:
+    """A keyed hash of `values`: equal values give equal digests, and without SECRET_KEY the
+    digest says nothing about them (no personal data in clear in the shared state)."""
+    key = hashlib.sha256(f"engage-signup {purpose} {current_app.secret_key}".encode()).digest()
+    message = json.dumps(values, sort_keys=True, ensure_ascii=False).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]

@@ -106,15 +106,17 @@ def build_contact(
 
 
 class Breaker:
-    """A circuit breaker shared by all workers (see state.py): after `threshold` failed signups
-    in a row, or one 429, Engage is left alone for `cooldown` seconds; then one request probes."""
+    """A circuit breaker shared by every worker on every machine (see store/): after
+    `threshold` failed signups in a row within `window` seconds, or one 429, Engage is left
+    alone for `cooldown` seconds; then one request probes."""
 
     NAME = "engage"
 
-    def __init__(self, state, *, threshold: int, cooldown: float):
+    def __init__(self, state, *, threshold: int, cooldown: float, window: float = 60.0):
         self.state = state
         self.threshold = threshold
         self.cooldown = cooldown
+        self.window = window
 
     def allows(self) -> bool:
         return self.state.breaker_allows(self.NAME, probe_seconds=self.cooldown)
@@ -125,6 +127,7 @@ class Breaker:
             ok=outcome.name not in (TIMEOUT, UNAVAILABLE),
             threshold=self.threshold,
             cooldown=self.cooldown,
+            window=self.window,
             at_once=outcome.cause == "RateLimited",  # 429: back off now, never hammer
         )
 

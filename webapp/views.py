@@ -1,9 +1,21 @@
-"""The signup pages: the form (GET/POST /) and the result page (GET /done)."""
+"""The signup pages: the form (GET/POST /) and the result page (GET /done).
+
+On a staff tablet the answer to a POST is the result page (after a redirect) or the form back,
+filled in, with what went wrong. On a kiosk every answer to a POST is a redirect: the browser's
+history never holds a POST that Back, Forward or Reload could send again, and what the person
+typed comes back only once, sealed in a short-lived cookie, to the next page. A kiosk's result
+page reads and looks the same whatever Engage said (`thanks`), so nobody learns whether someone
+else is a member; the log line keeps the real outcome.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import secrets
+import threading
 import time
+from collections import deque
 
 from flask import (
     Blueprint,
@@ -18,22 +30,45 @@ from flask import (
 )
 from flask_babel import get_locale
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
+from werkzeug.datastructures import MultiDict
 
-from . import signed, web
+from . import devices, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
 from .i18n import LANGUAGES, countries, outcome_messages
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("signup", __name__)
 
 # Outcomes that end the person's part: shown on a result page after a redirect.
 FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS)
+# What a kiosk shows for every final outcome.
+THANKS = "thanks"
+# Pages that show an entry that was sent: a kiosk clears them sooner than a half-filled form.
+ENTRY_OUTCOMES = ("invalid", flow.REJECTED, flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
 ATTRIBUTES = (
     *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
     *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
 )
+ENTRY_SECONDS = 120  # a kiosk's sealed entry is shown on the very next page, or never
+# Form-level notes that an answer can carry (a sealed kiosk entry holds only the key).
+NOTES = {
+    "resend": _l(
+        "This page was open for a long time, so for your safety it needs to be sent again. "
+        "Check your details and press the button once more."
+    ),
+    "token-used": _l(
+        "These details were not sent: this page had already been used for another sign-up. "
+        "Check them and press the button again."
+    ),
+}
+
+bp.after_app_request(devices.keep_cookie_current)
 
 
 @bp.before_app_request
@@ -56,9 +91,11 @@ def _page_context():
         "device": current_device(),
         "kiosk_timing": {
             "idle": config["KIOSK_IDLE_SECONDS"],
+            "error_idle": config["KIOSK_ERROR_IDLE_SECONDS"],
             "countdown": config["KIOSK_COUNTDOWN_SECONDS"],
             "thanks": config["KIOSK_THANKS_SECONDS"],
         },
+        "entry_outcomes": ENTRY_OUTCOMES,
     }
 
 
@@ -69,33 +106,54 @@ def form():
     device = current_device()
     if device is None:
         g.outcome = "setup-needed"
-        return render_template("signup/setup_needed.html", outcome="setup-needed")
-    g.outcome = "form"
-    page = _empty_form_page(device)
-    if _result_cookie() in request.cookies:
-        # A new person: the previous result page is gone, Back and reload included.
-        page = make_response(page)
-        page.delete_cookie(_result_cookie(), **_result_cookie_flags())
-    return page
+        return render_template(
+            "signup/setup_needed.html",
+            outcome="setup-needed",
+            refused=g.get("device_refused", False),
+        )
+    signed.client_id()  # this browser's id exists before its first POST: limits count it
+    entry = _take_entry() if device.kiosk else None
+    if entry is not None:
+        page, _status = _form_from_entry(entry)
+    else:
+        g.outcome = "form"
+        page = _empty_form_page(device)
+    response = make_response(page)
+    for cookie in (_result_cookie(), _entry_cookie()):
+        if cookie in request.cookies:
+            # A new person: the previous result or entry is gone, Back and reload included.
+            response.delete_cookie(cookie, **_cookie_flags())
+    return response
 
 
 @bp.post("/")
 def submit():
-    if current_device() is None:
+    device = current_device()
+    if device is None:
         return redirect(url_for(".form"), code=303)
-    form = _new_form()
+    if device.kiosk:
+        request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
+    form = _new_form(formdata=request.form)  # a field sent as a file is no field at all
     if not form.validate_on_submit():
-        return _render_form(form, "invalid", 400)
-    if not _within_rate_limits():
-        return _render_form(form, "throttled", 429)
-
+        return _present(form, flow.Outcome("invalid"))
     state = current_app.extensions["state"]
     token = form.submission.data
-    earlier = state.claim_submission(token)
+    digest = signed.digest(_submitted(form), "submission")
+    try:
+        if not _within_rate_limits(device):
+            return _present(form, flow.Outcome("throttled"))
+        earlier = state.claim_submission(token, digest)
+    except StateUnavailable as exc:
+        # No Engage call without the double-submit guard: the person keeps their details.
+        return _present(form, _state_fault(exc))
     if earlier is not None:
+        if earlier.digest is not None and earlier.digest != digest:
+            # Someone else's details under a used token: never show them the first outcome.
+            return _present(form, flow.Outcome("invalid", cause="TokenUsed"), note="token-used")
         # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
         return _present(form, _wait_for(token, earlier), duplicate=True)
 
+    started = time.monotonic()
     engage = current_app.extensions["engage"]
     outcome = flow.register(
         engage,
@@ -103,12 +161,27 @@ def submit():
         breaker=current_app.extensions["breaker"],
         settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
     )
-    if outcome.name == flow.EXISTING and not current_device().kiosk:
+    if outcome.name == flow.EXISTING and not device.kiosk:
         # The cashier attaches the purchase: show the member number of who was found.
         outcome = flow.with_member_number(engage, outcome)
     g.engage_cause = outcome.cause
-    state.finish_submission(token, outcome.name, outcome.member_number)
+    try:
+        state.finish_submission(token, outcome.name, outcome.member_number)
+    except StateUnavailable as exc:
+        _state_fault(exc)  # Engage has answered: the person is still told what happened
+    _even_out(outcome, started, kiosk=device.kiosk)
     return _present(form, outcome)
+
+
+def _submitted(form) -> dict:
+    """What the person sent, as a submission token is bound to it."""
+    return {f.name: f.data for f in form if f.name not in ("csrf_token", "submission")}
+
+
+def _state_fault(exc: StateUnavailable) -> flow.Outcome:
+    log.error("state database unavailable: %s %s", exc, web.log_context())
+    g.engage_cause = "StateUnavailable"
+    return flow.Outcome(flow.UNAVAILABLE, cause="StateUnavailable")
 
 
 def _signup_from(form) -> flow.Signup:
@@ -132,30 +205,99 @@ def _signup_from(form) -> flow.Signup:
     )
 
 
-def _present(form, outcome: flow.Outcome, duplicate: bool = False):
-    """The page for an outcome: a redirect to the result page, or the form back, filled in."""
+class _CreateTimes:
+    """Recent durations of signups that ended in a create, to time a kiosk's other answers by."""
+
+    def __init__(self, size: int = 64):
+        self._times: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._times.append(seconds)
+
+    def sample(self, default: float) -> float:
+        with self._lock:
+            return random.choice(self._times) if self._times else default
+
+
+def _even_out(outcome: flow.Outcome, started: float, *, kiosk: bool) -> None:
+    """On a kiosk, a found member (one call to Engage) must not answer faster than a new one
+    (a find and a create): its answer waits until a recent create's duration has passed."""
+    times = current_app.extensions.setdefault("create_times", _CreateTimes())
+    elapsed = time.monotonic() - started
+    if outcome.name == flow.CREATED:
+        times.add(elapsed)
+    elif kiosk and outcome.name in FINAL_OUTCOMES:
+        time.sleep(max(0.0, times.sample(default=2 * elapsed) - elapsed))
+
+
+def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | None = None):
+    """The answer to a POST: the result page (after a redirect) or the form back, filled in."""
+    device = current_device()
+    g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
-        # the result cookie: never anything the person typed.
-        result = {
-            "name": outcome.name,
-            "member_number": outcome.member_number,
-            "contact_id": outcome.contact_id,
-        }
-        g.outcome = outcome.name
+        # the result cookie, never anything the person typed; on a kiosk, only "thanks".
+        result = (
+            {"name": THANKS}
+            if device.kiosk
+            else {
+                "name": outcome.name,
+                "member_number": outcome.member_number,
+                "contact_id": outcome.contact_id,
+            }
+        )
         response = redirect(url_for(".done"), code=303)
         response.set_cookie(
-            _result_cookie(),
-            signed.result_value(result, signed.client_id()),
-            **_result_cookie_flags(),
+            _result_cookie(), signed.result_value(result, signed.client_id()), **_cookie_flags()
         )
         return response
-    if outcome.name == flow.REJECTED and not duplicate:
-        for name in outcome.fields:
-            if name in form:
-                form[name].errors = [*form[name].errors, _("Check this: it could not be accepted")]
+    fields = outcome.fields if outcome.name == flow.REJECTED and not duplicate else ()
+    if device.kiosk:
+        entry = {
+            "outcome": outcome.name,
+            "fields": list(fields),
+            "note": note,
+            "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
+            "for": signed.client_id(),
+        }
+        response = redirect(url_for(".form"), code=303)
+        response.set_cookie(_entry_cookie(), signed.seal(entry, "entry"), **_cookie_flags())
+        return response
+    _mark(form, fields, note)
     form.submission.data = new_submission_token()  # trying again is a new submission
     return _render_form(form, outcome.name)
+
+
+_TOKENS = ("csrf_token", "submission")
+
+
+def _mark(form, fields, note: str | None) -> None:
+    for name in fields:
+        if name in form:
+            form[name].errors = [*form[name].errors, _("Check this: it could not be accepted")]
+    if note:
+        form.form_errors.append(str(NOTES[note]))
+
+
+def _take_entry() -> dict | None:
+    """The entry a kiosk's last POST sealed for this page, if it is this browser's and fresh."""
+    sealed = request.cookies.get(_entry_cookie())
+    entry = signed.unseal(sealed, "entry", ENTRY_SECONDS) if sealed else None
+    if not isinstance(entry, dict) or entry.get("for") != session.get("client_id"):
+        return None
+    return entry
+
+
+def _form_from_entry(entry: dict):
+    data = MultiDict([tuple(pair) for pair in entry["data"]])
+    data["csrf_token"] = signed.csrf_token()
+    data["submission"] = new_submission_token()
+    form = _new_form(formdata=data)
+    form.validate()  # the same messages the person would have read on a staff tablet
+    _mark(form, entry.get("fields") or (), entry.get("note"))
+    return _render_form(form, entry["outcome"])
 
 
 def _wait_for(token: str, earlier) -> flow.Outcome:
@@ -167,22 +309,24 @@ def _wait_for(token: str, earlier) -> flow.Outcome:
         time.monotonic() + 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
     )
     deadline += config["ENGAGE_SETTLE_SECONDS"] + 2
-    while earlier.outcome is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        earlier = state.submission(token) or earlier
+    try:
+        while earlier.outcome is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            earlier = state.submission(token) or earlier
+    except StateUnavailable as exc:
+        return _state_fault(exc)
     if earlier.outcome is None:  # the first request died without an answer: say so safely
         return flow.Outcome(flow.UNAVAILABLE, cause="DuplicateStillRunning")
     return flow.Outcome(earlier.outcome, member_number=earlier.member_number)
 
 
-def _within_rate_limits() -> bool:
-    """Per device (its session) and per address; counted where all workers see it."""
-    state = current_app.extensions["state"]
+def _within_rate_limits(device) -> bool:
+    """Per device (its enrolment, else this browser) and per address, on every machine."""
     config = current_app.config
-    client_id = signed.client_id()
-    return state.hits(
+    who = f"device:{device.id}" if device.id else f"browser:{signed.client_id()}"
+    return current_app.extensions["state"].hits(
         [
-            (f"device:{client_id}", config["SUBMIT_LIMIT_PER_DEVICE"], 60),
+            (who, config["SUBMIT_LIMIT_PER_DEVICE"], 60),
             (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
         ]
     )
@@ -193,7 +337,11 @@ def _result_cookie() -> str:
     return "__Host-result" if current_app.config["HTTPS"] else "result"
 
 
-def _result_cookie_flags() -> dict:
+def _entry_cookie() -> str:
+    return "__Host-entry" if current_app.config["HTTPS"] else "entry"
+
+
+def _cookie_flags() -> dict:
     return {"httponly": True, "samesite": "Lax", "secure": current_app.config["HTTPS"], "path": "/"}
 
 
@@ -206,28 +354,26 @@ def _csrf_failed(exc: CSRFError):
     """A missing or stale token: no Engage call, but give the form back with what was typed."""
     if request.endpoint != "signup.submit":
         return web.http_error(exc)
-    if current_device() is None:
+    device = current_device()
+    if device is None:
         return redirect(url_for(".form"), code=303)
-    form = _new_form()  # not validated: it only carries the data back, with a fresh token
-    form.form_errors.append(
-        _("This page was open for a long time, so for your safety it needs to be sent again. "
-          "Check your details and press the button once more.")
-    )  # fmt: skip
-    return _render_form(form, "invalid", 400)
+    form = _new_form(formdata=request.form)  # not validated: it carries the data back
+    return _present(form, flow.Outcome("invalid", cause="CSRF"), note="resend")
 
 
 @bp.get("/done")
 def done():
     value = request.cookies.get(_result_cookie())
     result = signed.read_result(value, session.get("client_id")) if value else None
-    if result is None or result["name"] not in FINAL_OUTCOMES:
+    if result is None or result["name"] not in (*FINAL_OUTCOMES, THANKS):
         return redirect(url_for(".form"), code=303)
     g.outcome = name = result["name"]
     device = current_device()
-    kiosk = device is not None and device.kiosk
-    heading, text = outcome_messages(kiosk=kiosk)[name]
+    if device is not None and device.kiosk:
+        name = THANKS  # a device turned into a kiosk shows no staff result either
+    heading, text = outcome_messages()[name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
-    show_number = not kiosk and name in (flow.CREATED, flow.EXISTING)
+    show_number = name in (flow.CREATED, flow.EXISTING)
     return render_template(
         "signup/done.html",
         outcome=name,
@@ -281,7 +427,11 @@ def _empty_form_page(device):
     """
     language = _language()
     consents = consent_texts(language)
-    key = (language, device, tuple((k, v["label"], v["url"]) for k, v in consents.items()))
+    key = (
+        language,
+        (device.store_id, device.store_name, device.country, device.mode),
+        tuple((k, v["label"], v["url"]) for k, v in consents.items()),
+    )
     cache = current_app.extensions.setdefault("page_cache", {})
     page = cache.get(key)
     if page is None:
@@ -302,10 +452,12 @@ def _empty_form_page(device):
     )
 
 
-def _render_form(form, outcome: str, status: int = 200):
+STATUS = {"invalid": 400, "throttled": 429}
+
+
+def _render_form(form, outcome: str):
     g.outcome = outcome
-    device = current_device()
-    heading, text = outcome_messages(kiosk=bool(device and device.kiosk)).get(outcome, (None, None))
+    heading, text = outcome_messages().get(outcome, (None, None))
     return (
         render_template(
             "signup/form.html",
@@ -316,5 +468,5 @@ def _render_form(form, outcome: str, status: int = 200):
             consents=consent_texts(_language()),
             language=_language(),
         ),
-        status,
+        STATUS.get(outcome, 200) if request.method == "POST" else 200,
     )

@@ -8,10 +8,11 @@ import re
 import secrets
 import time
 import traceback
+from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from flask_babel import gettext as _
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 log = logging.getLogger("webapp.request")
 
@@ -24,6 +25,56 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 TIMING = "webapp.timing"  # environ key: [perf_counter at arrival, seconds spent on Engage]
 REQUEST_ID = "webapp.request_id"  # environ key: this request's id
+HIDE_TIMING = "webapp.hide_timing"  # environ key: leave Server-Timing out (a kiosk's answers)
+
+# A host name (labels of letters, digits and hyphens), an IPv4 address or a bracketed IPv6
+# address, with an optional port. Anything else in Host is refused before Flask sees it.
+_HOST_HEADER = re.compile(
+    r"(?P<name>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
+
+
+class HostCheck:
+    """WSGI middleware just outside Flask: a Host header that is malformed, or not one of
+    ALLOWED_HOSTS, gets a plain 400 and one log line. Flask itself would fail on some of them
+    while building URLs for its error page (a 500 and a traceback per request)."""
+
+    def __init__(self, wsgi_app, allowed: tuple[str, ...]):
+        self.wsgi_app = wsgi_app
+        self.allowed = allowed
+
+    def __call__(self, environ, start_response):
+        host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+        if self.host_ok(host):
+            return self.wsgi_app(environ, start_response)
+        log.warning(
+            "request method=%s path=%s status=400 outcome=bad-host request_id=%s",
+            environ.get("REQUEST_METHOD", "-"), _printable(environ.get("PATH_INFO", "")),
+            environ.get(REQUEST_ID, "-"),
+        )  # fmt: skip
+        body = b"Bad request: this site is not served under that name.\n"
+        start_response(
+            "400 Bad Request",
+            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def host_ok(self, host: str) -> bool:
+        if len(host) > 260 or not _HOST_HEADER.fullmatch(host):
+            return False
+        name = _HOST_HEADER.fullmatch(host).group("name").lower().rstrip(".")
+        if not self.allowed:
+            return True
+        return any(
+            name == allowed or (allowed.startswith(".") and name.endswith(allowed))
+            or name == allowed[1:]
+            for allowed in self.allowed
+        )  # fmt: skip
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() and ch != " " else "?" for ch in text[:200])
 
 
 class Edge:
@@ -61,9 +112,10 @@ class Edge:
                 # Pages can show what a person typed: never keep them in any cache or history.
                 headers.append(NO_STORE)
             headers.append(("X-Request-Id", request_id))
-            headers.append(
-                ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
-            )
+            if not environ.get(HIDE_TIMING):
+                headers.append(
+                    ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
+                )
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, edge_start_response)
@@ -87,6 +139,7 @@ def log_context() -> str:
 
 def init_app(app: Flask) -> None:
     app.wsgi_app = Edge(app.wsgi_app, https=app.config["HTTPS"])
+    app.before_request(_same_origin)  # before Flask-WTF's CSRF check: registered first
     app.after_request(_finish)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, _unexpected_error)
@@ -103,7 +156,31 @@ SECURITY_HEADERS = [
     # same-origin, not no-referrer: Flask-WTF's CSRF check needs the Referer over HTTPS.
     ("Referrer-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
+    # No window opened from elsewhere keeps a handle on ours, and ours on it.
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+    # A signup form needs none of the browser's powerful features.
+    (
+        "Permissions-Policy",
+        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), "
+        "bluetooth=(), hid=(), display-capture=(), browsing-topics=()",
+    ),
 ]
+
+
+def _same_origin():
+    """A POST that a browser says comes from another site is refused, whatever token it has."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None  # not sent by every client; the CSRF token still has to match
+    if urlsplit(origin).netloc.lower() != request.host.lower():
+        g.outcome = "foreign-origin"
+        return http_error(BadRequest())
+    return None
+
+
 NO_STORE = ("Cache-Control", "no-store")
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
@@ -122,6 +199,7 @@ def _finish(response):
 
 
 def http_error(exc: HTTPException):
+    """A friendly page for a client error: one log line (the request's), never a traceback."""
     messages = {
         400: _("Something in the request was not right. Go back to the form and try again."),
         404: _("There is no page at this address."),
@@ -129,7 +207,7 @@ def http_error(exc: HTTPException):
         413: _("That was more data than a signup can hold."),
     }
     text = messages.get(exc.code or 500, _("Something went wrong on our side."))
-    g.outcome = f"http-{exc.code}"
+    g.setdefault("outcome", f"http-{exc.code}")
     return render_template("errors/error.html", message=text, outcome="error"), exc.code or 500
 
 

@@ -1,0 +1,247 @@
+"""The operations on the shared state, in SQL that SQLite and PostgreSQL both run."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .migrations import MIGRATIONS
+
+SUBMISSION_DAYS = 1  # how long a used token is remembered
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state database cannot be used now (disk full, file gone, server down...).
+
+    The message names the kind of fault, never a value: no token, key or personal data."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    outcome: str | None  # None while the first request is still talking to Engage
+    member_number: str | None
+    digest: str | None = None  # keyed hash of what was submitted under the token
+
+
+@dataclass(frozen=True)
+class Result:
+    rows: list[tuple]
+    rowcount: int
+
+
+class Runner(Protocol):
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> Result: ...
+
+
+class Engine(Runner, Protocol):
+    """What a database engine gives the store. Every driver error becomes StateUnavailable."""
+
+    name: str
+
+    def transaction(self) -> AbstractContextManager[Runner]: ...
+
+    def exclusive(self) -> AbstractContextManager[Runner]:
+        """A transaction that one process at a time holds, across every machine: migrations."""
+
+    def close(self) -> None: ...
+
+
+# One failed signup: count it within the window, and open the breaker (until :until) when the
+# count reaches the threshold, or at once (429). An open breaker stays open.
+BREAKER_FAILURE = """
+INSERT INTO breaker (name, failures, open_until, window_start)
+VALUES (:name, 1, CASE WHEN :at_once OR 1 >= :threshold THEN :until ELSE 0 END, :now)
+ON CONFLICT (name) DO UPDATE SET
+    failures = CASE WHEN breaker.window_start <= :since THEN 1 ELSE breaker.failures + 1 END,
+    window_start = CASE WHEN breaker.window_start <= :since THEN :now
+                        ELSE breaker.window_start END,
+    open_until = CASE
+        WHEN :at_once OR (CASE WHEN breaker.window_start <= :since THEN 1
+                               ELSE breaker.failures + 1 END) >= :threshold THEN :until
+        ELSE breaker.open_until END
+"""
+
+# One hit on a fixed-window counter; a window that has ended starts again at this hit.
+HIT = """
+INSERT INTO hits (key, window_start, count) VALUES (:key, :now, 1)
+ON CONFLICT (key) DO UPDATE SET
+    count = CASE WHEN hits.window_start <= :since THEN 1 ELSE hits.count + 1 END,
+    window_start = CASE WHEN hits.window_start <= :since THEN :now ELSE hits.window_start END
+RETURNING count
+"""
+
+
+class Store:
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
+        self.engine = engine
+        self.clock = clock
+        self._local = threading.local()
+        if hasattr(engine, "on_new_database"):
+            engine.on_new_database = self.migrate  # SQLite: a deleted file is made again
+
+    @property
+    def kind(self) -> str:
+        return self.engine.name
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # --- schema ----------------------------------------------------------------------------------
+    def migrate(self) -> list[int]:
+        """Apply the steps this database has not had yet; returns their numbers. Safe when
+        several processes on several machines start together: one applies, the others wait."""
+        applied = []
+        with self.engine.exclusive() as tx:
+            tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            rows = tx.run("SELECT version FROM schema_version").rows
+            if not rows:
+                tx.run("INSERT INTO schema_version (version) VALUES (0)")
+            current = rows[0][0] if rows else 0
+            for number, _about, statements in MIGRATIONS:
+                if number <= current:
+                    continue
+                for statement in statements:
+                    tx.run(statement)
+                tx.run("UPDATE schema_version SET version = :v", {"v": number})
+                applied.append(number)
+        return applied
+
+    def schema_version(self) -> int:
+        return self.engine.run("SELECT version FROM schema_version").rows[0][0]
+
+    def probe(self) -> None:
+        """Write one small row: raises StateUnavailable when the database cannot take writes."""
+        self.engine.run(
+            "INSERT INTO health (name, at) VALUES ('probe', :now) "
+            "ON CONFLICT (name) DO UPDATE SET at = excluded.at",
+            {"now": self.clock()},
+        )
+
+    # --- one-time submission tokens --------------------------------------------------------------
+    def claim_submission(self, token: str, digest: str | None = None) -> Submission | None:
+        """Claim `token` for this request. None: it is ours. Otherwise what the first one got."""
+        now = self.clock()
+        claimed = self.engine.run(
+            "INSERT INTO submissions (token, started, digest) VALUES (:token, :now, :digest) "
+            "ON CONFLICT (token) DO NOTHING RETURNING token",
+            {"token": token, "now": now, "digest": digest},
+        ).rows
+        if claimed:
+            if int(now) % 97 == 0:  # now and then, forget old tokens
+                self.engine.run(
+                    "DELETE FROM submissions WHERE started < :before",
+                    {"before": now - SUBMISSION_DAYS * 86400},
+                )
+            return None
+        return self.submission(token) or Submission(None, None, None)
+
+    def finish_submission(self, token: str, outcome: str, member_number: str | None) -> None:
+        self.engine.run(
+            "UPDATE submissions SET outcome = :outcome, member_number = :number "
+            "WHERE token = :token",
+            {"outcome": outcome, "number": member_number, "token": token},
+        )
+
+    def submission(self, token: str) -> Submission | None:
+        rows = self.engine.run(
+            "SELECT outcome, member_number, digest FROM submissions WHERE token = :token",
+            {"token": token},
+        ).rows
+        return Submission(*rows[0]) if rows else None
+
+    # --- rate limits -----------------------------------------------------------------------------
+    def hit(self, key: str, window: float) -> int:
+        """Count one hit on `key`; returns the hits in its current window, this one included."""
+        now = self.clock()
+        return self.engine.run(HIT, {"key": key, "now": now, "since": now - window}).rows[0][0]
+
+    def hits(self, limits: list[tuple[str, int, float]]) -> bool:
+        """Count one hit for each (key, limit, window seconds); False if any is over its limit.
+        Every key is counted, whatever the others say, in one transaction."""
+        now = self.clock()
+        allowed = True
+        with self.engine.transaction() as tx:
+            for key, limit, window in limits:
+                count = tx.run(HIT, {"key": key, "now": now, "since": now - window}).rows[0][0]
+                allowed = allowed and count <= limit
+        return allowed
+
+    def count(self, key: str, window: float) -> int:
+        """Hits counted for `key` in its current window (0 when it has ended)."""
+        rows = self.engine.run(
+            "SELECT count FROM hits WHERE key = :key AND window_start > :since",
+            {"key": key, "since": self.clock() - window},
+        ).rows
+        return rows[0][0] if rows else 0
+
+    # --- circuit breaker -------------------------------------------------------------------------
+    def breaker_allows(self, name: str, probe_seconds: float) -> bool:
+        """True when calls may go ahead: closed, or this caller won the one probe after cooldown."""
+        now = self.clock()
+        rows = self.engine.run(
+            "SELECT failures, open_until FROM breaker WHERE name = :name", {"name": name}
+        ).rows
+        failures, open_until = rows[0] if rows else (0, 0)
+        # Remember, for this thread's breaker_record() after the call, that there was nothing
+        # to close: a success then needs no second look at the table.
+        self._local.breaker_clean = name if (failures, open_until) == (0, 0) else None
+        if open_until == 0:
+            return True
+        if now < open_until:
+            return False
+        # Cool-down over: exactly one caller, on any machine, may probe; the others fail fast.
+        claimed = self.engine.run(
+            "UPDATE breaker SET open_until = :until WHERE name = :name AND open_until = :seen",
+            {"until": now + probe_seconds, "name": name, "seen": open_until},
+        ).rowcount
+        return claimed == 1
+
+    def breaker_is_open(self, name: str) -> bool:
+        rows = self.engine.run(
+            "SELECT open_until FROM breaker WHERE name = :name", {"name": name}
+        ).rows
+        return bool(rows and self.clock() < rows[0][0])
+
+    def breaker_record(
+        self,
+        name: str,
+        *,
+        ok: bool,
+        threshold: int,
+        cooldown: float,
+        window: float = 60.0,
+        at_once: bool = False,
+    ) -> None:
+        """Count a success (closes) or a failure (opens once `threshold` failures fell within
+        `window` seconds without a success between them, or `at_once`).
+
+        A success right after this thread's breaker_allows() found nothing to close writes
+        nothing and reads nothing: a failure that another request recorded meanwhile stays
+        counted, as the success's call began before it.
+        """
+        clean, self._local.breaker_clean = getattr(self._local, "breaker_clean", None), None
+        if ok and clean == name:
+            return
+        now = self.clock()
+        if ok:
+            self.engine.run(
+                "UPDATE breaker SET failures = 0, open_until = 0, window_start = 0 "
+                "WHERE name = :name AND (failures <> 0 OR open_until <> 0)",
+                {"name": name},
+            )
+            return
+        self.engine.run(
+            BREAKER_FAILURE,
+            {
+                "name": name,
+                "at_once": at_once,
+                "threshold": threshold,
+                "until": now + cooldown,
+                "now": now,
+                "since": now - window,
+            },
+        )

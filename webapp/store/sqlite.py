@@ -1,0 +1,124 @@
+"""SQLite: the shared state in one file (WAL mode) that every worker on one machine opens.
+
+Each thread keeps its own connection. Before each use it checks that the file it has open is
+still the file at STATE_DB: a file deleted or replaced while the app runs would otherwise leave
+some threads writing to the old, unlinked file and others to a new, empty one, and one-time
+tokens would no longer be one-time across them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .base import Result, StateUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+class _Connection:
+    """One thread's connection, as a Runner."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        try:
+            cursor = self.db.execute(sql, _sqlite_params(params))
+            rows = cursor.fetchall() if cursor.description else []
+            return Result(rows, cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"SQLite: {exc}") from exc
+
+
+def _sqlite_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    if not params:
+        return {}
+    return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
+
+
+class SQLiteEngine:
+    name = "sqlite"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateUnavailable(
+                f"cannot make the folder for {self.path}: {exc.strerror}"
+            ) from exc
+        self._local = threading.local()
+        self._file: tuple[int, int] | None = None  # the file this process settled on
+        self._lock = threading.Lock()
+        # Set by the Store: builds the schema in a file made anew after the old one went away.
+        self.on_new_database: Callable[[], Any] | None = None
+
+    def _connection(self) -> _Connection:
+        current = _identity(self.path)
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and current is not None and self._local.file == current:
+            return conn
+        if conn is not None:
+            conn.db.close()
+            self._local.conn = None
+        try:
+            db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"SQLite cannot open {self.path}: {exc}") from exc
+        conn = _Connection(db)
+        self._local.conn, self._local.file = conn, _identity(self.path)
+        with self._lock:
+            replaced = self._file is not None and self._file != self._local.file
+            self._file = self._local.file
+        if replaced:
+            log.error(
+                "state database %s was deleted or replaced while running: continuing with a new "
+                "one (tokens, limits and the breaker start afresh)",
+                self.path,
+            )
+            if self.on_new_database is not None:
+                self.on_new_database()
+        return conn
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        return self._connection().run(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Connection]:
+        conn = self._connection()
+        conn.run("BEGIN IMMEDIATE")  # the write lock now: no upgrade deadlock later
+        try:
+            yield conn
+            conn.run("COMMIT")  # on a full disk this is what fails
+        except BaseException:
+            if conn.db.in_transaction:
+                try:
+                    conn.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one worth raising
+            raise
+
+    exclusive = transaction  # BEGIN IMMEDIATE already lets one process at a time in
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.db.close()
+            self._local.conn = None
