@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
 from contextlib import contextmanager
 from html import unescape
@@ -308,3 +309,39 @@ def pytest_terminal_summary(terminalreporter):
         )
     elif SCREENSHOTS.is_dir() and any(SCREENSHOTS.iterdir()):
         terminalreporter.write_line(f"Screenshots at tablet size: {SCREENSHOTS}")
+
+
+# --- real components that a test needs and CI must have -----------------------------------------
+def missing(what: str) -> None:
+    """A real component is not on this machine: skip here, fail where CI demands everything."""
+    if os.environ.get("REQUIRE_REAL_COMPONENTS") == "1":
+        pytest.fail(f"{what} (REQUIRE_REAL_COMPONENTS=1: CI must not skip this)")
+    pytest.skip(what)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MB (tmpfs) that a test can fill up: mounting needs root."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        missing(f"cannot mount a tmpfs (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk) -> None:
+    """Write to `disk` until it is full (ENOSPC), as a log or a backup would."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as exc:
+        assert exc.errno == 28, exc  # No space left on device
+    finally:
+        os.close(fd)

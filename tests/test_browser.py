@@ -361,3 +361,116 @@ def test_staff_set_up_a_device_in_the_browser(page, serve, engine):
     assert outcome(page) == "form"
     assert "Acme København Strøget" in page.inner_text("header")
     assert page.get_attribute("html", "lang") == "da"
+
+
+# --- a shared device keeps nobody's details (issue #12) ------------------------------------------
+def test_a_kiosk_page_and_cookies_are_the_same_whatever_engage_said(browser, serve, engine):
+    """Created, existing, in-progress, ambiguous: the markup a person (or their phone's
+    camera) can read, and the cookies the browser keeps, are the same."""
+    import json
+
+    from itsdangerous import URLSafeTimedSerializer
+
+    base = serve(DEVICE_MODE="kiosk")
+    engine.add_contact({"email": "known@example.com"})
+    engine.add_contact({"email": "twice@example.com"})
+    engine.add_contact({"email": "twice@example.com"})
+    engine.begin_create("Member", "busy@example.com")
+    reader = URLSafeTimedSerializer(SECRETS[base], salt="engage-signup-result")
+    seen = []
+    for email in ("new@example.com", "known@example.com", "busy@example.com", "twice@example.com"):
+        context = browser.new_context(viewport=PORTRAIT, locale="en-GB")
+        page = context.new_page()
+        page.goto(base + "/?lang=en")
+        fill_person(page, email=email)
+        submit(page)
+        html = page.evaluate("document.documentElement.outerHTML")
+        cookies = {c["name"]: c["value"] for c in context.cookies()}
+        result = reader.loads(cookies["result"])[:-1]  # less this browser's own random id
+        seen.append((html, json.dumps(result), sorted(cookies)))
+        context.close()
+    assert [s[0] for s in seen] == [seen[0][0]] * 4, "the same markup, byte for byte"
+    assert [s[1:] for s in seen] == [seen[0][1:]] * 4, "the same cookies"
+    assert 'data-outcome="thanks"' in seen[0][0]
+
+
+@pytest.mark.parametrize("order", ["wipe-then-back", "back-then-wipe"])
+def test_after_an_error_and_a_wipe_no_navigation_brings_the_entry_back(page, serve, engine, order):
+    """A kiosk's error page shows the entry once and is cleared sooner than a half-filled form.
+    Whether the wipe ran on it, or the next person went Back first and the wipe ran there,
+    Back, Forward and Reload show an empty form and send nothing again."""
+    base = serve(DEVICE_MODE="kiosk", KIOSK_IDLE_SECONDS=60, KIOSK_ERROR_IDLE_SECONDS=20)
+    engine.inject("status", on="find", status=503, times=None)
+    page.clock.install()
+    page.goto(base + "/?lang=en")
+    page.fill("#lastName", "Hemlighetsson")
+    fill_person(page, email="walked.away@example.com")
+    submit(page)
+    assert outcome(page) == "unavailable"
+    assert page.input_value("#email") == "walked.away@example.com", "the person can try again"
+    assert page.get_attribute("body", "data-idle") == "20"
+    finds = len(engine.requests("/api/v3/contacts/id"))
+
+    def nothing_left() -> None:
+        page.wait_for_load_state()
+        html = page.content()
+        assert "walked.away" not in html and "Hemlighetsson" not in html
+
+    def wipe(idle: str) -> None:
+        page.clock.run_for(idle)
+        assert page.locator("#idle-warning").is_visible()
+        with page.expect_navigation():
+            page.clock.run_for("00:16")
+        nothing_left()
+
+    if order == "wipe-then-back":
+        wipe("00:21")
+        page.go_back(wait_until="commit")
+        nothing_left()
+    else:
+        page.go_back(wait_until="commit")
+        nothing_left()
+        wipe("01:01")
+    page.go_forward(wait_until="commit")
+    nothing_left()
+    page.reload()
+    nothing_left()
+    assert outcome(page) == "form"
+    assert len(engine.requests("/api/v3/contacts/id")) == finds, "nothing was sent again"
+
+
+def test_a_kiosk_error_page_reloaded_shows_an_empty_form(page, serve, engine):
+    base = serve(DEVICE_MODE="kiosk")
+    engine.inject("status", on="find", status=503, times=None)
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="once@example.com")
+    submit(page)
+    assert page.input_value("#email") == "once@example.com"
+    page.reload()
+    assert outcome(page) == "form" and page.input_value("#email") == ""
+
+
+@pytest.mark.parametrize("mode", ["staff", "kiosk"])
+def test_nothing_typed_goes_into_the_browsers_autofill_store(browser, serve, tmp_path, mode):
+    """Chromium keeps what is typed into fields with autocomplete on in its profile (Web Data,
+    table autofill) and offers it to the next person who types there."""
+    import sqlite3
+
+    base = serve(DEVICE_MODE=mode)
+    profile = tmp_path / "profile"
+    context = browser.browser_type.launch_persistent_context(
+        str(profile), executable_path=chromium_path(), headless=True, args=ARGS
+    )
+    if mode == "staff":
+        enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    page.fill("#lastName", "Autofyllsson")
+    fill_person(page, email="remember.me@example.com")
+    submit(page)
+    assert outcome(page) in ("created", "thanks")
+    page.wait_for_timeout(1500)  # Chromium writes its profile database shortly after
+    context.close()
+    with sqlite3.connect(profile / "Default" / "Web Data") as db:
+        stored = db.execute("SELECT name, value FROM autofill").fetchall()
+    assert stored == []

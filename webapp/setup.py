@@ -93,7 +93,9 @@ def pin():
     if not allowed:
         form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
         return _page("setup/pin.html", "setup-pin", 429, form=form)
-    if form.validate_on_submit():
+    if request.files:  # the PIN sent as a file: malformed
+        form.pin.errors = [_("Enter the staff PIN")]
+    elif form.validate_on_submit():
         given = form.pin.data.strip().encode()
         if hmac.compare_digest(given, config["STAFF_PIN"].encode()):
             session["staff_until"] = time.time() + STAFF_SESSION_SECONDS

@@ -66,6 +66,10 @@ NOTES = {
         "These details were not sent: this page had already been used for another sign-up. "
         "Check them and press the button again."
     ),
+    "malformed": _l(
+        "Something in what was sent was not right, so nothing was sent on. "
+        "Check your details and press the button once more."
+    ),
 }
 
 bp.after_app_request(devices.keep_cookie_current)
@@ -133,7 +137,9 @@ def submit():
         return redirect(url_for(".form"), code=303)
     if device.kiosk:
         request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
-    form = _new_form(formdata=request.form)  # a field sent as a file is no field at all
+    form = _new_form(formdata=request.form)  # the fields sent as text, never files
+    if request.files:  # no browser sends this form's fields as files: malformed, not a signup
+        return _present(form, flow.Outcome("invalid", cause="FileField"), note="malformed")
     if not form.validate_on_submit():
         return _present(form, flow.Outcome("invalid"))
     state = current_app.extensions["state"]
