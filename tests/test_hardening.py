@@ -43,7 +43,7 @@ def no_tracebacks(caplog) -> None:
     assert "Traceback" not in caplog.text
 
 
-# --- 5. malformed requests: a 4xx, the form kept, one log line -----------------------------------
+# --- 5. malformed requests: a 4xx, the form kept, one log line ------------------------------------
 @pytest.mark.parametrize("name", FORM_FIELDS)
 def test_a_field_sent_as_a_file_is_refused_and_the_rest_is_kept(client, engage_api, caplog, name):
     caplog.set_level(logging.INFO)
@@ -145,7 +145,7 @@ def test_every_page_denies_powerful_features_and_cross_origin_openers(client):
         assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
 
 
-# --- 6. the state database failing -----------------------------------------------------------------
+# --- 6. the state database failing ----------------------------------------------------------------
 @pytest.fixture
 def disk_app(small_disk, app_config):
     app = create_app({**app_config, "STATE_DB": str(small_disk / "state.sqlite3")})
@@ -295,7 +295,7 @@ def test_an_unusable_state_db_at_start_up_is_one_line(small_disk, where):
     )
 
 
-# --- 7. a used submission token with other details -----------------------------------------------
+# --- 7. a used submission token with other details ------------------------------------------------
 def test_other_details_under_a_used_token_never_see_the_first_persons_outcome(sim_client, engine):
     page = sim_client.get("/").get_data(as_text=True)
     token = hidden_fields(page)
@@ -313,7 +313,7 @@ def test_other_details_under_a_used_token_never_see_the_first_persons_outcome(si
     assert sorted(emails) == ["a@example.com", "b@example.com"]
 
 
-# --- 8. limits that cannot be got around ------------------------------------------------------------
+# --- 8. limits that cannot be got around ----------------------------------------------------------
 def test_replaying_the_first_session_cookie_does_not_reset_a_devices_limit(app_config, engage_api):
     """The browser's id is in its session from the first page on: replaying that cookie before
     every POST is still the same browser (an unenrolled kiosk here, so no device id)."""
@@ -355,7 +355,7 @@ def test_wrong_pins_are_capped_for_the_whole_deployment(app_config, caplog):
         if "locked for the whole deployment" in r.getMessage()
     ]
     assert len(locked) == 1 and caplog.records[-1].levelno <= logging.ERROR
-    browser = app.test_client()
+    browser = english_visitor(app)
     page = browser.get("/setup/").get_data(as_text=True)
     right = browser.post("/setup/pin", data={"pin": "4711", **hidden_fields(page)})
     assert right.status_code == 429 and "locked" in text_of(right)
