@@ -54,20 +54,143 @@ def created_body(**attributes):
     }
 
 
-@pytest.fixture
-def app_config(tmp_path):
-    return {**TEST_CONFIG, "STATE_DB": str(tmp_path / "state.sqlite3")}
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """Tests marked shared_state run once on each engine of the shared state."""
+    if metafunc.definition.get_closest_marker("shared_state"):
+        metafunc.parametrize("state_engine", ENGINES, indirect=True)
 
 
 @pytest.fixture
-def store(tmp_path):
-    """The shared state on its own, migrated (engines: see store_config)."""
+def state_engine(request) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def state_config(tmp_path, state_engine, request) -> dict:
+    """Where the shared state lives: a SQLite file, or a schema of its own on PostgreSQL."""
+    config = {"STATE_DB": str(tmp_path / "state.sqlite3"), "DATABASE_URL": ""}
+    if state_engine == "postgresql":
+        config["DATABASE_URL"] = request.getfixturevalue("pg_database")
+    return config
+
+
+@pytest.fixture
+def app_config(state_config):
+    return {**TEST_CONFIG, **state_config}
+
+
+@pytest.fixture
+def store(state_config, tmp_path):
+    """The shared state on its own, migrated."""
     from webapp.store import open_store
 
-    config = {"STATE_DB": str(tmp_path / "state.sqlite3"), "DATABASE_URL": "", "WEB_THREADS": 4}
-    store = open_store(config, instance_path=str(tmp_path))
+    store = open_store({**state_config, "WEB_THREADS": 4}, instance_path=str(tmp_path))
     yield store
     store.close()
+
+
+# --- a real PostgreSQL, started by the test run -------------------------------------------------
+def _postgres_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+class PostgresServer:
+    """initdb into a temporary folder and `postgres` on a free loopback port; as root, run as
+    the `postgres` user (PostgreSQL refuses root). Starts in about two seconds."""
+
+    def __init__(self):
+        import shutil
+        import subprocess
+        import tempfile
+
+        from .test_run_command import free_port
+
+        initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
+        if not initdb or not postgres:
+            missing("PostgreSQL not found (Debian package postgresql)")
+        self.folder = tempfile.mkdtemp(prefix="engage-signup-pg-")
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user:
+            shutil.chown(self.folder, self.user)
+        data = os.path.join(self.folder, "data")
+        subprocess.run(
+            [initdb, "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "-D", data],
+            check=True, capture_output=True, user=self.user,
+        )  # fmt: skip
+        self.port = free_port()
+        self.log = open(os.path.join(self.folder, "log"), "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "max_connections=400"],
+            stdout=subprocess.DEVNULL, stderr=self.log, user=self.user,
+        )  # fmt: skip
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        import time
+
+        import psycopg
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(open(os.path.join(self.folder, "log")).read()) from None
+                time.sleep(0.05)
+
+    def execute(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def stop_server(self) -> None:
+        """A fast shutdown (SIGINT): clients are disconnected, not waited for."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        import shutil
+
+        self.stop_server()
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres, request):
+    """A DATABASE_URL whose tables live in a schema of this test's own."""
+    from urllib.parse import quote
+
+    from webapp.store.postgres import PostgresEngine
+
+    schema = "t_" + re.sub(r"\W", "_", request.node.name)[-40:].lower() + f"_{id(request)}"
+    postgres.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{postgres.url}?options={quote(f'-c search_path={schema}')}"
+    for engine in list(PostgresEngine.instances):  # pools a test left open
+        engine.close()
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def test_setup_needs_the_staff_pin(chain_app, engine):
     assert engine.requests() == [], "no store list before the PIN"
 
 
+@pytest.mark.shared_state
 def test_pin_attempts_are_limited_across_workers(chain_app, simulator, app_config):
     browser = english_visitor(chain_app)
     statuses = [sign_in(browser, "0000").status_code for _ in range(5)]

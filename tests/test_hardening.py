@@ -296,6 +296,7 @@ def test_an_unusable_state_db_at_start_up_is_one_line(small_disk, where):
 
 
 # --- 7. a used submission token with other details ------------------------------------------------
+@pytest.mark.shared_state
 def test_other_details_under_a_used_token_never_see_the_first_persons_outcome(sim_client, engine):
     page = sim_client.get("/").get_data(as_text=True)
     token = hidden_fields(page)
@@ -314,6 +315,7 @@ def test_other_details_under_a_used_token_never_see_the_first_persons_outcome(si
 
 
 # --- 8. limits that cannot be got around ----------------------------------------------------------
+@pytest.mark.shared_state
 def test_replaying_the_first_session_cookie_does_not_reset_a_devices_limit(app_config, engage_api):
     """The browser's id is in its session from the first page on: replaying that cookie before
     every POST is still the same browser (an unenrolled kiosk here, so no device id)."""
@@ -335,6 +337,7 @@ def test_replaying_the_first_session_cookie_does_not_reset_a_devices_limit(app_c
     assert len([r for r in engage_api.request_history if r.method == "POST"]) == 12
 
 
+@pytest.mark.shared_state
 def test_wrong_pins_are_capped_for_the_whole_deployment(app_config, caplog):
     """Many addresses guessing at once: after PIN_FAILURES_PER_HOUR wrong PINs no PIN is
     checked any more, the right one included, and one ERROR line says so."""

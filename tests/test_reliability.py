@@ -32,6 +32,7 @@ def filled_form(browser, **overrides):
     return {**VALID_FORM, **overrides, **hidden_fields(page)}
 
 
+@pytest.mark.shared_state
 def test_a_double_tap_sends_one_create_and_both_taps_see_the_result(sim_client, engine):
     engine.latency = 0.2
     fields = filled_form(sim_client)
@@ -50,6 +51,7 @@ def test_a_double_tap_sends_one_create_and_both_taps_see_the_result(sim_client, 
     assert outcome_of(sim_client.get("/done")) == "created"
 
 
+@pytest.mark.shared_state
 def test_reloading_the_result_of_a_post_shows_the_first_outcome_again(sim_client, engine):
     fields = filled_form(sim_client)
     first = sim_client.post("/", data=fields, follow_redirects=True)
@@ -59,6 +61,7 @@ def test_reloading_the_result_of_a_post_shows_the_first_outcome_again(sim_client
     assert len(engine.contacts()) == 1
 
 
+@pytest.mark.shared_state
 def test_the_token_holds_across_worker_processes(simulator, engine, app_config):
     """Two app instances on one state file stand for two gunicorn workers."""
     config = {**app_config, "ENGAGE_BASE_URL": simulator.url}
@@ -92,6 +95,7 @@ def test_a_made_up_submission_token_is_refused_without_calling_engage(sim_client
     assert engine.requests() == []
 
 
+@pytest.mark.shared_state
 def test_after_repeated_failures_engage_is_left_alone_then_probed_once(sim_app, engine):
     clock = [1000.0]
     sim_app.extensions["state"].clock = lambda: clock[0]
@@ -111,6 +115,7 @@ def test_after_repeated_failures_engage_is_left_alone_then_probed_once(sim_app, 
     assert outcome_of(submit(email="after@example.com")) == "created", "closed again"
 
 
+@pytest.mark.shared_state
 def test_only_one_request_probes_when_the_cool_down_ends(sim_app):
     state = sim_app.extensions["state"]
     breaker = sim_app.extensions["breaker"]
@@ -120,6 +125,7 @@ def test_only_one_request_probes_when_the_cool_down_ends(sim_app):
     assert [breaker.allows() for _ in range(3)] == [True, False, False]
 
 
+@pytest.mark.shared_state
 def test_a_429_backs_off_at_once(sim_app, engine):
     engine.inject("status", on="find", status=429)
     submit = submitter(english_browser(sim_app))
@@ -128,6 +134,7 @@ def test_a_429_backs_off_at_once(sim_app, engine):
     assert len(engine.requests()) == 1, "after a 429, the next signup does not call Engage"
 
 
+@pytest.mark.shared_state
 def test_submissions_per_device_are_limited_across_workers(simulator, engine, app_config):
     config = {**app_config, "ENGAGE_BASE_URL": simulator.url, "SUBMIT_LIMIT_PER_DEVICE": 2}
     worker_a, worker_b = create_app(config), create_app(config)
@@ -144,6 +151,7 @@ def test_submissions_per_device_are_limited_across_workers(simulator, engine, ap
     assert len(engine.contacts()) == 2
 
 
+@pytest.mark.shared_state
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
@@ -186,36 +194,7 @@ def test_a_signup_leaves_no_form_for_the_cycle_collector(sim_client):
     assert [type(o).__name__ for o in left if isinstance(o, Form | Field)] == []
 
 
-def test_rate_limits_count_each_key_and_start_again_after_their_window(store):
-    clock = [1000.0]
-    state = store
-    state.clock = lambda: clock[0]
-    device_a = [("device:a", 2, 60), ("address:shop", 3, 60)]
-    device_b = [("device:b", 2, 60), ("address:shop", 3, 60)]
-    assert [state.hits(device_a) for _ in range(3)] == [True, True, False]  # device a's third
-    assert state.hits(device_b) is False  # device b's first, but the address's fourth
-    clock[0] += 59
-    assert state.hits([("pin:a", 1, 300), ("address:shop", 9, 60)]) is True  # own window, limit
-    clock[0] += 1  # a minute after the first hit: both 60-second windows start again
-    assert state.hits(device_a) is True
-    assert state.hits([("pin:a", 1, 300)]) is False  # its five minutes are not over
-
-
-def test_failures_open_the_breaker_only_in_a_row(store):
-    state = store
-    breaker = Breaker(state, threshold=3, cooldown=30)
-    failed, created = Outcome("unavailable"), Outcome("created")
-    for outcomes in ([failed, failed, created], [failed, failed, created]):
-        for outcome in outcomes:
-            assert breaker.allows()
-            breaker.record(outcome)
-    assert not state.breaker_is_open("engage"), "each success started the count again"
-    for _ in range(3):
-        assert breaker.allows()
-        breaker.record(failed)
-    assert state.breaker_is_open("engage") and not breaker.allows()
-
-
+@pytest.mark.shared_state
 def test_repeated_timeouts_open_the_breaker_like_any_other_failure(store):
     state = store
     breaker = Breaker(state, threshold=3, cooldown=30)
@@ -225,6 +204,7 @@ def test_repeated_timeouts_open_the_breaker_like_any_other_failure(store):
     assert state.breaker_is_open("engage") and not breaker.allows()
 
 
+@pytest.mark.shared_state
 def test_a_hanging_engage_opens_the_breaker_so_tills_stop_waiting_it_out(
     simulator, engine, app_config
 ):

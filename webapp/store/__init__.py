@@ -32,7 +32,7 @@ def open_store(config: dict[str, Any], *, instance_path: str) -> Store:
         engine = SQLiteEngine(config["STATE_DB"] or Path(instance_path) / "state.sqlite3")
     store = Store(engine)
     try:
-        store.migrate()
+        store.applied = store.migrate()  # the steps this start applied (none when up to date)
     except BaseException:
         engine.close()
         raise

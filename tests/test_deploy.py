@@ -1,0 +1,410 @@
+"""Running a chain: several app instances on one PostgreSQL, Debian's nginx in front booted from
+deploy/, and the deploy/ files themselves. Real components only: gunicorn processes, a
+PostgreSQL started by the test run, nginx with a certificate made here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from webapp.config import SCHEMA
+
+from .conftest import (
+    PRODUCTION_SECRET,
+    VALID_FORM,
+    device_cookie,
+    enrolled_session,
+    missing,
+)
+from .test_run_command import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+def hidden(page: str) -> dict[str, str]:
+    return dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+
+
+def outcome(page: str) -> str:
+    return re.search(r'data-outcome="([^"]+)"', page).group(1)
+
+
+# --- several machines, one PostgreSQL -------------------------------------------------------------
+def test_two_app_instances_on_one_postgresql_act_as_one(production_server, pg_database, engine):
+    """Two separate gunicorn instances (two machines) on one PostgreSQL: the same form sent to
+    both at once is created once, a device's limit is counted once, and a breaker opened by one
+    is open on the other."""
+    settings = {"DATABASE_URL": pg_database, "SUBMIT_LIMIT_PER_DEVICE": "2",
+                "BREAKER_THRESHOLD": "3", "BREAKER_COOLDOWN": "60"}  # fmt: skip
+    machine_a, machine_b = production_server(**settings), production_server(**settings)
+
+    # 1. The same form, sent to both machines at once (a double tap split by the balancer).
+    engine.latency = 0.3
+    till = enrolled_session()
+    fields = {**VALID_FORM, "email": "split@example.com", **hidden(till.get(machine_a).text)}
+    answers = []
+
+    def send(url: str) -> None:
+        tap = requests.Session()
+        tap.trust_env = False
+        tap.cookies.update(till.cookies)
+        answers.append(tap.post(url, data=fields, allow_redirects=False, timeout=30))
+
+    taps = [threading.Thread(target=send, args=(url,)) for url in (machine_a, machine_b)]
+    for tap in taps:
+        tap.start()
+    for tap in taps:
+        tap.join()
+    assert [a.status_code for a in answers] == [303, 303]
+    creates = engine.requests("/api/v3/contacts", "POST")
+    assert [c.body["email"] for c in creates] == ["split@example.com"], "created once"
+    engine.latency = 0
+
+    # 2. One device's limit (2 a minute), counted once over both machines.
+    till = enrolled_session()
+    seen = [sign_up(url, f"limit{n}@example.com", till)
+            for n, url in enumerate((machine_a, machine_b, machine_a))]  # fmt: skip
+    assert seen == ["created", "created", "throttled"]
+
+    # 3. A breaker opened on machine A is open on machine B.
+    engine.inject("status", on="find", status=500, times=None)
+    for n in range(3):
+        assert sign_up(machine_a, f"down{n}@example.com") == "unavailable"
+    calls = len(engine.requests())
+    assert sign_up(machine_b, "b@example.com") == "unavailable"
+    assert len(engine.requests()) == calls, "machine B did not call Engage"
+
+
+def sign_up(url: str, email: str, till: requests.Session | None = None) -> str:
+    """One sign-up from a till (a new enrolled tablet unless given); the outcome shown."""
+    till = till or enrolled_session()
+    fields = {**VALID_FORM, "email": email, **hidden(till.get(url, timeout=10).text)}
+    return outcome(till.post(url, data=fields, timeout=30).text)
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL of this test's own, which the test may stop."""
+    from .conftest import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+def test_a_postgresql_outage_keeps_the_details_and_calls_no_engage(
+    own_postgres, simulator, engine, tmp_path, caplog
+):
+    import logging
+
+    from webapp import create_app
+
+    from .conftest import TEST_CONFIG, english_browser, outcome_of, submitter
+
+    app = create_app({**TEST_CONFIG, "ENGAGE_BASE_URL": simulator.url,
+                      "DATABASE_URL": own_postgres.url})  # fmt: skip
+    submit = submitter(english_browser(app))
+    assert outcome_of(submit(email="before@example.com")) == "created"
+    own_postgres.stop_server()  # a fast shutdown: every connection is cut
+    caplog.set_level(logging.INFO)
+    finds = len(engine.requests("/api/v3/contacts/id"))
+    page = submit(email="during@example.com", lastName="Nyström")
+    assert page.status_code == 200 and outcome_of(page) == "unavailable"
+    html = page.get_data(as_text=True)
+    assert 'value="during@example.com"' in html and 'value="Nyström"' in html
+    assert len(engine.requests("/api/v3/contacts/id")) == finds, "no Engage call"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("state database unavailable: PostgreSQL")
+    assert "Traceback" not in caplog.text
+    ready = english_browser(app).get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["state"] == "unavailable"
+    app.extensions["state"].close()
+
+
+# --- nginx in front -------------------------------------------------------------------------------
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for signup.test and 127.0.0.1."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signup.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("signup.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """What `envsubst '${A} ${B}'` does: only the named variables, nginx's own left alone."""
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", value)
+    assert not re.search(r"\$\{[A-Z_]+\}", template), "every placeholder is filled"
+    return template
+
+
+class Nginx:
+    """Debian's nginx on loopback with deploy/nginx/engage-signup.conf, in a folder of its own."""
+
+    def __init__(self, folder: Path, app_address: str):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            missing("nginx not found (Debian package nginx-light or nginx)")
+        folder.mkdir(parents=True, exist_ok=True)
+        cert, key = make_certificate(folder)
+        self.https_port, self.http_port = free_port(), free_port()
+        site = render(
+            (DEPLOY / "nginx" / "engage-signup.conf").read_text(),
+            {"SERVER_NAME": "signup.test", "HTTPS_PORT": f"127.0.0.1:{self.https_port}",
+             "HTTP_PORT": f"127.0.0.1:{self.http_port}", "TLS_CERT": str(cert),
+             "TLS_KEY": str(key), "APP_ADDRESS": app_address},
+        )  # fmt: skip
+        (folder / "site.conf").write_text(site)
+        temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+        user = "user root;" if os.geteuid() == 0 else ""
+        (folder / "nginx.conf").write_text(
+            f"""{user}
+worker_processes 2;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {temp["body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+    include {folder}/site.conf;
+}}
+"""
+        )
+        self.folder = folder
+        self.process = subprocess.Popen(
+            [binary, "-e", str(folder / "error.log"), "-c", str(folder / "nginx.conf"),
+             "-g", "daemon off;"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.url = f"https://127.0.0.1:{self.https_port}/"
+        self.cert = str(cert)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((folder / "error.log").read_text()) from None
+                time.sleep(0.05)
+
+    def client(self, source: str = "127.0.0.2") -> requests.Session:
+        """A browser on another address than nginx's own connections to the app (127.0.0.1)."""
+        from requests.adapters import HTTPAdapter
+
+        class FromAddress(HTTPAdapter):
+            def init_poolmanager(self, *args, **kwargs):
+                kwargs["source_address"] = (source, 0)
+                super().init_poolmanager(*args, **kwargs)
+
+        browser = requests.Session()
+        browser.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
+        browser.verify = self.cert
+        browser.mount("https://", FromAddress())
+        browser.headers["Referer"] = self.url  # Flask-WTF's CSRF check over HTTPS needs it
+        return browser
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def behind_nginx(tmp_path_factory, postgres):
+    """One app (gunicorn, TRUSTED_PROXIES=1, HTTPS=true) on PostgreSQL, with nginx in front."""
+    from webapp.simulator import Engine, serve
+
+    from .test_run_command import drain, read_until, start_server, stop, wait_until_up
+
+    folder = tmp_path_factory.mktemp("nginx")
+    simulator = serve(Engine(create_limit=1.0))
+    postgres.execute("CREATE SCHEMA behind_nginx")
+    env = {
+        **os.environ,
+        "ENGAGE_BASE_URL": simulator.url, "ENGAGE_API_KEY": "key", "SECRET_KEY": PRODUCTION_SECRET,
+        "STAFF_PIN": "4711", "HTTPS": "true", "TRUSTED_PROXIES": "1",
+        "DATABASE_URL": postgres.url + "?options=-c%20search_path%3Dbehind_nginx",
+        "SUBMIT_LIMIT_PER_ADDRESS": "1", "LOG_LEVEL": "WARNING",
+        "WEB_WORKERS": "2", "WEB_THREADS": "8",
+    }  # fmt: skip
+    app = start_server(env)
+    app_url = read_until(app, r"open (http://\S+)").group(1)
+    drain(app)
+    wait_until_up(app_url)
+    nginx = Nginx(folder, app_url.removeprefix("http://").replace("localhost", "127.0.0.1")[:-1])
+    yield nginx
+    nginx.stop()
+    stop(app)
+    simulator.stop()
+
+
+def test_the_app_behind_nginx_sees_each_clients_own_address(behind_nginx):
+    """SUBMIT_LIMIT_PER_ADDRESS=1: two tills on two addresses each get their one sign-up a
+    minute; what a client writes into X-Forwarded-For does not make it another address."""
+
+    def sign_up(source: str, email: str, **headers) -> str:
+        browser = behind_nginx.client(source)
+        browser.cookies.set("__Host-device", device_cookie(PRODUCTION_SECRET), domain="127.0.0.1")
+        page = browser.get(behind_nginx.url, timeout=10)
+        assert page.status_code == 200 and outcome(page.text) == "form"
+        fields = {**VALID_FORM, "email": email, **hidden(page.text)}
+        return outcome(
+            browser.post(behind_nginx.url, data=fields, headers=headers, timeout=30).text
+        )
+
+    assert sign_up("127.0.0.2", "two@example.com") == "created"
+    assert sign_up("127.0.0.3", "three@example.com") == "created", "another address"
+    spoofed = sign_up("127.0.0.2", "again@example.com", **{"X-Forwarded-For": "10.9.9.9"})
+    assert spoofed == "throttled", "a forged X-Forwarded-For is not believed"
+
+
+def test_plain_http_is_sent_to_https(behind_nginx):
+    answer = requests.get(
+        f"http://127.0.0.1:{behind_nginx.http_port}/", allow_redirects=False, timeout=5
+    )
+    assert answer.status_code == 308
+    assert answer.headers["Location"].startswith("https://")
+
+
+def test_slow_clients_meet_nginx_and_the_tills_keep_being_answered(behind_nginx, capsys):
+    """200 sockets that send a header line every 5 s, and 200 that connect and say nothing,
+    while a till loads the form: every request of the till is answered. (Straight onto
+    gunicorn, 40 such sockets stopped the app.)"""
+    context = ssl.create_default_context(cafile=behind_nginx.cert)
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def slow_client(n: int) -> None:
+        try:
+            raw = socket.create_connection(("127.0.0.1", behind_nginx.https_port), timeout=10)
+            if n % 2:
+                opened.append(raw)  # a bare connect: not even a TLS handshake
+                return
+            tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            opened.append(tls)
+            while not stop.wait(5):
+                tls.sendall(b"X-Slow: a\r\n")
+        except OSError:
+            pass  # nginx closed it: that is the point
+
+    attackers = [threading.Thread(target=slow_client, args=(n,), daemon=True) for n in range(400)]
+    for attacker in attackers:
+        attacker.start()
+    time.sleep(1)
+    till = behind_nginx.client("127.0.0.4")
+    till.cookies.set("__Host-device", device_cookie(PRODUCTION_SECRET), domain="127.0.0.1")
+    times, statuses = [], []
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        statuses.append(till.get(behind_nginx.url, timeout=10).status_code)
+        times.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.05)
+    stop.set()
+    for s in opened:
+        s.close()
+    p50 = statistics.median(times)
+    p99 = statistics.quantiles(times, n=100)[98]
+    with capsys.disabled():
+        print(
+            f"\nbehind nginx, {len(attackers)} slow or idle sockets open: {len(times)} form "
+            f"loads, p50 {p50:.1f} ms, p99 {p99:.1f} ms, statuses {sorted(set(statuses))}"
+        )
+    assert len(opened) >= 300, "the slow sockets were open during the run"
+    assert statuses == [200] * len(statuses) and len(statuses) > 20
+
+
+# --- the deploy/ files ----------------------------------------------------------------------------
+def test_the_environment_example_names_only_real_settings_and_starts_the_app(
+    pg_database, simulator
+):
+    from webapp import create_app
+
+    example = (DEPLOY / "engage-signup.env.example").read_text()
+    settings = dict(
+        line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
+    )
+    server_settings = {"HOST", "PORT", "WEB_WORKERS"}
+    assert set(settings) - set(SCHEMA) <= server_settings, "no unknown names"
+    assert {"SECRET_KEY", "DATABASE_URL", "TRUSTED_PROXIES", "STAFF_PIN"} <= set(settings)
+    settings.update(ENGAGE_BASE_URL=simulator.url, DATABASE_URL=pg_database,
+                    SECRET_KEY="a-real-secret-0123456789", STAFF_PIN="471147")  # fmt: skip
+    app = create_app({k: v for k, v in settings.items() if k not in server_settings})
+    assert app.config["TRUSTED_PROXIES"] == 1 and app.config["HTTPS"] is True
+    assert app.extensions["state"].kind == "postgresql"
+    app.extensions["state"].close()
+
+
+def test_the_systemd_unit_is_valid(tmp_path):
+    """systemd's own checker, with the unit's paths pointed at this checkout."""
+    import sys
+
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        missing("systemd-analyze not found (Debian package systemd)")
+    unit = (DEPLOY / "systemd" / "engage-signup.service").read_text()
+    assert "ExecStart=/opt/engage-signup/.venv/bin/python -m webapp.serve" in unit
+    assert "EnvironmentFile=/etc/engage-signup/engage-signup.env" in unit
+    unit = unit.replace("/opt/engage-signup/.venv/bin/python", sys.executable)
+    unit = unit.replace("EnvironmentFile=/etc/engage-signup/", f"EnvironmentFile=-{tmp_path}/")
+    (tmp_path / "engage-signup.service").write_text(unit)
+    result = subprocess.run(
+        [analyze, "verify", str(tmp_path / "engage-signup.service")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    problems = [
+        line for line in (result.stdout + result.stderr).splitlines()
+        if "engage-signup.service" in line and "user" not in line.lower()
+    ]  # fmt: skip
+    assert problems == [], result.stdout + result.stderr

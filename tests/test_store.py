@@ -1,0 +1,207 @@
+"""The shared state, on SQLite and on a real PostgreSQL: the same semantics on both.
+
+A token is claimed exactly once, a limit counted once and the breaker probed by one caller at a
+time, however many threads (standing for workers on several machines) ask at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from webapp.signup import Breaker, Outcome
+from webapp.store import StateUnavailable, open_store
+from webapp.store.migrations import LATEST
+
+pytestmark = pytest.mark.shared_state
+
+# The schema on main before versions were kept (webapp/state.py), as a deployment has it.
+SCHEMA_BEFORE_VERSIONS = [
+    "CREATE TABLE submissions (token TEXT PRIMARY KEY, started REAL NOT NULL, outcome TEXT, "
+    "member_number TEXT)",
+    "CREATE TABLE hits (key TEXT PRIMARY KEY, window_start REAL NOT NULL, count INTEGER NOT NULL)",
+    "CREATE TABLE breaker (name TEXT PRIMARY KEY, failures INTEGER NOT NULL, "
+    "open_until REAL NOT NULL)",
+]
+
+
+def at_once(count: int, job) -> list:
+    """Run `job(n)` in `count` threads released together; their results in thread order."""
+    start = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(n: int) -> None:
+        start.wait()
+        results[n] = job(n)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def other_store(state_config, tmp_path):
+    """A second store on the same database: another worker, or another machine."""
+    return open_store({**state_config, "WEB_THREADS": 4}, instance_path=str(tmp_path))
+
+
+def test_a_token_is_claimed_exactly_once_however_many_ask_at_once(store, state_config, tmp_path):
+    stores = [store, other_store(state_config, tmp_path)]
+    claims = at_once(16, lambda n: stores[n % 2].claim_submission("token-" + "x" * 20, "digest"))
+    assert claims.count(None) == 1, "one claimed it; the others see the first one's"
+    assert all(c is None or c.outcome is None for c in claims)
+    store.finish_submission("token-" + "x" * 20, "created", "999000001")
+    again = stores[1].claim_submission("token-" + "x" * 20, "digest")
+    assert (again.outcome, again.member_number, again.digest) == ("created", "999000001", "digest")
+    stores[1].close()
+
+
+def test_a_limit_is_counted_once_across_workers(store, state_config, tmp_path):
+    stores = [store, other_store(state_config, tmp_path)]
+    allowed = at_once(40, lambda n: stores[n % 2].hits([("device:a", 25, 60)]))
+    assert allowed.count(True) == 25
+    assert store.count("device:a", 60) == 40
+    stores[1].close()
+
+
+def test_rate_limit_windows_start_again_after_their_time(store):
+    clock = [1000.0]
+    store.clock = lambda: clock[0]
+    device_a = [("device:a", 2, 60), ("address:shop", 3, 60)]
+    device_b = [("device:b", 2, 60), ("address:shop", 3, 60)]
+    assert [store.hits(device_a) for _ in range(3)] == [True, True, False]  # device a's third
+    assert store.hits(device_b) is False  # device b's first, but the address's fourth
+    clock[0] += 59
+    assert store.hits([("pin:a", 1, 300), ("address:shop", 9, 60)]) is True  # own window
+    clock[0] += 1  # a minute after the first hit: both 60-second windows start again
+    assert store.hits(device_a) is True
+    assert store.hits([("pin:a", 1, 300)]) is False  # its five minutes are not over
+    assert store.hit("pin-failures", 3600) == 1 and store.hit("pin-failures", 3600) == 2
+
+
+def test_one_probe_at_a_time_across_workers_when_the_cool_down_ends(store, state_config, tmp_path):
+    stores = [store, other_store(state_config, tmp_path)]
+    clock = [1000.0]
+    for s in stores:
+        s.clock = lambda: clock[0]
+    for _ in range(3):
+        store.breaker_record("engage", ok=False, threshold=3, cooldown=30)
+    assert not stores[1].breaker_allows("engage", probe_seconds=30), "open on the other too"
+    clock[0] += 31
+    probes = at_once(12, lambda n: stores[n % 2].breaker_allows("engage", probe_seconds=30))
+    assert probes.count(True) == 1
+    stores[1].close()
+
+
+def test_the_breaker_counts_failures_in_a_row_within_its_window(store):
+    clock = [1000.0]
+    store.clock = lambda: clock[0]
+    breaker = Breaker(store, threshold=3, cooldown=30, window=60)
+    failed, created = Outcome("unavailable"), Outcome("created")
+    for outcome in (failed, failed, created, failed, failed):
+        assert breaker.allows()
+        breaker.record(outcome)
+    assert not store.breaker_is_open("engage"), "a success started the count again"
+    clock[0] += 90  # a quiet spell: the two failures before it are forgotten
+    breaker.allows()
+    breaker.record(Outcome("timeout"))
+    assert not store.breaker_is_open("engage"), "one timeout after a quiet spell stops no till"
+    for _ in range(2):
+        breaker.allows()
+        breaker.record(Outcome("timeout"))
+    assert store.breaker_is_open("engage") and not breaker.allows()
+
+
+def test_a_429_opens_the_breaker_at_once(store):
+    breaker = Breaker(store, threshold=3, cooldown=30)
+    breaker.allows()
+    breaker.record(Outcome("unavailable", cause="RateLimited"))
+    assert store.breaker_is_open("engage")
+
+
+def test_migrations_bring_todays_schema_up_once(state_engine, state_config, tmp_path):
+    """A deployment's database made by the code before versions were kept moves to the latest
+    schema, keeps its rows, and a second start changes nothing."""
+    if state_engine == "sqlite":
+        with sqlite3.connect(state_config["STATE_DB"]) as db:
+            for statement in SCHEMA_BEFORE_VERSIONS:
+                db.execute(statement)
+            db.execute("INSERT INTO submissions VALUES ('kept-token', 1.0, 'created', '7')")
+    else:
+        import psycopg
+
+        with psycopg.connect(state_config["DATABASE_URL"], autocommit=True) as conn:
+            for statement in SCHEMA_BEFORE_VERSIONS:
+                conn.execute(statement.replace("REAL", "DOUBLE PRECISION"))
+            conn.execute("INSERT INTO submissions VALUES ('kept-token', 1.0, 'created', '7')")
+    store = other_store(state_config, tmp_path)
+    assert store.schema_version() == LATEST
+    kept = store.submission("kept-token")
+    assert (kept.outcome, kept.member_number, kept.digest) == ("created", "7", None)
+    assert store.migrate() == [], "nothing is applied twice"
+    store.close()
+
+
+def test_machines_starting_together_apply_each_migration_once(state_config, tmp_path):
+    """Six processes open the same empty database at once (PostgreSQL: under an advisory
+    lock; SQLite: under its write lock): one applies the steps, the others find them done."""
+    script = (
+        "import json, sys\n"
+        "from webapp.store import open_store\n"
+        "config = json.loads(sys.argv[1])\n"
+        "store = open_store(config, instance_path=sys.argv[2])\n"
+        "print(json.dumps([store.schema_version(), store.applied]))\n"
+    )
+    import json
+
+    config = json.dumps({**state_config, "WEB_THREADS": 2})
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, config, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(6)
+    ]
+    results = [run.communicate(timeout=60) for run in runs]
+    assert [r.returncode for r in runs] == [0] * 6, [e for _, e in results]
+    reports = [json.loads(out) for out, _ in results]
+    assert [version for version, _ in reports] == [LATEST] * 6
+    applied = [steps for _, steps in reports if steps]
+    assert applied == [list(range(1, LATEST + 1))], "one process applied every step"
+    store = other_store(state_config, tmp_path)
+    assert store.engine.run("SELECT count(*) FROM schema_version").rows[0][0] == 1
+    store.close()
+
+
+def test_the_state_holds_no_personal_data(store):
+    """What a signup writes: a random token, a keyed digest, an outcome, Engage's member number,
+    counters keyed by device id and address."""
+    store.claim_submission("tok-" + "a" * 20, "0123456789abcdef0123456789abcdef")
+    store.finish_submission("tok-" + "a" * 20, "created", "999000001")
+    store.hits([("device:abc", 5, 60)])
+    store.breaker_record("engage", ok=False, threshold=3, cooldown=30)
+    tables = ["submissions", "hits", "breaker", "health", "schema_version"]
+    text = " ".join(
+        str(row) for table in tables for row in store.engine.run(f"SELECT * FROM {table}").rows
+    )
+    assert "@" not in text and "+46" not in text
+
+
+def test_an_unreachable_database_is_state_unavailable(state_engine, tmp_path):
+    from .test_run_command import free_port
+
+    if state_engine == "sqlite":
+        config = {"STATE_DB": str(tmp_path / "file-not-folder"), "DATABASE_URL": ""}
+        (tmp_path / "file-not-folder").mkdir()  # a folder where the file should be
+    else:
+        config = {"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
+    with pytest.raises(StateUnavailable):
+        open_store({**config, "WEB_THREADS": 2}, instance_path=str(tmp_path))

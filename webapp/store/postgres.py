@@ -1,0 +1,114 @@
+"""PostgreSQL: the shared state of a deployment that runs on several machines (DATABASE_URL).
+
+psycopg 3 with its connection pool, sized to the worker's threads (each thread holds at most
+one connection at a time, and only for the length of one statement or transaction). The store's
+SQL is written with :name parameters, which SQLite takes as they are; here they become psycopg's
+%(name)s. Migrations run under a transaction-level advisory lock, so machines that start
+together apply each step once.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .base import Result, StateUnavailable
+
+MIGRATION_LOCK = 0x656E_6761_6765_0001  # pg_advisory_xact_lock key: "engage" + 1
+CONNECT_SECONDS = 5  # a new connection, and the wait for a free one in the pool
+STATEMENT_MS = 10_000  # no statement of the store takes near this; a stuck one is cut off
+
+
+@lru_cache(maxsize=256)
+def _psycopg_sql(sql: str) -> str:
+    return re.sub(r"(?<!:):([A-Za-z_]\w*)", r"%(\1)s", sql)
+
+
+def _fault(exc: BaseException) -> StateUnavailable:
+    """A driver error as StateUnavailable: its kind and first line, never the statement's values."""
+    if isinstance(exc, PoolTimeout):
+        return StateUnavailable(f"PostgreSQL: no connection within {CONNECT_SECONDS} s")
+    first = (str(exc).strip().splitlines() or [""])[0]
+    first = first.split(" DETAIL:")[0][:200]
+    return StateUnavailable(f"PostgreSQL: {type(exc).__name__}: {first}")
+
+
+class _Connection:
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        try:
+            cursor = self.conn.execute(_psycopg_sql(sql), params or {})
+            rows = cursor.fetchall() if cursor.description else []
+            return Result(rows, cursor.rowcount)
+        except psycopg.Error as exc:
+            raise _fault(exc) from exc
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET statement_timeout = {STATEMENT_MS}")
+
+
+class PostgresEngine:
+    name = "postgresql"
+    instances: weakref.WeakSet = weakref.WeakSet()  # the tests close what a test left open
+
+    def __init__(self, url: str, *, pool_size: int):
+        try:  # one connection first: a wrong address or password is said at once, and why
+            psycopg.connect(url, connect_timeout=CONNECT_SECONDS).close()
+        except psycopg.Error as exc:
+            raise StateUnavailable(f"{_fault(exc)} (DATABASE_URL)") from exc
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, pool_size),
+            timeout=CONNECT_SECONDS,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_SECONDS},
+            configure=_configure,
+            name="engage-signup-state",
+            open=False,
+        )
+        try:
+            self.pool.open(wait=True, timeout=CONNECT_SECONDS * 2)
+        except (PoolTimeout, psycopg.Error) as exc:
+            self.pool.close()
+            raise StateUnavailable(
+                "PostgreSQL cannot be reached at DATABASE_URL (no connection within "
+                f"{CONNECT_SECONDS * 2} s)"
+            ) from exc
+        PostgresEngine.instances.add(self)
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise _fault(exc) from exc
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> Result:
+        with self._connection() as conn:
+            return _Connection(conn).run(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Connection]:
+        with self._connection() as conn:
+            with conn.transaction():
+                yield _Connection(conn)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[_Connection]:
+        with self.transaction() as tx:
+            tx.run("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK})
+            yield tx
+
+    def close(self) -> None:
+        self.pool.close()
