@@ -105,7 +105,9 @@ class PostgresServer:
     """initdb into a temporary folder and `postgres` on a free loopback port; as root, run as
     the `postgres` user (PostgreSQL refuses root). Starts in about two seconds."""
 
-    def __init__(self):
+    def __init__(self, durable: bool = False):
+        """`durable`: PostgreSQL's own defaults (fsync, synchronous commit), as in production;
+        otherwise the faster settings that tests can afford."""
         import shutil
         import subprocess
         import tempfile
@@ -126,10 +128,10 @@ class PostgresServer:
         )  # fmt: skip
         self.port = free_port()
         self.log = open(os.path.join(self.folder, "log"), "wb")  # noqa: SIM115 - closed in stop()
+        fast = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         self.process = subprocess.Popen(
             [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-             "-c", "max_connections=400"],
+             *([] if durable else fast), "-c", "max_connections=400"],
             stdout=subprocess.DEVNULL, stderr=self.log, user=self.user,
         )  # fmt: skip
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

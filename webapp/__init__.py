@@ -87,6 +87,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     except StateUnavailable as exc:
         key = "DATABASE_URL" if app.config["DATABASE_URL"] else "STATE_DB"
         raise ConfigError(key, f"the shared state database cannot be used: {exc}") from None
+    state.observer = web.add_state_time
     app.extensions["state"] = state
     app.extensions["breaker"] = Breaker(
         state,

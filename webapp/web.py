@@ -23,7 +23,7 @@ CSP = (
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
-TIMING = "webapp.timing"  # environ key: [perf_counter at arrival, seconds spent on Engage]
+TIMING = "webapp.timing"  # environ key: [perf_counter at arrival, seconds on Engage, on state]
 REQUEST_ID = "webapp.request_id"  # environ key: this request's id
 HIDE_TIMING = "webapp.hide_timing"  # environ key: leave Server-Timing out (a kiosk's answers)
 
@@ -80,10 +80,10 @@ def _printable(text: str) -> str:
 class Edge:
     """WSGI middleware around the whole app: what every response carries.
 
-    - `Server-Timing: app;dur=…, engage;dur=…`: everything Flask does for a request (session
-      cookie, form parsing, routing, hooks, the view, saving the session), less the time spent
-      waiting on Engage, and that Engage time. Only gunicorn's own HTTP parsing and writing are
-      outside it.
+    - `Server-Timing: app;dur=…, engage;dur=…, state;dur=…`: everything Flask does for a request
+      (session cookie, form parsing, routing, hooks, the view, saving the session), less the
+      time spent waiting on Engage; that Engage time; and the part of app spent on the shared
+      state database. Only gunicorn's own HTTP parsing and writing are outside it.
     - `X-Request-Id`: the caller's, when it looks like one, else a new one (also in the logs).
     - The security headers; HSTS over HTTPS; `Cache-Control: no-store` on pages.
 
@@ -96,7 +96,7 @@ class Edge:
         self.https = https
 
     def __call__(self, environ, start_response):
-        timing = environ[TIMING] = [time.perf_counter(), 0.0]
+        timing = environ[TIMING] = [time.perf_counter(), 0.0, 0.0]
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = environ[REQUEST_ID] = (
             incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
@@ -113,9 +113,9 @@ class Edge:
                 headers.append(NO_STORE)
             headers.append(("X-Request-Id", request_id))
             if not environ.get(HIDE_TIMING):
-                headers.append(
-                    ("Server-Timing", f"app;dur={app_ms:.2f}, engage;dur={timing[1] * 1000:.2f}")
-                )
+                engage, state = timing[1] * 1000, timing[2] * 1000
+                value = f"app;dur={app_ms:.2f}, engage;dur={engage:.2f}, state;dur={state:.2f}"
+                headers.append(("Server-Timing", value))
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, edge_start_response)
@@ -127,6 +127,14 @@ def add_engage_time(seconds: float) -> None:
         timing = request.environ.get(TIMING)
         if timing is not None:
             timing[1] += seconds
+
+
+def add_state_time(seconds: float) -> None:
+    """Called by the store after each operation: Server-Timing's state (a part of app)."""
+    if has_request_context():
+        timing = request.environ.get(TIMING)
+        if timing is not None:
+            timing[2] += seconds
 
 
 def log_context() -> str:

@@ -2,9 +2,11 @@
 
     .venv/bin/python tests/perf/benchmark.py [--latency 0.05] [--devices 16] [--seconds 8]
 
-Loopback only, about a minute. Starts, as separate processes: the Engage simulator, where every
-call takes L from its arrival (its own work inside L); the app under its production server
-(gunicorn, threaded workers); a bare Flask app serving a static page of the form's size
+Loopback only, about a minute and a half. Starts, as separate processes: the Engage simulator,
+where every call takes L from its arrival (its own work inside L); the app under its production
+server (gunicorn, threaded workers), twice: with its shared state in SQLite, and in a PostgreSQL
+the benchmark starts (with PostgreSQL's durable defaults: fsync and synchronous commit on); a
+bare Flask app serving a static page of the form's size
 (gunicorn, same workers and threads); a straightforward integration (plain requests.get/post,
 a new connection per call, sync workers); and the overhead floor, the least a Flask signup does
 with the same two pooled Engage calls, alone and with Flask-WTF's CSRF check and the app's
@@ -40,6 +42,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.conftest import PostgresServer, device_cookie  # noqa: E402  as the tests make them
 from webapp import serve  # noqa: E402  the production server's defaults
 
 PERF = Path(__file__).resolve().parent
@@ -50,6 +53,7 @@ CHROME_FLAGS = (
     "--disable-background-networking --disable-component-update --disable-sync"
 )
 FORM = {"firstName": "Bench", "countryCode": "SE", "consent-memberConsent": "y"}
+SECRET_KEY = "bench-secret-key-0123456789"
 
 
 def free_port() -> int:
@@ -143,6 +147,7 @@ def in_process_signups(env: dict, count: int) -> dict:
     serve.configure_logging("INFO", stream=open(os.devnull, "w"))
     app = create_app(dict(env))
     browser = app.test_client()
+    browser.set_cookie("device", device_cookie(SECRET_KEY))  # a till enrolled on /setup/
     app_ms = []
     for n in range(count + 20):  # the first 20 warm up caches and the connection
         page = browser.get("/").get_data(as_text=True)
@@ -185,6 +190,7 @@ def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str
     latencies = [x for p in parts for x in p["latencies"]]
     app_ms = [x for p in parts for x in p["app_ms"]]
     engage_ms = [x for p in parts for x in p["engage_ms"]]
+    state_ms = [x for p in parts for x in p["state_ms"]]
     wall = max(p["wall"] for p in parts)
     return {
         "signups": len(latencies),
@@ -195,6 +201,8 @@ def signups(url: str, devices: int, seconds: float, *, with_form: bool, tag: str
         "app_ms_p50": percentile(app_ms, 50) if app_ms else None,
         "app_ms_p95": percentile(app_ms, 95) if app_ms else None,
         "engage_ms_p50": percentile(engage_ms, 50) if engage_ms else None,
+        "state_ms_p50": percentile(state_ms, 50) if state_ms else None,
+        "state_ms_p95": percentile(state_ms, 95) if state_ms else None,
     }
 
 
@@ -202,6 +210,7 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
     latencies: list[float] = []
     app_ms: list[float] = []
     engage_ms: list[float] = []
+    state_ms: list[float] = []
     errors = 0
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -209,6 +218,8 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
     def till(number: int):
         nonlocal errors
         browser = _Browser(url)
+        if with_form:  # the app: a till that staff enrolled on /setup/
+            browser.cookies["device"] = device_cookie(SECRET_KEY)
         count = 0
         while time.monotonic() < deadline:
             count += 1
@@ -228,6 +239,8 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
                 if "app" in timing and "engage" in timing:
                     app_ms.append(timing["app"])
                     engage_ms.append(timing["engage"])
+                if "state" in timing:
+                    state_ms.append(timing["state"])
 
     started = time.monotonic()
     tills = [threading.Thread(target=till, args=(first + n,)) for n in range(devices)]
@@ -235,8 +248,8 @@ def _tills(url, first, devices, seconds, with_form, tag) -> dict:
         t.start()
     for t in tills:
         t.join()
-    return {"latencies": latencies, "app_ms": app_ms, "engage_ms": engage_ms, "errors": errors,
-            "wall": time.monotonic() - started}  # fmt: skip
+    return {"latencies": latencies, "app_ms": app_ms, "engage_ms": engage_ms,
+            "state_ms": state_ms, "errors": errors, "wall": time.monotonic() - started}  # fmt: skip
 
 
 class _Browser:
@@ -280,20 +293,19 @@ def page_rate(url: str, seconds: float, connections: int, cookie: str = "") -> f
             capture_output=True, text=True, timeout=seconds + 30,
         ).stdout  # fmt: skip
         return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    if cookie:
-        return float("nan")  # the fallback load sends no cookie
     code = (
         "import http.client,sys,threading,time\n"
         "u=sys.argv[1].split(':');h,p=u[1].strip('/'),int(u[2].strip('/'));d=float(sys.argv[2])\n"
+        "k={'Cookie':sys.argv[3]} if sys.argv[3] else {}\n"
         "n=[0];end=time.monotonic()+d\n"
         "def w():\n c=http.client.HTTPConnection(h,p)\n while time.monotonic()<end:\n"
-        "  c.request('GET','/');c.getresponse().read();n[0]+=1\n"
+        "  c.request('GET','/',headers=k);c.getresponse().read();n[0]+=1\n"
         f"t=[threading.Thread(target=w) for _ in range({connections // 2})]\n"
         "[x.start() for x in t];[x.join() for x in t];print(n[0]/d)\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, url, str(seconds)], stdout=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen([sys.executable, "-c", code, url, str(seconds), cookie],
+                         stdout=subprocess.PIPE, text=True)
         for _ in range(2)
     ]  # fmt: skip
     return sum(float(p.communicate()[0]) for p in procs)
@@ -301,7 +313,7 @@ def page_rate(url: str, seconds: float, connections: int, cookie: str = "") -> f
 
 def page_weight(url: str) -> dict:
     """The form page and all it loads: bytes raw and gzip-compressed, third parties, fonts."""
-    html = requests.get(url, timeout=10).content
+    html = requests.get(url, cookies={"device": device_cookie(SECRET_KEY)}, timeout=10).content
     host = urlparse(url).netloc
     links = re.findall(rb'(?:href|src)="([^"]+)"', html)
     resources = {"/": html}
@@ -370,7 +382,7 @@ def main() -> int:
     args = parser.parse_args()
     L = args.latency
     py = sys.executable
-    names = ("sim", "app", "bare", "naive", "sim_floor", "floor", "form_floor")
+    names = ("sim", "sim_pg", "app", "app_pg", "bare", "naive", "sim_floor", "floor", "form_floor")
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
     procs = Processes()
@@ -378,6 +390,7 @@ def main() -> int:
     result: dict = {"latency_s": L, "devices": args.devices, "workers": args.workers,
                     "threads": args.threads}  # fmt: skip
     result["wake"] = wake_cost(L)
+    postgres = None
     try:
         procs.start(
             [py, "-m", "webapp.simulator", "--port", str(ports["sim"]), "--latency", str(L),
@@ -386,7 +399,7 @@ def main() -> int:
         )  # fmt: skip
         app_env = {
             "ENGAGE_BASE_URL": url["sim"].rstrip("/"), "ENGAGE_API_KEY": "bench",
-            "SECRET_KEY": "bench-secret-key-0123456789", "STORE_EXTERNAL_ID": "101",
+            "SECRET_KEY": SECRET_KEY, "STORE_EXTERNAL_ID": "101", "STAFF_PIN": "4711",
             "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"),
             "SUBMIT_LIMIT_PER_DEVICE": "10000", "SUBMIT_LIMIT_PER_ADDRESS": "100000",
         }  # fmt: skip
@@ -395,7 +408,23 @@ def main() -> int:
              str(args.workers), "--threads", str(args.threads)],
             app_env, url["app"] + "healthz",
         )  # fmt: skip
-        form_html = requests.get(url["app"], timeout=10).content
+        # The app on PostgreSQL, with a simulator of its own (so the SQLite app's connection
+        # counts below stay its own).
+        procs.start(
+            [py, "-m", "webapp.simulator", "--port", str(ports["sim_pg"]), "--latency", str(L),
+             "--rate-limit", "1000000"],
+            {}, url["sim_pg"] + "_simulator/stats",
+        )  # fmt: skip
+        postgres = PostgresServer(durable=True)
+        procs.start(
+            [py, "-m", "webapp.serve", "--port", str(ports["app_pg"]), "--workers",
+             str(args.workers), "--threads", str(args.threads)],
+            {**app_env, "DATABASE_URL": postgres.url, "ENGAGE_BASE_URL": url["sim_pg"][:-1]},
+            url["app_pg"] + "healthz",
+        )  # fmt: skip
+        form_html = requests.get(
+            url["app"], cookies={"device": device_cookie(SECRET_KEY)}, timeout=10
+        ).content
         (work / "page.html").write_bytes(form_html)
         gunicorn = [py, "-m", "gunicorn", "--chdir", str(PERF), "--pythonpath", str(ROOT),
                     "--log-level", "warning", "--no-control-socket"]  # fmt: skip
@@ -427,6 +456,7 @@ def main() -> int:
 
         # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
         result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
+        result["pg_one_device"] = signups(url["app_pg"], 1, 4, with_form=True, tag="pg-seq")
         # The floor under the same load: what Flask, requests and this machine cost anyway.
         result["floor_one_device"] = signups(url["floor"], 1, 4, with_form=False, tag="floor")
         result["form_floor_one_device"] = signups(
@@ -449,6 +479,7 @@ def main() -> int:
         # 2. The form page against a bare Flask page of the same size.
         # A device reloading the form carries its session cookie; a first visit does not.
         device = requests.Session()
+        device.cookies.set("device", device_cookie(SECRET_KEY))
         device.get(url["app"], timeout=10)
         cookie = "; ".join(f"{k}={v}" for k, v in device.cookies.items())
         # Taken in turns, so a change in the machine's load meets both sides of the ratio.
@@ -456,7 +487,8 @@ def main() -> int:
         for _ in range(3):
             rates["bare"].append(page_rate(url["bare"], 2, args.devices))
             rates["form"].append(page_rate(url["app"], 2, args.devices, cookie))
-            rates["first"].append(page_rate(url["app"], 1, args.devices))
+            first_visit = f"device={device_cookie(SECRET_KEY)}"  # enrolled, no session yet
+            rates["first"].append(page_rate(url["app"], 1, args.devices, first_visit))
         result["page_rates"] = rates
         result["form_rps"] = sum(rates["form"]) / 3
         result["form_rps_first_visit"] = sum(rates["first"]) / 3
@@ -465,6 +497,9 @@ def main() -> int:
         before = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
         result["app"] = signups(url["app"], args.devices, args.seconds, with_form=True, tag="app")
         after = requests.get(url["sim"] + "_simulator/stats", timeout=5).json()
+        result["app_pg"] = signups(
+            url["app_pg"], args.devices, args.seconds, with_form=True, tag="pg"
+        )
         result["naive"] = signups(
             url["naive"], args.devices, args.seconds, with_form=False, tag="naive"
         )
@@ -491,6 +526,8 @@ def main() -> int:
         )
     finally:
         procs.stop()
+        if postgres is not None:
+            postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     report(result)
@@ -501,6 +538,7 @@ def report(r: dict) -> None:
     L = r["latency_s"]
     floor = 2 * L
     app, naive, one, floor_one = r["app"], r["naive"], r["one_device"], r["floor_one_device"]
+    pg, pg_one = r["app_pg"], r["pg_one_device"]
     threads = r["workers"] * r["threads"]
     lh = r["lighthouse"]
     rows = [
@@ -516,6 +554,17 @@ def report(r: dict) -> None:
          / (L * 1000), ""),
         ("  the code alone, in one process: p95 / L", r["in_process"]["app_ms_p95"]
          / (L * 1000), ""),
+        ("state time per signup p50 (ms), SQLite", one["state_ms_p50"], ""),
+        ("PostgreSQL: signup p50 / 2L", pg["p50_s"] / floor, "<= 1.10"),
+        ("PostgreSQL: signup p99 / 2L", pg["p99_s"] / floor, "<= 1.50"),
+        ("PostgreSQL: overhead p95, 1 device / form floor", pg_one["app_ms_p95"]
+         / r["form_floor_one_device"]["app_ms_p95"], "<= 1.50"),
+        ("SQLite: overhead p95, 1 device / form floor", one["app_ms_p95"]
+         / r["form_floor_one_device"]["app_ms_p95"], ""),
+        ("state time per signup p50 (ms), PostgreSQL", pg_one["state_ms_p50"], ""),
+        ("  p95 (ms), PostgreSQL", pg_one["state_ms_p95"], ""),
+        (f"  p50 (ms), PostgreSQL, {r['devices']} devices", pg["state_ms_p50"], ""),
+        (f"  p50 (ms), SQLite, {r['devices']} devices", app["state_ms_p50"], ""),
         (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
         (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),
          "<= 0.02"),
@@ -543,6 +592,8 @@ def report(r: dict) -> None:
     r["table"] = []
     print(f"\nengage-signup benchmark: L = {L * 1000:.0f} ms per Engage call, "
           f"{r['devices']} devices, {r['workers']} workers x {r['threads']} threads")  # fmt: skip
+    print(f"  app on PostgreSQL: {pg['signups']} signups, {pg['per_second']:.1f}/s, "
+          f"{pg['errors']} errors")  # fmt: skip
     print(f"  app: {app['signups']} signups, {app['per_second']:.1f}/s, {app['errors']} errors; "
           f"straightforward: {naive['signups']}, {naive['per_second']:.1f}/s, "
           f"{naive['errors']} errors; form {r['form_rps']:.0f} req/s, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -65,20 +66,42 @@ ON CONFLICT (name) DO UPDATE SET
         ELSE breaker.open_until END
 """
 
-# One hit on a fixed-window counter; a window that has ended starts again at this hit.
-HIT = """
-INSERT INTO hits (key, window_start, count) VALUES (:key, :now, 1)
+# One hit on each of a few fixed-window counters of the same window, in one statement; a window
+# that has ended starts again at this hit.
+HITS = """
+INSERT INTO hits (key, window_start, count) VALUES {rows}
 ON CONFLICT (key) DO UPDATE SET
     count = CASE WHEN hits.window_start <= :since THEN 1 ELSE hits.count + 1 END,
     window_start = CASE WHEN hits.window_start <= :since THEN :now ELSE hits.window_start END
-RETURNING count
+RETURNING key, count
 """
+
+
+def _hits_sql(count: int) -> str:
+    return HITS.format(rows=", ".join(f"(:key{n}, :now, 1)" for n in range(count)))
+
+
+def _timed(method):
+    """Report the time the operation took to the store's observer (Server-Timing's state)."""
+
+    @functools.wraps(method)
+    def timed(self, *args, **kwargs):
+        if self.observer is None:
+            return method(self, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.observer(time.perf_counter() - started)
+
+    return timed
 
 
 class Store:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time):
         self.engine = engine
         self.clock = clock
+        self.observer: Callable[[float], None] | None = None  # seconds of each operation
         self._local = threading.local()
         if hasattr(engine, "on_new_database"):
             engine.on_new_database = self.migrate  # SQLite: a deleted file is made again
@@ -113,6 +136,7 @@ class Store:
     def schema_version(self) -> int:
         return self.engine.run("SELECT version FROM schema_version").rows[0][0]
 
+    @_timed
     def probe(self) -> None:
         """Write one small row: raises StateUnavailable when the database cannot take writes."""
         self.engine.run(
@@ -122,6 +146,7 @@ class Store:
         )
 
     # --- one-time submission tokens --------------------------------------------------------------
+    @_timed
     def claim_submission(self, token: str, digest: str | None = None) -> Submission | None:
         """Claim `token` for this request. None: it is ours. Otherwise what the first one got."""
         now = self.clock()
@@ -137,8 +162,9 @@ class Store:
                     {"before": now - SUBMISSION_DAYS * 86400},
                 )
             return None
-        return self.submission(token) or Submission(None, None, None)
+        return self._submission(token) or Submission(None, None, None)
 
+    @_timed
     def finish_submission(self, token: str, outcome: str, member_number: str | None) -> None:
         self.engine.run(
             "UPDATE submissions SET outcome = :outcome, member_number = :number "
@@ -146,7 +172,11 @@ class Store:
             {"outcome": outcome, "number": member_number, "token": token},
         )
 
+    @_timed
     def submission(self, token: str) -> Submission | None:
+        return self._submission(token)
+
+    def _submission(self, token: str) -> Submission | None:
         rows = self.engine.run(
             "SELECT outcome, member_number, digest FROM submissions WHERE token = :token",
             {"token": token},
@@ -154,22 +184,30 @@ class Store:
         return Submission(*rows[0]) if rows else None
 
     # --- rate limits -----------------------------------------------------------------------------
+    @_timed
     def hit(self, key: str, window: float) -> int:
         """Count one hit on `key`; returns the hits in its current window, this one included."""
-        now = self.clock()
-        return self.engine.run(HIT, {"key": key, "now": now, "since": now - window}).rows[0][0]
+        return self._count_hits([key], window)[key]
 
+    @_timed
     def hits(self, limits: list[tuple[str, int, float]]) -> bool:
         """Count one hit for each (key, limit, window seconds); False if any is over its limit.
-        Every key is counted, whatever the others say, in one transaction."""
-        now = self.clock()
-        allowed = True
-        with self.engine.transaction() as tx:
-            for key, limit, window in limits:
-                count = tx.run(HIT, {"key": key, "now": now, "since": now - window}).rows[0][0]
-                allowed = allowed and count <= limit
-        return allowed
+        Every key is counted, whatever the others say: one statement per distinct window."""
+        windows: dict[float, list[str]] = {}
+        for key, _limit, window in limits:
+            windows.setdefault(window, []).append(key)
+        counts: dict[str, int] = {}
+        for window, keys in windows.items():
+            counts.update(self._count_hits(keys, window))
+        return all(counts[key] <= limit for key, limit, _window in limits)
 
+    def _count_hits(self, keys: list[str], window: float) -> dict[str, int]:
+        now = self.clock()
+        params = {f"key{n}": key for n, key in enumerate(keys)}
+        params.update(now=now, since=now - window)
+        return dict(self.engine.run(_hits_sql(len(keys)), params).rows)
+
+    @_timed
     def count(self, key: str, window: float) -> int:
         """Hits counted for `key` in its current window (0 when it has ended)."""
         rows = self.engine.run(
@@ -179,6 +217,7 @@ class Store:
         return rows[0][0] if rows else 0
 
     # --- circuit breaker -------------------------------------------------------------------------
+    @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:
         """True when calls may go ahead: closed, or this caller won the one probe after cooldown."""
         now = self.clock()
@@ -200,12 +239,14 @@ class Store:
         ).rowcount
         return claimed == 1
 
+    @_timed
     def breaker_is_open(self, name: str) -> bool:
         rows = self.engine.run(
             "SELECT open_until FROM breaker WHERE name = :name", {"name": name}
         ).rows
         return bool(rows and self.clock() < rows[0][0])
 
+    @_timed
     def breaker_record(
         self,
         name: str,

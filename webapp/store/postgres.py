@@ -55,6 +55,12 @@ class _Connection:
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.execute(f"SET statement_timeout = {STATEMENT_MS}")
+    # Tokens, counters and the breaker need not outlive a crash of PostgreSQL itself: what a
+    # lost claim could let through, Engage's find-before-create still stops. So their commits
+    # do not wait for the disk (PostgreSQL stays consistent; at most the last fraction of a
+    # second of such writes is lost in a crash). Data that must be kept commits durably with
+    # `durable()`.
+    conn.execute("SET synchronous_commit = off")
 
 
 class PostgresEngine:
