@@ -12,6 +12,7 @@ import pytest
 import requests_mock
 
 from webapp import create_app
+from webapp.config import DEFAULT_CONSENTS
 
 # A base URL that explains itself if a test ever lets a real request out.
 ENGAGE = "https://unmocked-engage.invalid"
@@ -19,13 +20,19 @@ FIND = f"{ENGAGE}/api/v3/contacts/id"
 CREATE = f"{ENGAGE}/api/v3/contacts"
 CONTACT_ID = "2e40b702-2767-4abe-ae99-aa510108e22b"
 
+# The default consent with a terms URL of the deployment's own: no call for Engage's consent
+# definitions on every form page (tests of Engage's texts and terms set CONSENTS themselves).
+TEST_CONSENTS = [{**DEFAULT_CONSENTS[0], "url": "https://shop.example/membership-terms"}]
+
 TEST_CONFIG = {
+    "CONSENTS": TEST_CONSENTS,
     "ENGAGE_BASE_URL": ENGAGE,
     "ENGAGE_API_KEY": "test-api-key-not-secret",
     "SECRET_KEY": "test-secret-key-0123456789",
     "STORE_EXTERNAL_ID": "101",
     "STAFF_PIN": "4711",
     "ENGAGE_SETTLE_SECONDS": 0,
+    "ENGAGE_RETRY_SECONDS": 0,
     "HTTPS": False,  # the test client speaks plain HTTP; tests of HTTPS set it themselves
 }
 STORES = {  # the simulator's stores (webapp/simulator/engine.py), as /setup/ binds them
@@ -369,6 +376,7 @@ def sim_app(simulator, app_config):
             "ENGAGE_READ_TIMEOUT": 1.5,
             "ENGAGE_CREATE_TIMEOUT": 1.5,
             "ENGAGE_SETTLE_SECONDS": 0.2,
+            "ENGAGE_RETRY_SECONDS": 0.05,
         }
     )
     yield app

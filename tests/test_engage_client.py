@@ -12,6 +12,7 @@ from webapp.engage import (
     ContactBeingCreated,
     ContactExists,
     EngageClient,
+    EngageMisconfigured,
     EngageRejected,
     EngageServerError,
     EngageTimeout,
@@ -28,6 +29,8 @@ from .conftest import CONTACT_ID, CREATE, ENGAGE, FIND, created_body
 @pytest.fixture
 def engage():
     client = EngageClient(ENGAGE, "secret-key-123", user_agent="engage-signup/1.2.3")
+    client.slept = []
+    client.sleep = client.slept.append  # waits before a resend are recorded, not waited
     yield client
     client.close()
 
@@ -131,7 +134,9 @@ def test_create_as_unapproved_is_a_query_parameter(engage, engage_api):
         (409, "ContactWithKeyIsBeingCreated", ContactBeingCreated),  # token in plain text
         (409, None, ContactExists),  # no body: the key is taken either way
         (422, {"errorCode": "ValidationError"}, EngageRejected),
-        (400, {"errorCode": "NoData"}, EngageRejected),
+        (400, {"errorCode": "NoData"}, EngageMisconfigured),
+        (400, {"errorCode": "InvalidContactType"}, EngageMisconfigured),
+        (404, "<html>Not Found</html>", EngageMisconfigured),  # no such path: ENGAGE_BASE_URL
         (504, {"errorCode": "RequestTimeOut"}, EngageTimeout),
         (504, "<html><body>Gateway Time-out</body></html>", OutcomeUnknown),  # a proxy's
         (502, "<html>Bad gateway</html>", OutcomeUnknown),
@@ -140,6 +145,7 @@ def test_create_as_unapproved_is_a_query_parameter(engage, engage_api):
         (429, None, RateLimited),
         (401, None, NotAuthorised),
         (403, "<h1>Forbidden</h1>", NotAuthorised),
+        (500, {"errorCode": "InvalidSystemConfiguration"}, EngageMisconfigured),
     ],
 )
 def test_create_maps_each_answer_to_a_typed_error_whatever_the_body(
@@ -174,14 +180,121 @@ def test_validation_error_tolerates_a_list_of_field_errors(engage, engage_api):
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
-    [(500, EngageServerError), (503, EngageServerError), (504, EngageTimeout), (429, RateLimited)],
-)
-def test_find_maps_server_failures_to_unavailable(engage, engage_api, status, expected):
+    ("status", "expected", "calls"),
+    [(500, EngageServerError, 1), (503, EngageServerError, 2), (504, EngageTimeout, 2),
+     (429, RateLimited, 1)],
+)  # fmt: skip
+def test_find_maps_server_failures_to_unavailable(engage, engage_api, status, expected, calls):
     engage_api.get(FIND, status_code=status, text="<html>oops</html>")
     with pytest.raises(expected):
         find(engage)
     assert issubclass(expected, EngageUnavailable)
+    assert engage_api.call_count == calls, "a gateway error is worth one resend, no more"
+
+
+@pytest.mark.parametrize(
+    "first",
+    [{"status_code": 502, "text": "bad gateway"}, {"status_code": 503, "text": ""},
+     {"status_code": 504, "text": "<html>Gateway Time-out</html>"},
+     {"exc": requests.exceptions.ConnectTimeout}],
+)  # fmt: skip
+def test_a_lookup_is_resent_once_and_later_after_a_gateway_error(engage, engage_api, first):
+    """Voyado's retry policy: at most one resend, later rather than sooner."""
+    engage_api.get(FIND, [first, {"status_code": 200, "text": json.dumps(CONTACT_ID)}])
+    assert find(engage) == CONTACT_ID
+    assert engage_api.call_count == 2
+    assert engage.slept == [1.0], "one wait of ENGAGE_RETRY_SECONDS before the resend"
+
+
+def test_a_lookup_that_timed_out_is_not_resent(engage, engage_api):
+    engage_api.get(FIND, exc=requests.exceptions.ReadTimeout)
+    with pytest.raises(EngageTimeout):
+        find(engage)
+    assert engage_api.call_count == 1 and engage.slept == []
+
+
+def test_a_find_that_names_nobody_is_no_not_found(engage, engage_api):
+    """A 200 with an empty body must never lead to a create."""
+    for body in ("", '""', "   "):
+        engage_api.get(FIND, status_code=200, text=body)
+        with pytest.raises(EngageUnavailable):
+            find(engage)
+
+
+def test_find_can_search_every_contact_type(engage, engage_api):
+    engage_api.get(FIND, status_code=404)
+    engage.find_contact_id(key="email", value="a@example.com", contact_type=None)
+    assert "contactType" not in engage_api.last_request.qs
+    find(engage)
+    assert engage_api.last_request.qs["contacttype"] == ["member"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "code"),
+    [
+        (400, {"errorCode": "InvalidContactType"}, EngageMisconfigured, "InvalidContactType"),
+        (400, {"errorCode": "InvalidSearchQuery"}, EngageMisconfigured, "InvalidSearchQuery"),
+        (500, "InvalidSystemConfiguration", EngageMisconfigured, "InvalidSystemConfiguration"),
+        (400, {"errorCode": "InvalidEmailAddress"}, EngageRejected, "InvalidEmailAddress"),
+        (401, None, NotAuthorised, None),
+    ],
+)
+def test_find_tells_a_misconfiguration_from_a_refused_value(
+    engage, engage_api, status, body, expected, code
+):
+    if isinstance(body, dict):
+        engage_api.get(FIND, status_code=status, json=body)
+    else:
+        engage_api.get(FIND, status_code=status, text=body or "")
+    with pytest.raises(expected) as caught:
+        find(engage)
+    assert caught.value.code == code
+    if expected is EngageRejected:
+        assert not isinstance(caught.value, EngageMisconfigured)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"errorCode": "InvalidContactType", "message": "x"},  # our simulator's shape
+        {"Message": "InvalidContactType"},  # ASP.NET's
+        {"type": "https://voyado/errors/InvalidContactType", "title": "Bad Request",
+         "status": 400, "detail": "InvalidContactType", "traceId": "00-ab"},  # ProblemDetails
+        "InvalidContactType",  # text/plain
+    ],
+)  # fmt: skip
+def test_the_token_is_found_in_any_body_shape(engage, engage_api, body):
+    if isinstance(body, dict):
+        engage_api.get(FIND, status_code=400, json=body)
+    else:
+        engage_api.get(FIND, status_code=400, text=body, headers={"Content-Type": "text/plain"})
+    with pytest.raises(EngageMisconfigured) as caught:
+        find(engage)
+    assert caught.value.code == "InvalidContactType"
+
+
+def test_problem_details_field_errors_are_read(engage, engage_api):
+    errors = {"lastName": ["Mandatory"], "email": ["Invalid", "Taken"]}
+    engage_api.post(CREATE, status_code=422, json={"title": "ValidationError", "errors": errors})
+    with pytest.raises(EngageRejected) as caught:
+        create(engage)
+    assert caught.value.field_errors == {"lastName": "Mandatory", "email": "Invalid; Taken"}
+
+
+@pytest.mark.parametrize(("first", "then"), [(404, 200), (405, 200)])
+def test_consents_come_from_v3_or_else_the_documented_v2(engage, engage_api, first, then):
+    engage_api.get(f"{ENGAGE}/api/v3/consents", status_code=first)
+    engage_api.get(f"{ENGAGE}/api/v2/consents", status_code=then, json=[{"id": "memberConsent"}])
+    assert engage.get_consents() == [{"id": "memberConsent"}]
+    assert engage.get_consents() == [{"id": "memberConsent"}]
+    paths = [r.path for r in engage_api.request_history]
+    assert paths == ["/api/v3/consents", "/api/v2/consents", "/api/v2/consents"], "v2 kept"
+
+
+def test_consents_from_v3_when_the_tenant_has_it(engage, engage_api):
+    engage_api.get(f"{ENGAGE}/api/v3/consents", json=[{"id": "memberConsent"}])
+    assert engage.get_consents() == [{"id": "memberConsent"}]
+    assert [r.path for r in engage_api.request_history] == ["/api/v3/consents"]
 
 
 def test_a_read_timeout_on_create_leaves_the_outcome_unknown(engage, engage_api):
@@ -199,11 +312,14 @@ def test_a_dropped_connection_on_create_leaves_the_outcome_unknown(engage, engag
     assert not caught.value.timed_out
 
 
-def test_a_connect_timeout_means_nothing_was_sent(engage, engage_api):
+def test_a_connect_timeout_means_nothing_was_sent_and_the_create_may_go_once_more(
+    engage, engage_api
+):
     engage_api.post(CREATE, exc=requests.exceptions.ConnectTimeout)
     with pytest.raises(EngageUnavailable) as caught:
         create(engage)
     assert not isinstance(caught.value, OutcomeUnknown)
+    assert engage_api.call_count == 2 and engage.slept == [1.0]
 
 
 def test_create_uses_a_read_timeout_long_enough_for_engages_own_504(engage, engage_api):
@@ -211,7 +327,8 @@ def test_create_uses_a_read_timeout_long_enough_for_engages_own_504(engage, enga
     create(engage)
     connect, read = engage_api.last_request.timeout
     assert connect <= 5
-    assert read >= 8  # Engage gives up after ~5 s and says 504: we must still be listening
+    # Engage's own limit is "under 10 seconds", then 504: we must still be listening.
+    assert read >= 15
 
 
 def test_each_thread_reuses_one_session_and_threads_do_not_share_one(engage):

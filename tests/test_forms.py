@@ -145,3 +145,31 @@ def test_required_fields_from_configuration_are_required(app_config):
     html = browser.get("/").get_data(as_text=True)
     assert 'for="firstName">First name</label>' in html  # no "(optional)"
     assert 'for="lastName">Last name <span class="optional">' in html
+
+
+@pytest.mark.parametrize(
+    ("typed", "country", "engage_gets"),
+    [
+        ("19900131-1233", None, "199001311233"),  # 12 digits, as Engage's examples
+        ("900131-1233", None, "199001311233"),  # 10 digits: under a hundred years old
+        ("121212+1212", None, "191212121212"),  # "+": a hundred or more
+        ("121212-1212", None, "201212121212"),  # a child born in 2012
+        ("261231-1233", None, None),  # would be born after "today", and a century back is
+        ("199001911230", None, "199001911230"),  # samordningsnummer: the day plus 60
+        ("19900231-1230", None, None),  # no 31 February
+        ("010594Y9021", None, "010594Y9021"),  # Finnish, the 2023 century signs
+        ("010594y9021", None, "010594Y9021"),
+        ("311290-123V", "FI", "311290-123V"),
+        ("311290-123A", None, None),  # the old hint's example: a wrong check character
+        ("19900131-1234", None, None),  # the old hint's example: a wrong check digit
+        ("150285+456X", "FI", "150285+456X"),  # "+": born in the 1800s
+    ],
+)
+def test_personal_numbers_are_checked_and_written_as_engage_takes_them(
+    typed, country, engage_gets
+):
+    import datetime as dt
+
+    from webapp.forms import personal_number
+
+    assert personal_number(typed, country, today=dt.date(2026, 12, 2)) == engage_gets

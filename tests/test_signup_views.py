@@ -117,7 +117,7 @@ def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
         (429, None, "unavailable", "purchase can go on"),
         (401, None, "unavailable", "purchase can go on"),
         (422, {"errorCode": "ValidationError"}, "rejected", "Please check your details"),
-        (400, {"errorCode": "NoData"}, "rejected", "Please check your details"),
+        (400, {"errorCode": "NoData"}, "unavailable", "purchase can go on"),
     ],
 )
 def test_each_create_answer_becomes_a_friendly_outcome(

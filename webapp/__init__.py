@@ -79,6 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         connect_timeout=app.config["ENGAGE_CONNECT_TIMEOUT"],
         read_timeout=app.config["ENGAGE_READ_TIMEOUT"],
         create_timeout=app.config["ENGAGE_CREATE_TIMEOUT"],
+        retry_seconds=app.config["ENGAGE_RETRY_SECONDS"],
         observer=lambda method, path, status, elapsed: web.add_engage_time(elapsed),
         log_context=web.log_context,
     )

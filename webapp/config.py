@@ -182,16 +182,26 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "SECRET_KEY": (_str, ""),
     "CONTACT_TYPE": (_str, "Member"),
     "CONTACT_KEY": (_choice(*CONTACT_KEYS), "email"),
+    # What the tenant's custom key (find's `customKey`) is: externalId or memberNumber
+    # (engage-api.md §1.1). Needed, and must be externalId, when CONTACT_KEY=externalId.
+    "ENGAGE_CUSTOM_KEY": (_choice("", "externalId", "memberNumber"), ""),
+    # Find the person in every contact type ("any", Engage's default: someone stored as a
+    # Contact is found, never created again as a Member) or only in CONTACT_TYPE ("same").
+    "FIND_CONTACT_TYPE": (_choice("any", "same"), "any"),
     "DEFAULT_COUNTRY": (_country, "SE"),
     "CREATE_AS_UNAPPROVED": (_bool, False),
     "CONSENTS": (_consents, DEFAULT_CONSENTS),
     # Fields that the tenant's contact type makes mandatory, beyond the key.
     "REQUIRED_FIELDS": (_field_list, ()),
-    # Seconds. Connect short; reads long enough that Engage's own 504 (after ~5 s on
-    # create, engage-api.md §7) reaches us before we give up ourselves.
+    # Seconds. Connect short; the create's read comfortably longer than Engage's own limit
+    # ("under 10 seconds", then 504 RequestTimeOut: engage-api.md §7), so that Engage's answer
+    # reaches us before we give up ourselves.
     "ENGAGE_CONNECT_TIMEOUT": (_number(0.1, 30), 3.05),
     "ENGAGE_READ_TIMEOUT": (_number(0.1, 60), 5.0),
-    "ENGAGE_CREATE_TIMEOUT": (_number(0.1, 60), 10.0),
+    "ENGAGE_CREATE_TIMEOUT": (_number(0.1, 60), 15.0),
+    # Seconds before the one resend of a lookup after a gateway error or a refused connection
+    # (Voyado's retry policy: at most once, later rather than sooner).
+    "ENGAGE_RETRY_SECONDS": (_number(0, 30), 1.0),
     # Seconds to wait before looking a person up again when a create ended in doubt
     # (dropped connection, 502/503): Engage's retry policy says wait, then check.
     "ENGAGE_SETTLE_SECONDS": (_number(0, 30), 1.0),
@@ -293,3 +303,11 @@ def _check_required(config: dict[str, Any]) -> None:
         )
     if len(config["SECRET_KEY"]) < 16:
         raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")
+    if config["CONTACT_KEY"] == "externalId" and config["ENGAGE_CUSTOM_KEY"] != "externalId":
+        raise ConfigError(
+            "ENGAGE_CUSTOM_KEY",
+            "must be externalId when CONTACT_KEY=externalId: Engage finds an external id only "
+            "through customKey, and only where the tenant's custom key is externalId (where it "
+            "is memberNumber, a typed customer number could match another person's member "
+            "number)",
+        )

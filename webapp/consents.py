@@ -1,32 +1,83 @@
-"""Consent checkbox texts in the person's language: from CONSENTS, or from Engage's definitions."""
+"""Consent checkbox texts in the person's language, from CONSENTS or Engage's definitions, and
+the terms behind each consent.
+
+Engage's consent definitions (engage-api.md §4) are asked for when their texts are used
+(CONSENT_TEXTS=engage) or when a consent has no configured terms URL, so that the terms Engage
+keeps (`conditionText`, HTML) can be shown instead. That HTML is cleaned to a few harmless tags
+before it reaches a page.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+import nh3
 from flask import current_app
+from markupsafe import Markup
 
 from .engage import EngageError
 
+log = logging.getLogger(__name__)
+
 CACHE_SECONDS = 300  # consent texts change rarely; ask Engage at most every five minutes
-RETRY_SECONDS = 60  # after a failure, use the configured labels for a minute
+RETRY_SECONDS = 60  # after a failure, use what was known (or the configured labels) a minute
 _lock = threading.Lock()
+
+# What may stay of Engage's conditionText: text structure and https links, nothing active.
+TERMS_TAGS = {"p", "br", "ul", "ol", "li", "strong", "em", "b", "i", "h3", "h4", "a"}
+TERMS_ATTRIBUTES = {"a": {"href"}}
 
 
 def consent_texts(language: str) -> dict[str, dict]:
-    """Field name (consent-<id>) → {"label", "url"} for each configured consent."""
-    definitions = _engage_definitions() if current_app.config["CONSENT_TEXTS"] == "engage" else {}
+    """Field name (consent-<id>) → {"label", "url", "terms"} for each configured consent.
+    `terms` is cleaned HTML from Engage when the consent has no URL, else None."""
+    definitions = _engage_definitions() if _uses_engage() else {}
     texts = {}
     for consent in current_app.config["CONSENTS"]:
         label = consent["label"].get(language) or consent["label"]["en"]
         meta = definitions.get(consent["id"], {}).get("metaData") or {}
-        display = _in_language(meta.get("displayText"), language)
-        if display:
-            link = _in_language(meta.get("linkText"), language)
-            label = f"{display} {link}".strip() if link else display
-        texts[f"consent-{consent['id']}"] = {"label": label, "url": consent.get("url")}
+        if current_app.config["CONSENT_TEXTS"] == "engage":
+            display = _in_language(meta.get("displayText"), language)
+            if display:
+                link = _in_language(meta.get("linkText"), language)
+                label = f"{display} {link}".strip() if link else display
+        terms = None
+        if not consent.get("url"):
+            condition = _in_language(meta.get("conditionText"), language)
+            terms = _clean(condition) if condition else None
+        texts[f"consent-{consent['id']}"] = {
+            "label": label,
+            "url": consent.get("url"),
+            "terms": terms,
+        }
     return texts
+
+
+def unknown_consent_ids() -> list[str] | None:
+    """Configured consent ids that Engage's definitions do not have (Engage would drop them
+    from a create without a word), or None when the definitions could not be read."""
+    definitions = _engage_definitions()
+    if not current_app.extensions["consent_cache"].get("read"):
+        return None
+    return [c["id"] for c in current_app.config["CONSENTS"] if c["id"] not in definitions]
+
+
+def _uses_engage() -> bool:
+    config = current_app.config
+    return config["CONSENT_TEXTS"] == "engage" or any(not c.get("url") for c in config["CONSENTS"])
+
+
+def _clean(html: str) -> Markup:
+    cleaned = nh3.clean(
+        html,
+        tags=TERMS_TAGS,
+        attributes=TERMS_ATTRIBUTES,
+        url_schemes={"https"},
+        link_rel="noopener noreferrer",
+    )
+    return Markup(cleaned)  # noqa: S704 - cleaned by nh3 to the tags above
 
 
 def _in_language(texts, language: str) -> str | None:
@@ -48,10 +99,10 @@ def _engage_definitions() -> dict[str, dict]:
     try:
         found = current_app.extensions["engage"].get_consents()
         definitions = {str(d.get("id")): d for d in found}
-        fresh_for = CACHE_SECONDS
+        fresh_for, read = CACHE_SECONDS, True
     except EngageError:
         definitions = cache.get("definitions", {})
-        fresh_for = RETRY_SECONDS
+        fresh_for, read = RETRY_SECONDS, cache.get("read", False)
     with _lock:
-        cache.update(definitions=definitions, fresh_until=time.monotonic() + fresh_for)
+        cache.update(definitions=definitions, fresh_until=time.monotonic() + fresh_for, read=read)
     return definitions

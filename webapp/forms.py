@@ -129,35 +129,79 @@ def parse_birth_date(text: str) -> dt.date | None:
 
 
 class SocialSecurityNumber:
-    """A Swedish personnummer/samordningsnummer or a Finnish henkilötunnus, with check digit."""
+    """A Swedish personnummer or samordningsnummer, or a Finnish henkilötunnus, with a valid
+    check digit and date; `field.normalized` is the form Engage documents (engage-api.md §8):
+    12 digits for Sweden (YYYYMMDDNNNN), the 11 characters with the century sign for Finland."""
 
     def __init__(self, message):
         self.message = message
 
     def __call__(self, form, field):
-        if field.data and not (_valid_se_ssn(field.data) or _valid_fi_ssn(field.data)):
+        if not field.data:
+            return
+        number = personal_number(field.data, form.countryCode.data)
+        if number is None:
             raise ValidationError(self.message)
+        field.normalized = number
 
 
-def _valid_se_ssn(text: str) -> bool:
-    match = re.fullmatch(r"(\d{2})?(\d{6})[-+]?(\d{4})", text.replace(" ", ""))
+# The Finnish century sign: + 1800s; - and Y, X, W, V, U 1900s; A to F 2000s (since 2023).
+FI_CENTURY = {"+": 1800, **dict.fromkeys("-YXWVU", 1900), **dict.fromkeys("ABCDEF", 2000)}
+FI_CHECK = "0123456789ABCDEFHJKLMNPRSTUVWXY"
+
+
+def personal_number(text: str, country: str | None = None, today: dt.date | None = None):
+    """The number as Engage takes it, or None when it is no valid Swedish or Finnish one.
+    `country` FI reads an ambiguous number (DDMMYY-NNNC) as Finnish first."""
+    compact = re.sub(r"\s", "", text).upper()
+    today = today or dt.date.today()
+    readers = (_finnish, _swedish) if country == "FI" else (_swedish, _finnish)
+    for read in readers:
+        number = read(compact, today)
+        if number:
+            return number
+    return None
+
+
+def _swedish(text: str, today: dt.date) -> str | None:
+    match = re.fullmatch(r"(\d{2})?(\d{2})(\d{2})(\d{2})([-+]?)(\d{3})(\d)", text)
     if not match:
-        return False
-    digits = match.group(2) + match.group(3)
+        return None
+    century, yy, mm, dd, sign, serial, check = match.groups()
     total = 0
-    for i, ch in enumerate(digits):
+    for i, ch in enumerate(yy + mm + dd + serial + check):
         n = int(ch) * (2 if i % 2 == 0 else 1)
         total += n - 9 if n > 9 else n
-    return total % 10 == 0
+    if total % 10:
+        return None
+    day = int(dd) - 60 if int(dd) > 60 else int(dd)  # a samordningsnummer adds 60 to the day
+    if century:
+        years = [int(century + yy)]
+    else:  # ten digits: under 100 years old, or 100 and over with "+" (engage-api.md §8)
+        latest = today.year - (today.year - int(yy)) % 100
+        years = [latest - 100] if sign == "+" else [latest, latest - 100]
+    for year in years:
+        try:
+            born = dt.date(year, int(mm), day)
+        except ValueError:
+            return None
+        if born <= today:
+            return f"{year:04d}{mm}{dd}{serial}{check}"
+    return None
 
 
-def _valid_fi_ssn(text: str) -> bool:
-    match = re.fullmatch(r"(\d{6})[-+A-FU-Y](\d{3})([0-9A-Y])", text.strip().upper())
+def _finnish(text: str, today: dt.date) -> str | None:
+    match = re.fullmatch(r"(\d{2})(\d{2})(\d{2})([-+A-FU-Y])(\d{3})([0-9A-Y])", text)
     if not match:
-        return False
-    return "0123456789ABCDEFHJKLMNPRSTUVWXY"[
-        int(match.group(1) + match.group(2)) % 31
-    ] == match.group(3)
+        return None
+    dd, mm, yy, sign, serial, check = match.groups()
+    if FI_CHECK[int(dd + mm + yy + serial) % 31] != check:
+        return None
+    try:
+        born = dt.date(FI_CENTURY[sign] + int(yy), int(mm), int(dd))
+    except ValueError:
+        return None
+    return text if born <= today else None
 
 
 class CachedOptionsSelect(Select):
@@ -293,13 +337,13 @@ def form_class_for(contact_key: str, required_fields, consents) -> type[SignupFo
     """The form class for one deployment: key field required, one checkbox per consent."""
     attrs: dict = {}
     if contact_key == "socialSecurityNumber":
+        wrong = _l(
+            "Enter a Swedish or Finnish personal identity number, like 19900131-1233 or 311290-123V"
+        )
         attrs["socialSecurityNumber"] = StringField(
-            _l("Personal identity number"),
+            _l("Swedish or Finnish personal identity number"),
             filters=[_strip],
-            validators=[
-                Length(max=20, message=_l("Enter a personal identity number like 19900131-1234")),
-                SocialSecurityNumber(_l("Enter a personal identity number like 19900131-1234")),
-            ],
+            validators=[Length(max=20, message=wrong), SocialSecurityNumber(wrong)],
         )
     elif contact_key == "externalId":
         attrs["externalId"] = StringField(

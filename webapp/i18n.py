@@ -90,11 +90,12 @@ def country_codes() -> frozenset[str]:
     return frozenset(choice.value for choice in countries("en"))
 
 
-def outcome_messages() -> dict[str, tuple[str, str]]:
+def outcome_messages(unapproved: bool = False) -> dict[str, tuple[str, str]]:
     """outcome name → (heading, text): every sentence a person reads about Engage's answer.
 
     `thanks` is what a kiosk shows for every final outcome: nobody there may learn whether
-    someone else is a member.
+    someone else is a member. `unapproved`: new contacts are created unapproved (double
+    opt-in), so their offers apply only once the person has confirmed by email.
     """
     from flask_babel import gettext as _
 
@@ -158,4 +159,19 @@ def outcome_messages() -> dict[str, tuple[str, str]]:
         _("Thank you!"),
         _("Your membership is taken care of. Member offers apply from today."),
     )
+    if unapproved:
+        messages["created"] = (
+            messages["created"][0],
+            _(
+                "The membership is registered, but must be confirmed: the customer opens the "
+                "link in the email we send. Member offers apply once it is confirmed."
+            ),
+        )
+        messages["thanks"] = (
+            _("Thank you!"),
+            _(
+                "If you are new to us, confirm your membership with the link in the email we "
+                "send you. Member offers apply once it is confirmed."
+            ),
+        )
     return messages

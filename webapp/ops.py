@@ -8,7 +8,9 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from .engage import EngageError
+from . import signup as flow
+from .consents import unknown_consent_ids
+from .engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,16 @@ bp = Blueprint("ops", __name__)
 
 READY_CACHE_SECONDS = 10  # one Engage call per worker per 10 s at most, however often probed
 _ready_lock = threading.Lock()
+
+# What /readyz looks up: a value of the key's kind that no customer has (example.com; a number
+# from the range Sweden keeps for fiction; a test personal number; a made-up customer number).
+# Only that Engage answers it as a lookup (found or not) matters.
+PROBE_VALUES = {
+    "email": "readiness.probe@example.com",
+    "mobilePhone": "+46701740699",
+    "socialSecurityNumber": "191212121212",
+    "externalId": "engage-signup-readiness-probe",
+}
 
 
 @bp.get("/healthz")
@@ -28,7 +40,8 @@ def healthz():
 @bp.get("/readyz")
 def readyz():
     """The configuration is valid (or the app would not have started), the shared state
-    database takes a write, and Engage answers."""
+    database takes a write, Engage answers a lookup with the configured contact type and key,
+    and every configured consent exists in the tenant."""
     state = current_app.extensions["state"]
     try:
         state.probe()
@@ -37,27 +50,49 @@ def readyz():
     except StateUnavailable as exc:
         log.error("readiness: state database unavailable: %s", exc)
         state_ok, breaker_open = False, None
-    engage_ok = _engage_reachable()
-    ready = engage_ok and state_ok
+    engage = _engage_check()
     body = {
-        "status": "ok" if ready else "not ready",
-        "engage": "ok" if engage_ok else "unreachable",
+        "status": "ok" if state_ok and engage["engage"] == "ok" and not engage.get("consents")
+        else "not ready",
+        **engage,
         "state": "ok" if state_ok else "unavailable",
         "breaker": "unknown" if breaker_open is None else "open" if breaker_open else "closed",
-    }
-    return jsonify(body), 200 if ready else 503
+    }  # fmt: skip
+    return jsonify(body), 200 if body["status"] == "ok" else 503
 
 
-def _engage_reachable() -> bool:
+def _engage_check() -> dict:
+    """Engage's part of readiness, at most every READY_CACHE_SECONDS per worker."""
     cache = current_app.extensions.setdefault("ready_cache", {})
     with _ready_lock:
         if time.monotonic() - cache.get("at", -1e9) < READY_CACHE_SECONDS:
-            return cache["ok"]
-    try:
-        current_app.extensions["engage"].get_stores()
-        ok = True
-    except EngageError:
-        ok = False
+            return cache["result"]
+    result = _ask_engage()
     with _ready_lock:
-        cache.update(at=time.monotonic(), ok=ok)
-    return ok
+        changed = cache.get("result") != result
+        cache.update(at=time.monotonic(), result=result)
+    if changed and result.get("check"):  # once when it starts, not at every probe
+        log.error("readiness: engage %s: check %s", result["engage"], result["check"])
+    return result
+
+
+def _ask_engage() -> dict:
+    config = current_app.config
+    key = config["CONTACT_KEY"]
+    try:
+        current_app.extensions["engage"].find_contact_id(
+            key=key, value=PROBE_VALUES[key], contact_type=config["CONTACT_TYPE"]
+        )
+    except EngageMisconfigured as exc:
+        return {"engage": "misconfigured", "check": flow.setting_to_check(exc)}
+    except (MultipleMatches, EngageRejected):
+        pass  # Engage answered a lookup; what it thought of the probe value does not matter
+    except EngageError:
+        return {"engage": "unreachable"}
+    result: dict = {"engage": "ok"}
+    unknown = unknown_consent_ids()
+    if unknown:
+        result["consents"] = "not in the tenant: " + ", ".join(unknown)
+        result["check"] = "CONSENTS"
+    return result
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import gc
+import json
 import logging
 import os
 import secrets
@@ -91,6 +92,7 @@ def _start_training_simulator() -> None:
     It runs as a process of its own so that every app worker sees the same simulated tenant.
     """
     command = [sys.executable, "-m", "webapp.simulator", "--port", "0", "--demo"]
+    command += _simulated_tenant(os.environ)
     if os.environ.get("SIMULATOR_STATE_FILE"):
         command += ["--state-file", os.environ["SIMULATOR_STATE_FILE"]]
     if os.environ.get("SIMULATOR_LATENCY"):
@@ -115,6 +117,30 @@ def _start_training_simulator() -> None:
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
     print(note, flush=True)  # noqa: T201
     print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
+
+
+def _simulated_tenant(environ) -> list[str]:
+    """The simulator's options for a tenant set up as this deployment is configured: the
+    contact type, its key and mandatory fields, and what its custom key is. A value that does
+    not parse is left to the start-up check, which names it."""
+    from .config import SCHEMA
+
+    def setting(name: str):
+        parse, default = SCHEMA[name]
+        try:
+            return parse(environ[name]) if name in environ else default
+        except (TypeError, ValueError):
+            return default
+
+    contact_type, key = setting("CONTACT_TYPE"), setting("CONTACT_KEY")
+    mandatory = sorted({key, *setting("REQUIRED_FIELDS")})
+    types = {contact_type: {"key": key, "mandatory": mandatory}}
+    if contact_type != "Contact":  # a second type, as tenants have (engage-api.md §3)
+        types["Contact"] = {"key": "mobilePhone", "mandatory": ["mobilePhone"]}
+    return [
+        "--contact-types", json.dumps(types),
+        "--custom-key", setting("ENGAGE_CUSTOM_KEY") or "externalId",
+    ]  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> None:

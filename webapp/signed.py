@@ -123,6 +123,8 @@ def client_id() -> str:
 
 # --- the result page's cookie -------------------------------------------------------------------
 RESULT_SECONDS = 3600  # how long the result page can be reloaded after a signup
+# What a result page shows: never anything the person typed.
+RESULT_FIELDS = ("name", "member_number", "contact_id", "other_type")
 
 
 def result_value(outcome: dict[str, str | None], client_id: str) -> str:
@@ -134,21 +136,19 @@ def result_value(outcome: dict[str, str | None], client_id: str) -> str:
     signup, measured in one process with Engage answering after 50 ms (about 0.05 ms when run
     back to back: most of it is waking up cold).
     """
-    fields = [outcome.get("name"), outcome.get("member_number"), outcome.get("contact_id")]
+    fields = [outcome.get(name) for name in RESULT_FIELDS]
     return _result_serializer().dumps([*fields, client_id])
 
 
 def read_result(value: str, client_id: str | None) -> dict[str, str | None] | None:
     """The outcome in a result cookie made for this session, or None (forged, old, not ours)."""
     try:
-        name, member_number, contact_id, made_for = _result_serializer().loads(
-            value, max_age=RESULT_SECONDS
-        )
+        *fields, made_for = _result_serializer().loads(value, max_age=RESULT_SECONDS)
     except (BadData, ValueError, TypeError):
         return None
-    if not client_id or made_for != client_id:
+    if not client_id or made_for != client_id or len(fields) != len(RESULT_FIELDS):
         return None
-    return {"name": name, "member_number": member_number, "contact_id": contact_id}
+    return dict(zip(RESULT_FIELDS, fields, strict=True))
 
 
 def _result_serializer() -> URLSafeTimedSerializer:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,12 +18,16 @@ from .engage import (
     ContactExists,
     EngageClient,
     EngageError,
+    EngageMisconfigured,
     EngageRejected,
     EngageTimeout,
     EngageUnavailable,
     MultipleMatches,
+    NotAuthorised,
     OutcomeUnknown,
 )
+
+log = logging.getLogger(__name__)
 
 CREATED = "created"
 EXISTING = "existing"
@@ -41,6 +46,17 @@ FIELD_FOR_TOKEN = {
     "InvalidSocialSecurityNumber": "socialSecurityNumber",
 }
 
+# What operations should check when Engage refuses a request for a reason no customer can fix.
+SETTING_TO_CHECK = {
+    "InvalidContactType": "CONTACT_TYPE",
+    "InvalidSearchQuery": "CONTACT_KEY and ENGAGE_CUSTOM_KEY",
+    "NoData": "nothing: the create body was empty or unreadable, a fault in engage-signup",
+    "InvalidSystemConfiguration": "the tenant's own set-up in Engage (ask Voyado)",
+    "contactType": "CONTACT_TYPE",
+    "consents": "CONSENTS (a consent id the tenant does not have)",
+    "preferences": "nothing: the preferences were refused, a fault in engage-signup",
+}
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -51,6 +67,8 @@ class Outcome:
     fields: tuple[str, ...] = field(default=())
     # What Engage said, as an error class name, for logs and the circuit breaker.
     cause: str | None = None
+    # The contact type of a found contact, when it was read and differs from CONTACT_TYPE.
+    other_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,10 @@ class Signup:
     contact_type: str
     store_external_id: str
     create_as_unapproved: bool = False
+    # The contact type to find in (FIND_CONTACT_TYPE=same), or None: every type (any).
+    find_contact_type: str | None = None
+    # Engage attribute names the form shows: a refusal naming others is no customer's to fix.
+    form_fields: frozenset[str] = frozenset()
 
 
 def build_contact(
@@ -152,12 +174,15 @@ def register(
     return outcome
 
 
+def _find(client, signup: Signup) -> str | None:
+    return client.find_contact_id(
+        key=signup.key, value=signup.contact[signup.key], contact_type=signup.find_contact_type
+    )
+
+
 def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
-    value = signup.contact[signup.key]
     try:
-        found = client.find_contact_id(
-            key=signup.key, value=value, contact_type=signup.contact_type
-        )
+        found = _find(client, signup)
     except EngageError as exc:
         return _outcome_for_find_error(exc)
     if found:
@@ -174,9 +199,10 @@ def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
         return Outcome(EXISTING, cause=_name(exc))
     except ContactBeingCreated as exc:
         return Outcome(IN_PROGRESS, cause=_name(exc))
+    except EngageMisconfigured as exc:
+        return misconfigured(exc, "create")
     except EngageRejected as exc:
-        fields = tuple(exc.field_errors) or _token_fields(exc)
-        return Outcome(REJECTED, fields=fields, cause=_name(exc))
+        return _rejection(signup, exc)
     except OutcomeUnknown as exc:
         return _settle_doubt(client, signup, exc, settle_seconds, sleep)
     except EngageTimeout as exc:
@@ -191,8 +217,9 @@ def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
     )
 
 
-def with_member_number(client: EngageClient, outcome: Outcome) -> Outcome:
-    """The outcome with the found contact's member number, when Engage can tell it."""
+def with_member_number(client: EngageClient, outcome: Outcome, contact_type: str) -> Outcome:
+    """The outcome with the found contact's member number, when Engage can tell it, and its
+    contact type when that is not `contact_type` (a "Contact" found by a "Member" signup)."""
     if not outcome.contact_id or outcome.member_number:
         return outcome
     try:
@@ -200,8 +227,54 @@ def with_member_number(client: EngageClient, outcome: Outcome) -> Outcome:
     except EngageError:
         return outcome
     attributes = contact.get("attributes") if isinstance(contact.get("attributes"), dict) else {}
-    number = _text(attributes.get("memberNumber"))
-    return Outcome(**{**outcome.__dict__, "member_number": number})
+    meta = contact.get("meta") if isinstance(contact.get("meta"), dict) else {}
+    found_type = _text(meta.get("contactType") or attributes.get("contactType"))
+    return Outcome(
+        **{
+            **outcome.__dict__,
+            "member_number": _text(attributes.get("memberNumber")),
+            "other_type": found_type if found_type and found_type != contact_type else None,
+        }
+    )
+
+
+def setting_to_check(exc: EngageError) -> str:
+    """What operations should check when Engage refused for a reason no customer can fix."""
+    if isinstance(exc, NotAuthorised):
+        return "ENGAGE_API_KEY (and this server's address on the key's allow list)"
+    if exc.status_code == 404:
+        return "ENGAGE_BASE_URL (scheme and host of the tenant only)"
+    return SETTING_TO_CHECK.get(exc.code or "", "the deployment's Engage settings")
+
+
+def misconfigured(exc: EngageError, call: str) -> Outcome:
+    """Engage refused for a reason only operations can fix: one ERROR line naming what to
+    check; for the person, `unavailable` (and the breaker counts it)."""
+    log.error(
+        "engage refused the %s for a reason no customer can fix (HTTP %s %s): check %s",
+        call, exc.status_code, exc.code or "-", setting_to_check(exc),
+    )  # fmt: skip
+    return Outcome(UNAVAILABLE, cause="Misconfigured")
+
+
+def _rejection(signup: Signup, exc: EngageRejected) -> Outcome:
+    """A 400/422 on create: the person's to correct only when it names fields the form shows."""
+    fields = tuple(exc.field_errors) or _token_fields(exc)
+    elsewhere = [name for name in fields if name not in signup.form_fields]
+    if elsewhere:
+        setting = SETTING_TO_CHECK.get(elsewhere[0], "REQUIRED_FIELDS")
+        log.error(
+            "engage refused the create for fields the form does not show (%s): check %s",
+            ", ".join(sorted(elsewhere)), setting,
+        )  # fmt: skip
+        return Outcome(UNAVAILABLE, cause="Misconfigured")
+    left_empty = [name for name in fields if name not in signup.contact]
+    if left_empty:  # the person can fill them in; the form should have asked for them
+        log.warning(
+            "engage requires %s, which the form leaves optional: add to REQUIRED_FIELDS",
+            ", ".join(sorted(left_empty)),
+        )
+    return Outcome(REJECTED, fields=fields, cause=_name(exc))
 
 
 def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) -> Outcome:
@@ -212,9 +285,7 @@ def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) ->
         # our own read timeout Engage's shorter server-side limit has already passed.
         sleep(settle_seconds)
     try:
-        found = client.find_contact_id(
-            key=signup.key, value=signup.contact[signup.key], contact_type=signup.contact_type
-        )
+        found = _find(client, signup)
     except MultipleMatches as lookup_exc:
         return Outcome(AMBIGUOUS, cause=_name(lookup_exc))
     except EngageError:
@@ -226,6 +297,8 @@ def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) ->
 def _outcome_for_find_error(exc: EngageError) -> Outcome:
     if isinstance(exc, MultipleMatches):
         return Outcome(AMBIGUOUS, cause=_name(exc))
+    if isinstance(exc, EngageMisconfigured):
+        return misconfigured(exc, "find")
     if isinstance(exc, EngageRejected):
         return Outcome(REJECTED, fields=_token_fields(exc), cause=_name(exc))
     if isinstance(exc, EngageTimeout):

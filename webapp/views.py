@@ -86,10 +86,21 @@ def _switch_language():
     return None
 
 
+# What training mode suggests typing, per CONTACT_KEY: the simulator's demo contacts
+# (webapp/simulator/engine.py DEMO_CONTACTS): one member, and one key that two contacts share.
+TRAINING_EXAMPLES = {
+    "email": ("member@example.com", "twins@example.com"),
+    "mobilePhone": ("070-174 06 05", "070-174 06 06"),
+    "socialSecurityNumber": ("19121212-1212", "19811218-9876"),
+    "externalId": ("M-1001", "M-2002"),
+}
+
+
 @bp.app_context_processor
 def _page_context():
     config = current_app.config
     return {
+        "training_examples": TRAINING_EXAMPLES[config["CONTACT_KEY"]],
         "language": _language(),
         "languages": LANGUAGES,
         "device": current_device(),
@@ -169,7 +180,7 @@ def submit():
     )
     if outcome.name == flow.EXISTING and not device.kiosk:
         # The cashier attaches the purchase: show the member number of who was found.
-        outcome = flow.with_member_number(engage, outcome)
+        outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
     g.engage_cause = outcome.cause
     try:
         state.finish_submission(token, outcome.name, outcome.member_number)
@@ -206,9 +217,16 @@ def _signup_from(form) -> flow.Signup:
         key=config["CONTACT_KEY"],
         contact_type=config["CONTACT_TYPE"],
         store_external_id=device.store_id,
-        create_as_unapproved=config["CREATE_AS_UNAPPROVED"]
-        or (device.kiosk and config["KIOSK_CREATE_AS_UNAPPROVED"]),
+        create_as_unapproved=_unapproved(device),
+        find_contact_type=config["CONTACT_TYPE"] if config["FIND_CONTACT_TYPE"] == "same" else None,
+        form_fields=frozenset(name for name in ATTRIBUTES if name in form),
     )
+
+
+def _unapproved(device) -> bool:
+    """Created unapproved (for a double opt-in in Engage): offers apply once confirmed."""
+    config = current_app.config
+    return config["CREATE_AS_UNAPPROVED"] or (device.kiosk and config["KIOSK_CREATE_AS_UNAPPROVED"])
 
 
 class _CreateTimes:
@@ -252,6 +270,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
                 "name": outcome.name,
                 "member_number": outcome.member_number,
                 "contact_id": outcome.contact_id,
+                "other_type": outcome.other_type,
             }
         )
         response = redirect(url_for(".done"), code=303)
@@ -377,7 +396,7 @@ def done():
     device = current_device()
     if device is not None and device.kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
-    heading, text = outcome_messages()[name]
+    heading, text = outcome_messages(unapproved=device is not None and _unapproved(device))[name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
     return render_template(
@@ -388,6 +407,7 @@ def done():
         member_number=result.get("member_number") if show_number else None,
         # Without a member number (Engage did not say), the contact id still finds them.
         contact_id=result.get("contact_id") if show_number else None,
+        other_type=result.get("other_type") if show_number else None,
     )
 
 
@@ -436,7 +456,7 @@ def _empty_form_page(device):
     key = (
         language,
         (device.store_id, device.store_name, device.country, device.mode),
-        tuple((k, v["label"], v["url"]) for k, v in consents.items()),
+        tuple((k, v["label"], v["url"], v["terms"]) for k, v in consents.items()),
     )
     cache = current_app.extensions.setdefault("page_cache", {})
     page = cache.get(key)

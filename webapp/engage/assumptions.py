@@ -10,25 +10,57 @@ import json
 from typing import Any
 
 # engage-api.md §2.4: the error body is not documented. Look for the error token under these
-# members, in this order, then in the raw text. The status code always decides first.
-ERROR_TOKEN_MEMBERS = ("errorCode", "code", "error", "message", "detail")
+# members, in this order (our simulator's shape, common API shapes, ASP.NET's {"Message": …}
+# and RFC 7807 ProblemDetails), then in the raw text. The status code always decides first.
+ERROR_TOKEN_MEMBERS = ("errorCode", "code", "error", "message", "Message", "title", "type",
+                       "detail")  # fmt: skip
 
 # engage-api.md §2.4/§1.2: 409 bodies carry `messageDetails`; for 422 we assume per-field detail
 # may sit in `messageDetails` as {"field": "text"} or [{"field": ..., "message": ...}], or in a
-# top-level `errors` member. None of this is documented; any other shape gives no field detail.
+# top-level `errors` member (ProblemDetails: {"field": ["text", ...]}). None of this is
+# documented; any other shape gives no field detail.
 FIELD_DETAIL_MEMBERS = ("messageDetails", "errors", "fieldErrors")
 
 # engage-api.md §12.4: the status for a bad API key is not documented; 401 and 403 are assumed.
+# A 403 can also mean this server's address is not on the key's allow list (§6).
 AUTH_STATUSES = (401, 403)
 
-# engage-api.md §1.1: find-contact has no externalId parameter; an externalId key is looked up
-# through `customKey`, which assumes the tenant configured externalId as its custom key.
+# Tokens that mean the deployment or the tenant is set up wrong, never the customer's input
+# (engage-api.md §1.2, §2.4): the contact type does not exist, the query we built is not one
+# Engage takes (e.g. customKey on a tenant without one), the create body was empty or
+# unreadable, the tenant's own configuration is broken. The person sees "unavailable";
+# operations get an ERROR line naming the setting (signup.SETTING_TO_CHECK).
+MISCONFIGURATION_TOKENS = frozenset(
+    {"InvalidContactType", "InvalidSearchQuery", "NoData", "InvalidSystemConfiguration"}
+)
+
+# engage-api.md §1.1: find-contact has no externalId parameter; an external id is looked up
+# through `customKey`, which finds by externalId only on a tenant whose custom key is externalId
+# (the other choice is memberNumber). ENGAGE_CUSTOM_KEY says which; start-up refuses
+# CONTACT_KEY=externalId unless it is externalId.
 FIND_PARAMETER_FOR_KEY = {
     "email": "email",
     "mobilePhone": "mobilePhone",
     "socialSecurityNumber": "socialSecurityNumber",
     "externalId": "customKey",
 }
+
+# engage-api.md §1.1: `contactType` is optional on find in v3. Not settled by the docs: whether
+# a create with a key that a contact of another type already has is refused (409) or makes a
+# second contact for the same person. The safer default (FIND_CONTACT_TYPE=any) searches every
+# type, so such a person is found and never created again; "same" searches CONTACT_TYPE only.
+
+# engage-api.md §4: only GET /api/v2/consents is documented; v3 is inferred. Tried in order,
+# the first that answers is kept.
+CONSENTS_PATHS = ("/api/v3/consents", "/api/v2/consents")
+
+# engage-api.md §7: a lookup changes nothing and may be sent once more, later rather than
+# sooner (ENGAGE_RETRY_SECONDS), after one of these gateway answers or a refused connection.
+# A read timeout is not resent: the person has already waited ENGAGE_READ_TIMEOUT.
+LOOKUP_RESEND_STATUSES = (502, 503, 504)
+
+# Not documented: a 400 on find without one of the documented tokens. Treated as the value
+# being refused (the person can check it), with a WARNING line from the client.
 
 KNOWN_TOKENS = (
     "ApprovedContactWithKeyExists",
@@ -43,6 +75,7 @@ KNOWN_TOKENS = (
     "InvalidSocialSecurityNumber",
     "InvalidContactType",
     "InvalidSearchQuery",
+    "InvalidSystemConfiguration",
 )
 
 
@@ -74,7 +107,11 @@ def field_errors(body: Any) -> dict[str, str]:
     for member in FIELD_DETAIL_MEMBERS:
         detail = body.get(member)
         if isinstance(detail, dict):
-            return {str(k): str(v) for k, v in detail.items() if isinstance(k, str) and v}
+            return {
+                str(k): "; ".join(map(str, v)) if isinstance(v, list) else str(v)
+                for k, v in detail.items()
+                if isinstance(k, str) and v
+            }
         if isinstance(detail, list):
             found = {}
             for item in detail:

@@ -26,6 +26,7 @@ from .errors import (
     ContactBeingCreated,
     ContactExists,
     EngageError,
+    EngageMisconfigured,
     EngageRejected,
     EngageServerError,
     EngageTimeout,
@@ -61,7 +62,6 @@ for _name in (
 CONTACTS_PATH = "/api/v3/contacts"
 FIND_PATH = "/api/v3/contacts/id"
 STORES_PATH = "/api/v3/stores"
-CONSENTS_PATH = "/api/v3/consents"  # v3 path inferred from v2 (engage-api.md §4), not confirmed
 
 
 class EngageClient:
@@ -75,10 +75,12 @@ class EngageClient:
         user_agent: str,
         connect_timeout: float = 3.05,
         read_timeout: float = 5.0,
-        create_timeout: float = 10.0,
+        create_timeout: float = 15.0,
+        retry_seconds: float = 1.0,
         pool_size: int = 16,
         observer: Callable[[str, str, int | None, float], None] | None = None,
         log_context: Callable[[], str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ):
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -86,7 +88,10 @@ class EngageClient:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.create_timeout = create_timeout
+        self.retry_seconds = retry_seconds  # wait before the one resend of a lookup
+        self.sleep = sleep
         self.pool_size = pool_size
+        self._consents_path: str | None = None  # the one of CONSENTS_PATHS this tenant answers
         self.observer = observer
         self.log_context = log_context  # e.g. "store=101 request_id=…" for each log line
         self._local = threading.local()
@@ -97,18 +102,27 @@ class EngageClient:
         return f"EngageClient({self.base_url!r})"
 
     # --- public operations ---------------------------------------------------------------------
-    def find_contact_id(self, *, key: str, value: str, contact_type: str) -> str | None:
+    def find_contact_id(self, *, key: str, value: str, contact_type: str | None) -> str | None:
         """The contact id of the one contact whose `key` is `value`, or None when nobody has it.
+        With `contact_type` None, contacts of every type are searched (the parameter is
+        optional in v3, engage-api.md §1.1).
 
-        Raises MultipleMatches (409), EngageRejected (400), EngageUnavailable.
+        Raises MultipleMatches (409), EngageRejected (400 about the value),
+        EngageMisconfigured (400 about the query or contact type), EngageUnavailable.
         """
-        params = {assumptions.FIND_PARAMETER_FOR_KEY[key]: value, "contactType": contact_type}
+        params = {assumptions.FIND_PARAMETER_FOR_KEY[key]: value}
+        if contact_type is not None:
+            params["contactType"] = contact_type
         response = self._request(
             "GET", FIND_PATH, params=params, timeout=self.read_timeout, accept=(404,)
         )
         if response.status_code == 404:
             return None
-        return assumptions.contact_id_from_find(response.text)
+        contact_id = assumptions.contact_id_from_find(response.text)
+        if not contact_id:  # a 200 that names nobody is no "not found": never create on it
+            raise EngageServerError("find answered without an id", status_code=200,
+                                    code="EmptyAnswer")  # fmt: skip
+        return contact_id
 
     def create_contact(
         self,
@@ -149,10 +163,19 @@ class EngageClient:
         return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
 
     def get_consents(self) -> list[dict[str, Any]]:
-        """The tenant's consent definitions (GET /api/v3/consents)."""
-        response = self._request("GET", CONSENTS_PATH, timeout=self.read_timeout)
-        body = assumptions.parse_body(response.text)
-        return [c for c in body if isinstance(c, dict)] if isinstance(body, list) else []
+        """The tenant's consent definitions: v3 first, then the documented v2 path."""
+        paths = [self._consents_path] if self._consents_path else assumptions.CONSENTS_PATHS
+        for path in paths:
+            try:
+                response = self._request("GET", path, timeout=self.read_timeout)
+            except EngageError as exc:
+                if exc.status_code in (404, 405) and path != paths[-1]:
+                    continue  # this tenant has no such path: the next one
+                raise
+            self._consents_path = path
+            body = assumptions.parse_body(response.text)
+            return [c for c in body if isinstance(c, dict)] if isinstance(body, list) else []
+        return []  # pragma: no cover - the loop returns or raises
 
     def close(self) -> None:
         with self._sessions_lock:
@@ -182,20 +205,10 @@ class EngageClient:
                     "Accept": "application/json",
                 }
             )
-            # Lookups may be retried: they change nothing. A create is retried only when the
-            # connection failed before anything was sent (urllib3 never re-sends a POST after a
-            # read error or a 5xx, since POST is not in allowed_methods).
-            retry = Retry(
-                total=2,
-                connect=2,
-                read=1,
-                status=1,
-                backoff_factor=0.2,
-                status_forcelist=(502, 503, 504),
-                allowed_methods=frozenset({"GET"}),
-                raise_on_status=False,
-                respect_retry_after_header=False,
-            )
+            # No retries down here: _request() decides (one lookup resend, later rather than
+            # sooner; a create never re-sent once it may have left). read=False: a read
+            # timeout arrives as itself, not wrapped in a retry error.
+            retry = Retry(total=0, read=False, redirect=False, raise_on_status=False)
             adapter = HTTPAdapter(
                 pool_connections=1, pool_maxsize=self.pool_size, max_retries=retry
             )
@@ -207,6 +220,20 @@ class EngageClient:
         return session
 
     def _request(
+        self, method: str, path: str, *, timeout: float, accept: tuple[int, ...] = (), **kwargs
+    ) -> requests.Response:
+        """One call, and at most one resend: a lookup after a gateway error or a refused
+        connection, a create only when its connection failed before anything was sent. The
+        resend waits `retry_seconds` (Voyado's retry policy: later rather than sooner)."""
+        try:
+            return self._call(method, path, timeout=timeout, accept=accept, **kwargs)
+        except EngageError as exc:
+            if not _worth_one_resend(method, exc):
+                raise
+        self.sleep(self.retry_seconds)
+        return self._call(method, path, timeout=timeout, accept=accept, **kwargs)
+
+    def _call(
         self, method: str, path: str, *, timeout: float, accept: tuple[int, ...] = (), **kwargs
     ) -> requests.Response:
         started = time.perf_counter()
@@ -245,7 +272,7 @@ class EngageClient:
                 **kwargs,
             )
         except requests.exceptions.ConnectTimeout as exc:
-            raise EngageUnavailable("connect timeout") from exc
+            raise EngageUnavailable("connect timeout", code="NotSent") from exc
         except requests.exceptions.ReadTimeout as exc:
             if method == "GET":
                 raise EngageTimeout("read timeout") from exc
@@ -253,11 +280,20 @@ class EngageClient:
         except requests.exceptions.ConnectionError as exc:
             if _read_timed_out(exc):  # a lookup's read timeouts, after urllib3's retry
                 raise EngageTimeout("read timeout") from exc
-            if method == "GET" or _not_sent(exc):
-                raise EngageUnavailable("connection failed") from exc
+            if _not_sent(exc):
+                raise EngageUnavailable("connection failed", code="NotSent") from exc
+            if method == "GET":
+                raise EngageUnavailable("connection dropped") from exc
             raise OutcomeUnknown("connection dropped") from exc
         except requests.exceptions.RequestException as exc:
             raise EngageUnavailable("request failed") from exc
+
+
+def _worth_one_resend(method: str, exc: EngageError) -> bool:
+    """Nothing reached Engage (any method), or a lookup met a gateway error."""
+    if exc.code == "NotSent":
+        return True
+    return method == "GET" and exc.status_code in assumptions.LOOKUP_RESEND_STATUSES
 
 
 def _read_timed_out(exc: requests.exceptions.ConnectionError) -> bool:
@@ -277,12 +313,17 @@ def _not_sent(exc: requests.exceptions.ConnectionError) -> bool:
 
 
 def error_for(method: str, response: requests.Response) -> EngageError:
-    """Map a non-2xx answer to an exception: status first, then the token; any body is fine."""
+    """Map a non-2xx answer to an exception: status first, then the token; any body is fine.
+
+    What a customer can correct (a value Engage refused) is EngageRejected; what only the
+    deployment or the tenant can correct is EngageMisconfigured (assumptions.py lists which)."""
     status = response.status_code
     text = response.text if response.content else ""
     body = assumptions.parse_body(text)
     token = assumptions.error_token(body, text)
     kwargs = {"status_code": status, "code": token}
+    if token in assumptions.MISCONFIGURATION_TOKENS:
+        return EngageMisconfigured(**kwargs)
     if status == 409:
         if token == "ContactWithKeyIsBeingCreated":
             return ContactBeingCreated(**kwargs)
@@ -297,6 +338,8 @@ def error_for(method: str, response: requests.Response) -> EngageError:
         return RateLimited(**kwargs)
     if status in assumptions.AUTH_STATUSES:
         return NotAuthorised(**kwargs)
+    if status == 404 and token != "ContactNotFound":  # a path the tenant does not have
+        return EngageMisconfigured(**kwargs)
     if status in (400, 404, 422):
         return EngageRejected(field_errors=assumptions.field_errors(body), **kwargs)
     if status >= 500:

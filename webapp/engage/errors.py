@@ -47,15 +47,21 @@ class MultipleMatches(EngageError):
 
 # --- Engage could not answer now --------------------------------------------------------------
 class EngageUnavailable(EngageError):
-    """Try again later: 429, 5xx, 401/403, or the connection failed before anything was sent."""
+    """Try again later: 429, 5xx, or the connection failed before anything was sent."""
 
 
 class RateLimited(EngageUnavailable):
     """429 Too Many Requests."""
 
 
-class NotAuthorised(EngageUnavailable):
-    """401/403: the API key is wrong or lacks rights. Staff must fix the configuration."""
+class EngageMisconfigured(EngageUnavailable):
+    """Engage refused the request for a reason no customer can fix: the deployment's settings
+    or the tenant's set-up are wrong (a contact type that does not exist, a bad API key, a
+    request Engage cannot read). For the person it is "unavailable"; for operations, an error."""
+
+
+class NotAuthorised(EngageMisconfigured):
+    """401/403: the API key is wrong, lacks rights, or this address is not on its allow list."""
 
 
 class EngageTimeout(EngageUnavailable):

@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help='JSON, e.g. {"Member": {"key": "email", "mandatory": ["email", "firstName"]}}',
     )
+    parser.add_argument(
+        "--custom-key",
+        default="externalId",
+        choices=("externalId", "memberNumber"),
+        help="what find's customKey searches (the tenant's custom key)",
+    )
     args = parser.parse_args(argv)
     engine = Engine(
         api_key=args.api_key,
@@ -50,10 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         rate_limit=args.rate_limit,
         state_file=args.state_file,
         contact_types=args.contact_types,
+        custom_key=args.custom_key,
     )
     if args.demo and not engine.contacts():
+        first_type = next(iter(engine.contact_types))  # the deployment's contact type
         for contact in DEMO_CONTACTS:
-            engine.add_contact(contact)
+            engine.add_contact({**contact, "contactType": first_type})
     server = serve(engine, args.host, args.port)
     print(f"Engage simulator listening on {server.url}", flush=True)  # noqa: T201
     stop = threading.Event()

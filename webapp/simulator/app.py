@@ -11,16 +11,51 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from .engine import E164, EMAIL, SSN, DropConnection, Engine, Fault, Recorded, country_codes
+from .engine import (
+    E164,
+    EMAIL,
+    DropConnection,
+    Engine,
+    Fault,
+    Recorded,
+    country_codes,
+    valid_ssn,
+)
 
 FIND_PARAMS = ("email", "mobilePhone", "socialSecurityNumber", "customKey")
 
 
-def error(status: int, token: str | None, message: str, details: Any = None) -> Response:
-    # ASSUMPTION (engage-api.md §2.4): the error body is undocumented; this shape carries the
-    # documented token in `errorCode` and any detail in `messageDetails`.
-    body = {"statusCode": status, "errorCode": token, "message": message, "messageDetails": details}
-    return Response(json.dumps(body), status=status, content_type="application/json")
+ASSUMED = "X-Simulator-Assumption"  # marks an answer whose shape no Voyado source shows
+
+
+def error(
+    status: int, token: str | None, message: str, details: Any = None, shape: str = "engage"
+) -> Response:
+    """An error answer. The body is undocumented (engage-api.md §2.4): by default this
+    simulator's own shape, with the documented token in `errorCode` and any detail in
+    `messageDetails`; a fault can ask for another shape. Every one is marked as assumed."""
+    if shape == "empty":
+        response = Response(b"", status=status)
+    elif shape == "text":
+        text = f"{token}: {message}" if token else message
+        response = Response(text, status=status, content_type="text/plain; charset=utf-8")
+    elif shape == "message":  # ASP.NET Web API's default
+        body = {"Message": f"{token}: {message}" if token else message}
+        response = Response(json.dumps(body), status=status, content_type="application/json")
+    elif shape == "problem":  # RFC 7807, as ASP.NET Core writes it
+        body = {"type": "https://tools.ietf.org/html/rfc9110", "title": token or message,
+                "status": status, "detail": message, "traceId": "00-simulated-00"}  # fmt: skip
+        if isinstance(details, dict):
+            body["errors"] = {k: [v] for k, v in details.items()}
+        response = Response(
+            json.dumps(body), status=status, content_type="application/problem+json"
+        )
+    else:
+        body = {"statusCode": status, "errorCode": token, "message": message,
+                "messageDetails": details}  # fmt: skip
+        response = Response(json.dumps(body), status=status, content_type="application/json")
+    response.headers[ASSUMED] = f"error body shape: {shape} (engage-api.md 2.4)"
+    return response
 
 
 def ok(body: Any, status: int = 200) -> Response:
@@ -77,14 +112,20 @@ class SimulatorApp:
             raise DropConnection()
         if fault.kind == "drop":
             raise DropConnection()
+        shape = fault.body
         if fault.status == 504:
-            return error(504, "RequestTimeOut", "The request timed out.")
-        if fault.status in (502, 503):  # a gateway's page, not Engage's JSON
+            return error(
+                504, fault.token or "RequestTimeOut", "The request timed out.", None, shape
+            )
+        if fault.status in (502, 503) and not fault.token:  # a gateway's page, not Engage's
             return Response(f"<html><body><h1>{fault.status} Gateway error</h1></body></html>",
                             status=fault.status, content_type="text/html")  # fmt: skip
         if fault.status == 422:
-            return error(422, "ValidationError", "Validation failed.", {"firstName": "Rejected"})
-        return error(fault.status, None, "An error has occurred.")
+            details = {"firstName": "Rejected"}
+            return error(
+                422, fault.token or "ValidationError", "Validation failed.", details, shape
+            )
+        return error(fault.status, fault.token, "An error has occurred.", None, shape)
 
     def _handle(self, request: Request, entry: Recorded, scope: str, delay: float) -> Response:
         api_key = request.headers.get("apikey", "")
@@ -93,13 +134,16 @@ class SimulatorApp:
         if not api_key or (self.engine.api_key is not None and api_key != self.engine.api_key):
             # ASSUMPTION (engage-api.md §12.4): the status for a bad key is not documented.
             return error(401, "Unauthorized", "Missing or invalid apikey.")
+        allowed = self.engine.allowed_addresses
+        if allowed is not None and request.remote_addr not in allowed:
+            # ASSUMPTION (§6, §12.4): a key may be limited to listed addresses; the status for
+            # an address not on the list is not documented.
+            return error(403, "Forbidden", "This address may not use this API key.")
         user_agent = request.headers.get("User-Agent", "")
         if not user_agent:
-            # ASSUMPTION: the User-Agent is required (§6); the status without it is not documented.
-            return error(
-                400, "MissingUserAgent", "A User-Agent of the form System/version is required."
-            )
-        if user_agent.startswith("python-requests"):
+            # Required (§6), but what Engage answers without one is not documented: recorded.
+            entry.warnings.append("no User-Agent; Engage asks for <System>/<version>")
+        elif user_agent.startswith("python-requests"):
             entry.warnings.append("default User-Agent; Engage asks for <System>/<version>")
         if request.mimetype != "application/json":
             return Response("An error has occurred.", status=500)  # as documented (§6)
@@ -116,7 +160,9 @@ class SimulatorApp:
         if request.path == "/api/v3/stores":
             show_all = request.args.get("includeInactive", "").lower() == "true"
             return ok([s for s in self.engine.stores if show_all or s.get("active", True)])
-        if request.path == "/api/v3/consents":
+        if request.path == "/api/v2/consents" or (
+            request.path == "/api/v3/consents" and self.engine.consents_v3
+        ):  # v2 is documented (engage-api.md §4); ASSUMPTION: v3 mirrors it
             return ok(self.engine.consents)
         if request.path.startswith("/api/v3/contacts/"):
             contact = self.engine.get(request.path.rsplit("/", 1)[1])
@@ -141,7 +187,7 @@ class SimulatorApp:
                 return error(400, "InvalidEmailAddress", "Invalid email address.")
             if param == "mobilePhone" and not E164.fullmatch(value):
                 return error(400, "InvalidPhoneNumber", "Invalid phone number.")
-            if param == "socialSecurityNumber" and not SSN.fullmatch(value):
+            if param == "socialSecurityNumber" and not valid_ssn(value):
                 return error(400, "InvalidSocialSecurityNumber", "Invalid social security number.")
         # ASSUMPTION (§1.1): with several parameters, a contact matching any of them counts.
         found = sorted({cid for p, v in searches for cid in self.engine.find(p, v, contact_type)})
@@ -157,7 +203,7 @@ class SimulatorApp:
         """`any` stops at the first attribute the value validates as (§1.1)."""
         if EMAIL.fullmatch(value):
             return ("email", value)
-        if SSN.fullmatch(value):
+        if valid_ssn(value):
             return ("socialSecurityNumber", value)
         if E164.fullmatch(value):
             return ("mobilePhone", value)
@@ -216,7 +262,7 @@ class SimulatorApp:
         checks = {
             "email": lambda v: isinstance(v, str) and EMAIL.fullmatch(v),
             "mobilePhone": lambda v: isinstance(v, str) and E164.fullmatch(v),
-            "socialSecurityNumber": lambda v: isinstance(v, str) and SSN.fullmatch(v),
+            "socialSecurityNumber": lambda v: isinstance(v, str) and valid_ssn(v),
             "birthDay": _past_date,
             "countryCode": lambda v: v in self._countries,
         }
@@ -267,9 +313,14 @@ class SimulatorApp:
             for name in ("latency", "create_limit", "rate_limit"):
                 if isinstance(settings.get(name), int | float) and settings[name] >= 0:
                     setattr(self.engine, name, float(settings[name]))
-            return ok(
-                {n: getattr(self.engine, n) for n in ("latency", "create_limit", "rate_limit")}
-            )
+            if isinstance(settings.get("unapproved_blocks_create"), bool):
+                self.engine.unapproved_blocks_create = settings["unapproved_blocks_create"]
+            if "allowed_addresses" in settings:
+                addresses = settings["allowed_addresses"]
+                self.engine.allowed_addresses = list(addresses) if addresses else None
+            names = ("latency", "create_limit", "rate_limit", "unapproved_blocks_create",
+                     "allowed_addresses")  # fmt: skip
+            return ok({n: getattr(self.engine, n) for n in names})
         if path == "/_simulator/reset" and method == "POST":
             self.engine.reset()
             return Response(status=204)

@@ -66,11 +66,16 @@ DEFAULT_CONSENTS = [
 ]  # fmt: skip
 
 # Existing contacts for training: "already a member" and "several matches" can be tried.
+# With every key a tenant may use: the phone numbers are from the range Sweden keeps for fiction
+# (070-174 06 05 to 99), the personal numbers are well-known test numbers.
 DEMO_CONTACTS = [
     {"contactType": "Member", "firstName": "Maja", "email": "member@example.com",
-     "countryCode": "SE", "mobilePhone": "+46701234567"},
-    {"contactType": "Member", "firstName": "Tove", "email": "twins@example.com"},
-    {"contactType": "Member", "firstName": "Tilde", "email": "twins@example.com"},
+     "countryCode": "SE", "mobilePhone": "+46701740605", "socialSecurityNumber": "191212121212",
+     "externalId": "M-1001"},
+    {"contactType": "Member", "firstName": "Tove", "email": "twins@example.com",
+     "mobilePhone": "+46701740606", "socialSecurityNumber": "198112189876", "externalId": "M-2002"},
+    {"contactType": "Member", "firstName": "Tilde", "email": "twins@example.com",
+     "mobilePhone": "+46701740606", "socialSecurityNumber": "198112189876", "externalId": "M-2002"},
 ]  # fmt: skip
 
 ATTRIBUTES = (
@@ -80,8 +85,31 @@ ATTRIBUTES = (
 PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 E164 = re.compile(r"\+[1-9]\d{6,14}")
-SSN = re.compile(r"(\d{6}|\d{8})[-+A]?\d{3}[\dA-Z]")
 FAULT_KINDS = ("latency", "status", "drop", "hang")
+# How an error answer's body looks (a fault may choose): this simulator's own shape (an
+# ASSUMPTION, engage-api.md §2.4), no body, plain text, ASP.NET's {"Message": ...}, or RFC 7807
+# ProblemDetails. The real body is not documented; the client must cope with all of them.
+BODY_SHAPES = ("engage", "empty", "text", "message", "problem")
+
+
+def valid_ssn(value: str) -> bool:
+    """A Swedish personnummer/samordningsnummer (10 or 12 digits, optional - or +) with a
+    Luhn check digit, or a Finnish henkilötunnus with its century sign and check character
+    (engage-api.md §8). Written here on its own, not shared with the app."""
+    swedish = re.fullmatch(r"(\d{2})?(\d{2})(\d{2})(\d{2})[-+]?(\d{3})(\d)", value)
+    if swedish:
+        _century, yy, mm, dd, serial, check = swedish.groups()
+        digits = [int(c) for c in yy + mm + dd + serial + check]
+        total = sum(sum(divmod(d * (2 - i % 2), 10)) for i, d in enumerate(digits))
+        # A samordningsnummer adds 60 to the day.
+        return total % 10 == 0 and 1 <= int(mm) <= 12 and 1 <= int(dd) % 60 <= 31
+    finnish = re.fullmatch(r"(\d{6})([-+A-FU-Y])(\d{3})([0-9A-Y])", value)
+    if finnish:
+        checks = "0123456789ABCDEFHJKLMNPRSTUVWXY"
+        return checks[int(finnish.group(1) + finnish.group(3)) % 31] == finnish.group(4)
+    return False
+
+
 SCOPES = ("any", "find", "create", "read")
 
 
@@ -100,10 +128,14 @@ class Fault:
     seconds: float = 0.0  # latency / hang length
     status: int | None = None  # for kind "status"
     after_commit: bool = False  # create first, then answer with the fault (the dangerous case)
+    body: str = "engage"  # the error body's shape (BODY_SHAPES)
+    token: str | None = None  # the error token a status fault carries, if any
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
+        if self.body not in BODY_SHAPES:
+            raise ValueError(f"body must be one of {BODY_SHAPES}")
         if self.on not in SCOPES:
             raise ValueError(f"on must be one of {SCOPES}")
         if self.kind == "status" and not (self.status and 400 <= self.status <= 599):
@@ -145,6 +177,8 @@ class Engine:
         custom_key: str = "externalId",
         state_file: str | os.PathLike | None = None,
         seed: int = 1,
+        unapproved_blocks_create: bool = True,
+        allowed_addresses: list[str] | None = None,
     ):
         self.api_key = api_key  # None: any non-empty key is accepted
         self.contact_types = copy.deepcopy(contact_types or DEFAULT_CONTACT_TYPES)
@@ -155,6 +189,12 @@ class Engine:
         self.create_limit = create_limit
         self.rate_limit = rate_limit  # requests per second per API key before 429 (§7: 200)
         self.custom_key = custom_key  # which attribute `customKey` finds (§1.1: tenant setup)
+        # ASSUMPTION (§2.4): Engage documents only that an *approved* contact with the key
+        # blocks a create. Whether an unapproved one does is not stated: either way here.
+        self.unapproved_blocks_create = unapproved_blocks_create
+        # The API key's address allow list (§6): None lets every address in.
+        self.allowed_addresses = allowed_addresses
+        self.consents_v3 = True  # False: a tenant that answers consents on v2 only
         self.state_file = Path(state_file) if state_file else None
         self.stopping = threading.Event()
         self._lock = threading.RLock()
@@ -272,9 +312,8 @@ class Engine:
         slot = (contact_type, key_value.lower())
         with self._lock:
             key = self.contact_types[contact_type]["key"]
-            if self.find(key, key_value, contact_type):
-                # ASSUMPTION (§2.4): any existing contact with the key blocks a create,
-                # approved or not; Engage documents only the approved case.
+            holders = [self._contacts[cid] for cid in self.find(key, key_value, contact_type)]
+            if any(c["meta"]["approved"] or self.unapproved_blocks_create for c in holders):
                 return "ApprovedContactWithKeyExists"
             if self._pending.get(slot):
                 return "ContactWithKeyIsBeingCreated"
