@@ -5,17 +5,36 @@
   var target = document.getElementById("error-summary") || document.getElementById("result-heading");
   if (target) { target.focus(); }
 
-  // One submission at a time: disable the button while the request is in flight.
+  // One submission at a time: disable the button while the request is in flight. (A language
+  // button sends the form too, to keep what was typed: it says nothing about sending.)
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (form.dataset.sending) { event.preventDefault(); return; }
     form.dataset.sending = "1";
-    var button = form.querySelector("button[type=submit]");
-    if (button) {
+    var button = form.querySelector(".actions button[type=submit]");
+    if (button && !(event.submitter && event.submitter.name === "lang")) {
       button.disabled = true;
       if (button.dataset.busyText) { button.textContent = button.dataset.busyText; }
     }
   });
+
+  // Staff: "New customer" next to a filled form asks for a second tap, so a stray tap never
+  // wipes what the cashier typed.
+  var clear = document.querySelector(".clear-form");
+  if (clear) {
+    var label = clear.textContent, armed = null;
+    clear.addEventListener("click", function (event) {
+      var form = document.getElementById("signup");
+      var filled = form && Array.prototype.some.call(form.elements, function (el) {
+        return (el.type === "checkbox" && el.checked) ||
+          ((el.type === "text" || el.type === "email" || el.type === "tel") && el.value);
+      });
+      if (!filled || armed) { return; }
+      event.preventDefault();
+      clear.textContent = clear.dataset.confirm;
+      armed = window.setTimeout(function () { clear.textContent = label; armed = null; }, 4000);
+    });
+  }
 
   // A page restored from the back-forward cache must not show a previous person's entry.
   window.addEventListener("pageshow", function (event) {
@@ -28,8 +47,13 @@
   var idleMs = Number(body.dataset.idle) * 1000;
   var countdown = Number(body.dataset.countdown);
   var warning = document.getElementById("idle-warning");
-  var secondsLeft = document.getElementById("idle-seconds");
+  var secondsText = document.getElementById("idle-text");
   var idleTimer = null, tickTimer = null, left = 0;
+  function showSeconds() {  // the sentence for one, or for more, as the page gave them
+    if (!secondsText) { return; }
+    var sentence = left === 1 ? secondsText.dataset.one : secondsText.dataset.other;
+    secondsText.textContent = sentence.replace("{n}", String(left));
+  }
 
   function wipe() {
     Array.prototype.forEach.call(document.forms, function (form) { form.reset(); });
@@ -38,13 +62,13 @@
   }
   function tick() {
     left -= 1;
-    if (secondsLeft) { secondsLeft.textContent = String(left); }
+    showSeconds();
     if (left <= 0) { wipe(); return; }
     tickTimer = window.setTimeout(tick, 1000);
   }
   function warn() {
     left = countdown;
-    if (secondsLeft) { secondsLeft.textContent = String(left); }
+    showSeconds();
     warning.hidden = false;
     document.getElementById("idle-continue").focus();
     tickTimer = window.setTimeout(tick, 1000);

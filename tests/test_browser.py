@@ -127,7 +127,7 @@ def fill_person(page, email="browser@example.com"):
 
 def submit(page):
     with page.expect_navigation():
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
 
 
 def test_a_new_member_signs_up_and_the_page_passes_axe(page, serve):
@@ -189,10 +189,10 @@ def test_the_submit_button_is_disabled_while_sending(page, serve, engine):
     # navigation that follows.
     page.evaluate(
         """() => document.querySelector('form.signup').addEventListener('submit', () =>
-             setTimeout(() => { const b = document.querySelector('button[type=submit]');
+             setTimeout(() => { const b = document.querySelector(".actions button[type=submit]");
                                 window.name = JSON.stringify([b.disabled, b.textContent]); }))"""
     )
-    page.click("button[type=submit]", no_wait_after=True)
+    page.click(".actions button[type=submit]", no_wait_after=True)
     page.wait_for_url("**/done")
     assert page.evaluate("JSON.parse(window.name)") == [True, "Sending…"]
     assert len(engine.requests("/api/v3/contacts", "POST")) == 1
@@ -201,9 +201,9 @@ def test_the_submit_button_is_disabled_while_sending(page, serve, engine):
 def test_the_language_switch_changes_the_page_and_what_engage_receives(page, serve, engine):
     page.goto(enrolled(page, serve()) + "/")
     assert page.get_attribute("html", "lang") == "sv"
-    page.click("a[hreflang=fi]")
+    page.click(".languages [lang=fi]")
     assert page.get_attribute("html", "lang") == "fi"
-    assert page.inner_text("h1") == "Liity jäseneksi"
+    assert page.inner_text("h1") == "Uusi jäsen"
     assert page.inner_text("#countryCode option:checked") == "Ruotsi"
     fill_person(page)
     submit(page)
@@ -474,3 +474,188 @@ def test_nothing_typed_goes_into_the_browsers_autofill_store(browser, serve, tmp
     with sqlite3.connect(profile / "Default" / "Web Data") as db:
         stored = db.execute("SELECT name, value FROM autofill").fetchall()
     assert stored == []
+
+
+# --- the experience at the till and at the kiosk (issue #15) -------------------------------------
+@pytest.mark.parametrize("mode", ["staff", "kiosk"])
+def test_switching_language_keeps_a_half_filled_form(browser, serve, mode):
+    base = serve(DEVICE_MODE="kiosk") if mode == "kiosk" else serve()
+    context = browser.new_context(viewport=LANDSCAPE)
+    if mode == "staff":
+        enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    page.fill("#firstName", "Åsa")
+    page.fill("#email", "half.filled@example.com")
+    page.check("#acceptsSms")
+    with page.expect_navigation():
+        page.click(".languages [lang=fi]")
+    assert page.get_attribute("html", "lang") == "fi"
+    assert outcome(page) == "form", "not checked yet: no error summary for a half-filled form"
+    assert page.input_value("#firstName") == "Åsa"
+    assert page.input_value("#email") == "half.filled@example.com"
+    assert page.is_checked("#acceptsSms") and not page.is_checked("#consent-memberConsent")
+    assert page.locator("#error-summary").count() == 0
+    context.close()
+
+
+@pytest.mark.parametrize("how", ["thank-you return", "idle wipe"])
+def test_the_next_person_at_a_kiosk_starts_in_the_stores_language(page, serve, how):
+    base = serve(DEVICE_MODE="kiosk", KIOSK_THANKS_SECONDS=3, KIOSK_IDLE_SECONDS=60)
+    page.clock.install()
+    page.goto(base + "/")
+    assert page.get_attribute("html", "lang") == "sv", "the store is in Sweden"
+    with page.expect_navigation():
+        page.click(".languages [lang=fi]")
+    assert page.get_attribute("html", "lang") == "fi"
+    if how == "thank-you return":
+        fill_person(page, email="suomi@example.com")
+        submit(page)
+        assert outcome(page) == "thanks"
+        with page.expect_navigation():
+            page.clock.run_for("00:04")
+    else:
+        page.fill("#email", "left@example.com")
+        page.clock.run_for("01:01")
+        with page.expect_navigation():
+            page.clock.run_for("00:16")
+    page.wait_for_load_state()
+    assert outcome(page) == "form"
+    assert page.get_attribute("html", "lang") == "sv"
+
+
+@pytest.mark.parametrize(
+    ("key", "field_id", "settings"),
+    [
+        ("email", "email", {}),
+        ("mobilePhone", "mobilePhone", {}),
+        ("socialSecurityNumber", "socialSecurityNumber", {}),
+        ("externalId", "externalId", {"ENGAGE_CUSTOM_KEY": "externalId"}),
+    ],
+)
+def test_the_cursor_starts_in_the_key_field_which_comes_first(page, serve, key, field_id, settings):
+    base = enrolled(page, serve(CONTACT_KEY=key, **settings))
+    page.goto(base + "/?lang=en")
+    assert page.evaluate("document.activeElement.id") == field_id
+    first = page.evaluate("document.querySelector('#signup input:not([type=hidden])').id")
+    assert first == field_id, "the key field is the first field"
+    assert page.locator("[autofocus]").count() == 1
+    assert 'autofocus="None"' not in page.content()
+
+
+def test_a_filled_staff_form_at_1024x768_shows_its_submit_button_keyboard_up_too(browser, serve):
+    """A cashier's landscape tablet: with the form filled, the submit button is in view. With
+    the on-screen keyboard up, the visible area shrinks (emulated here: the viewport made
+    340 px shorter, about an iPad's keyboard in landscape); the button sticks to its bottom."""
+    base = serve()
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    fill_person(page)
+    page.fill("#lastName", "Kassasson")
+
+    def submit_in_view() -> bool:
+        box = page.locator(".actions button[type=submit]").bounding_box()
+        height = page.evaluate("window.innerHeight")
+        return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+    assert submit_in_view()
+    assert page.evaluate("document.documentElement.scrollHeight") <= 800, "no long page"
+    shot(page, "staff-filled-1024x768")
+    page.set_viewport_size({"width": 1024, "height": 768 - 340})
+    page.focus("#email")
+    assert submit_in_view(), "keyboard up: still in view"
+    page.focus("#consent-memberConsent")
+    assert submit_in_view()
+    shot(page, "staff-filled-keyboard-up")
+    context.close()
+
+
+def test_a_stray_tap_on_new_customer_never_wipes_a_filled_form(page, serve):
+    page.goto(enrolled(page, serve()) + "/?lang=en")
+    page.fill("#email", "keep.me@example.com")
+    page.click(".clear-form")
+    assert page.input_value("#email") == "keep.me@example.com"
+    assert page.inner_text(".clear-form") == "Tap again to clear the form"
+    with page.expect_navigation():
+        page.click(".clear-form")
+    assert page.input_value("#email") == ""
+
+
+def test_the_error_summary_reads_well_on_a_phone_in_finnish(browser, serve):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    base = serve()
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=fi")
+    page.fill("#email", "ei-osoite")
+    page.fill("#mobilePhone", "12")
+    page.fill("#birthDay", "2999-01-01")
+    submit(page)
+    links = page.evaluate(
+        """() => [...document.querySelectorAll('#error-summary a')].map(a => {
+             const r = a.getBoundingClientRect(), li = a.closest('li').getBoundingClientRect();
+             return [r.height, r.top - li.top, getComputedStyle(a.closest('li')).listStyleType];
+           })"""
+    )
+    assert len(links) == 4
+    for height, offset, bullet in links:
+        assert height >= 44, "each link is a full-size target"
+        assert offset < 12 and bullet == "none", "no bullet pushed onto a line of its own"
+    page.focus("#error-summary a")
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineColor")
+    assert ring == "rgb(29, 35, 39)", "a dark focus ring: over 3:1 on white and on the halo"
+    no_serious_accessibility_violations(page)
+    shot(page, "error-summary-390-fi")
+    context.close()
+
+
+STAFF_OUTCOMES = ["created", "existing", "in-progress", "ambiguous", "rejected", "timeout",
+                  "unavailable", "throttled"]  # fmt: skip
+
+
+def _prepare(engine, name: str, email: str) -> dict:
+    """Set the simulator up so that signing up `email` ends in outcome `name`."""
+    settings: dict = {}
+    if name == "existing":
+        engine.add_contact({"email": email})
+    elif name == "ambiguous":
+        engine.add_contact({"email": email})
+        engine.add_contact({"email": email})
+    elif name == "in-progress":
+        engine.begin_create("Member", email)
+    elif name == "rejected":
+        engine.inject("status", status=422)
+    elif name == "timeout":
+        engine.inject("status", status=504)
+    elif name == "unavailable":
+        engine.inject("status", on="find", status=500, times=5)
+    elif name == "throttled":
+        settings["SUBMIT_LIMIT_PER_DEVICE"] = 1
+    return settings
+
+
+@pytest.mark.parametrize("mode", ["staff", "kiosk"])
+@pytest.mark.parametrize("name", STAFF_OUTCOMES)
+def test_a_screenshot_of_each_outcome_in_each_mode(browser, serve, engine, mode, name):
+    email = f"{name}@example.com"
+    settings = _prepare(engine, name, email)
+    base = serve(**settings, **({"DEVICE_MODE": "kiosk"} if mode == "kiosk" else {}))
+    context = browser.new_context(viewport=LANDSCAPE if mode == "staff" else PORTRAIT)
+    if mode == "staff":
+        enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    if name == "throttled":  # the one sign-up a minute this till may send
+        fill_person(page, email="first@example.com")
+        submit(page)
+        page.goto(base + "/")
+    fill_person(page, email=email)
+    submit(page)
+    shown = outcome(page)
+    final = name in ("created", "existing", "in-progress", "ambiguous")
+    assert shown == ("thanks" if mode == "kiosk" and final else name)
+    no_serious_accessibility_violations(page)
+    shot(page, f"{mode}-{name}")
+    context.close()

@@ -175,7 +175,7 @@ def test_the_kiosk_thank_you_screen_says_when_to_return_to_an_empty_form(kiosk):
     html = submitter(kiosk)().get_data(as_text=True)
     assert 'data-outcome="thanks"' in html
     assert 'data-return-after="10"' in html
-    assert 'data-start="/"' in html
+    assert 'data-start="/?lang=store"' in html  # the next person starts in the store's language
     assert 'http-equiv="refresh"' not in html  # a timed refresh cannot be extended (WCAG 2.2.1)
 
 
@@ -190,7 +190,7 @@ def test_a_kiosk_form_turns_autofill_off_for_personal_fields(kiosk):
 
 def test_a_staff_tablet_keeps_nothing_in_autofill_and_offers_new_customer(client):
     html = client.get("/").get_data(as_text=True)
-    assert '<form method="post" action="/" novalidate class="signup" autocomplete="off">' in html
+    assert 'novalidate class="signup signup--staff" autocomplete="off">' in html
     for name in ("firstName", "lastName", "email", "mobilePhone", "birthDay", "zipCode"):
         tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html).group(0)
         assert 'autocomplete="off"' in tag, name

@@ -74,7 +74,7 @@ def test_a_birth_date_is_read_as_people_write_it_and_sent_as_iso(validate, typed
         ("1800-01-01", "Enter your date of birth like 1990-01-31"),
         (
             (dt.date.today() + dt.timedelta(days=1)).isoformat(),
-            "Your date of birth must be in the past",
+            "The date of birth cannot be in the future",
         ),
         ("yesterday", "Enter your date of birth like 1990-01-31"),
     ],
@@ -165,9 +165,7 @@ def test_required_fields_from_configuration_are_required(app_config):
         ("150285+456X", "FI", "150285+456X"),  # "+": born in the 1800s
     ],
 )
-def test_personal_numbers_are_checked_and_written_as_engage_takes_them(
-    typed, country, engage_gets
-):
+def test_personal_numbers_are_checked_and_written_as_engage_takes_them(typed, country, engage_gets):
     import datetime as dt
 
     from webapp.forms import personal_number

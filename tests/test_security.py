@@ -134,7 +134,7 @@ def test_https_is_the_default_outside_training_mode(app_config):
 def test_a_request_over_the_size_limit_gets_a_friendly_413(client):
     response = client.post("/", data={"firstName": "x" * 200_000})
     assert response.status_code == 413
-    assert "more data than a signup can hold" in response.get_data(as_text=True)
+    assert "more data than a sign-up can hold" in response.get_data(as_text=True)
 
 
 def test_an_unexpected_error_shows_a_friendly_page_and_no_trace(app, caplog):

@@ -103,7 +103,7 @@ def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
     engage_api.get(f"{CREATE}/{CONTACT_ID}", json=created_body())
     page = submit()
     assert outcome_of(page) == "existing"
-    assert "You are already a member" in text_of(page)
+    assert "Already a member" in text_of(page)
     assert "Member number 999032095" in text_of(page), "the cashier attaches the purchase"
     assert methods(engage_api) == ["GET", "GET"], "no create after a hit"
 
@@ -111,13 +111,18 @@ def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
 @pytest.mark.parametrize(
     ("status", "body", "outcome", "words"),
     [
-        (409, {"errorCode": "ApprovedContactWithKeyExists"}, "existing", "already a member"),
-        (409, {"errorCode": "ContactWithKeyIsBeingCreated"}, "in-progress", "being registered"),
-        (504, {"errorCode": "RequestTimeOut"}, "timeout", "nothing was saved"),
-        (429, None, "unavailable", "purchase can go on"),
-        (401, None, "unavailable", "purchase can go on"),
-        (422, {"errorCode": "ValidationError"}, "rejected", "Please check your details"),
-        (400, {"errorCode": "NoData"}, "unavailable", "purchase can go on"),
+        (409, {"errorCode": "ApprovedContactWithKeyExists"}, "existing", "Already a member"),
+        (
+            409,
+            {"errorCode": "ContactWithKeyIsBeingCreated"},
+            "in-progress",
+            "Already being registered",
+        ),
+        (504, {"errorCode": "RequestTimeOut"}, "timeout", "Nothing was saved. Send again"),
+        (429, None, "unavailable", "Finish the purchase without a member"),
+        (401, None, "unavailable", "Finish the purchase without a member"),
+        (422, {"errorCode": "ValidationError"}, "rejected", "Engage did not accept these details"),
+        (400, {"errorCode": "NoData"}, "unavailable", "Finish the purchase without a member"),
     ],
 )
 def test_each_create_answer_becomes_a_friendly_outcome(
@@ -155,7 +160,7 @@ def test_a_rejected_field_is_marked_and_linked_from_the_summary(submit, engage_a
         json={"errorCode": "ValidationError", "messageDetails": {"email": "x"}},
     )
     html = submit().get_data(as_text=True)
-    assert '<a href="#email">Check this: it could not be accepted</a>' in html
+    assert '<a href="#email">This wasn&#39;t accepted – please check it</a>' in html
     assert 'aria-describedby="email-error"' in html
 
 
@@ -165,7 +170,8 @@ def test_several_matches_send_the_person_to_staff(submit, engage_api):
     )
     page = submit()
     assert outcome_of(page) == "ambiguous"
-    assert "Ask a member of staff" in text_of(page)
+    assert "merge the contacts below" in text_of(page)
+    assert "a b New customer" in text_of(page), "the contacts that matched are listed"
     assert methods(engage_api) == ["GET"]
 
 
@@ -193,7 +199,7 @@ def test_a_create_that_timed_out_and_left_nobody_behind_is_safe_to_retry(submit,
     engage_api.post(CREATE, exc=requests.exceptions.ReadTimeout)
     page = submit()
     assert outcome_of(page) == "timeout"
-    assert "safe to send them again" in text_of(page)
+    assert "Nothing was saved. Send again" in text_of(page)
     assert methods(engage_api) == ["GET", "POST", "GET"]
 
 
@@ -212,7 +218,7 @@ def test_when_the_look_up_after_a_doubtful_create_fails_nothing_is_promised(subm
     engage_api.post(CREATE, exc=requests.exceptions.ReadTimeout)
     page = submit()
     assert outcome_of(page) == "unavailable"
-    assert "nothing was saved" not in text_of(page)
+    assert "Nothing was saved. Send again" not in text_of(page)
     assert methods(engage_api) == ["GET", "POST", "GET"]
 
 

@@ -74,7 +74,7 @@ def test_timeout_engage_gives_up_after_its_own_limit_and_nothing_is_saved(sim_su
     engine.inject("latency", seconds=1.2)  # over the simulator's 1.0 s create limit
     page = sim_submit()
     assert outcome_of(page) == "timeout"
-    assert "nothing was saved" in text_of(page)
+    assert "Nothing was saved. Send again" in text_of(page)
     assert engine.contacts() == []
     assert [r.status for r in engine.requests()] == [404, 504]
 
@@ -83,7 +83,7 @@ def test_unavailable_engage_failing_leaves_the_form_filled_in(sim_submit, engine
     engine.inject("status", on="find", status=500, times=3)
     page = sim_submit()
     assert outcome_of(page) == "unavailable"
-    assert "purchase can go on" in text_of(page)
+    assert "Finish the purchase without a member" in text_of(page)
     assert 'value="Anna"' in page.get_data(as_text=True)
     assert engine.requests(CREATE_PATH) == []
 

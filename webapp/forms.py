@@ -250,7 +250,7 @@ class SignupForm(FlaskForm):
         validators=[
             Optional(),
             Length(max=50, message=_l("Enter at most 50 characters")),
-            PrintableText(_l("Enter a name without special control characters")),
+            PrintableText(_l("This name contains characters that cannot be saved")),
         ],
     )
     lastName = StringField(
@@ -259,7 +259,7 @@ class SignupForm(FlaskForm):
         validators=[
             Optional(),
             Length(max=50, message=_l("Enter at most 50 characters")),
-            PrintableText(_l("Enter a name without special control characters")),
+            PrintableText(_l("This name contains characters that cannot be saved")),
         ],
     )
     email = StringField(
@@ -286,7 +286,7 @@ class SignupForm(FlaskForm):
             Length(max=12, message=_l("Enter your date of birth like 1990-01-31")),
             BirthDate(
                 _l("Enter your date of birth like 1990-01-31"),
-                _l("Your date of birth must be in the past"),
+                _l("The date of birth cannot be in the future"),
             ),
         ],
     )

@@ -90,88 +90,116 @@ def country_codes() -> frozenset[str]:
     return frozenset(choice.value for choice in countries("en"))
 
 
-def outcome_messages(unapproved: bool = False) -> dict[str, tuple[str, str]]:
+def outcome_messages(*, kiosk: bool, unapproved: bool = False) -> dict[str, tuple[str, str]]:
     """outcome name → (heading, text): every sentence a person reads about Engage's answer.
 
-    `thanks` is what a kiosk shows for every final outcome: nobody there may learn whether
-    someone else is a member. `unapproved`: new contacts are created unapproved (double
-    opt-in), so their offers apply only once the person has confirmed by email.
+    A staff tablet speaks to the cashier: what happened and what to do now, with the purchase
+    too. A kiosk speaks to the customer, and shows `thanks` for every final outcome: nobody there
+    may learn whether someone else is a member. `unapproved`: new contacts are created
+    unapproved (double opt-in), so their offers apply once the person has confirmed by email.
     """
     from flask_babel import gettext as _
 
-    messages = {
+    if kiosk:
+        messages = {
+            "thanks": (
+                _("Thank you!"),
+                _(
+                    "If you are new to us, confirm your membership with the link in the email "
+                    "we send you. Member offers apply once it is confirmed."
+                )
+                if unapproved
+                else _("Your membership is taken care of. Member offers apply from today."),
+            ),
+            "rejected": (
+                _("Please check your details"),
+                _("Some details were not accepted. Correct the marked fields and send again."),
+            ),
+            "rejected-unmarked": (
+                _("Please check your details"),
+                _("Your details were not accepted. Check them and send again."),
+            ),
+            "timeout": (
+                _("That took too long"),
+                _(
+                    "Nothing was saved, and your details are still here: you can safely send "
+                    "them again."
+                ),
+            ),
+            "unavailable": (
+                _("The membership service is not available right now"),
+                _("Nothing was saved. You can shop as usual and sign up another time."),
+            ),
+            "invalid": (
+                _("Please check your details"),
+                _("Some details need correcting before we can register you."),
+            ),
+            "throttled": (
+                _("Please wait a minute"),
+                _(
+                    "Too many sign-ups were sent from here in a short time. "
+                    "Wait a minute and try again."
+                ),
+            ),
+        }
+        return messages
+    return {
         "created": (
-            _("Welcome, you are now a member!"),
-            _("Your membership is registered. Your member offers apply from today."),
-        ),
-        "existing": (
-            _("You are already a member"),
-            _(
-                "These details already belong to a membership, so there is nothing more to do. "
-                "Your member offers apply as usual."
-            ),
-        ),
-        "in-progress": (
-            _("Your membership is being registered"),
-            _(
-                "We are already registering a membership with these details. "
-                "Wait a minute before trying again; nothing more is needed now."
-            ),
-        ),
-        "ambiguous": (
-            _("We need a member of staff to help"),
-            _(
-                "These details match more than one membership. "
-                "Ask a member of staff to sort it out; your purchase can go on meanwhile."
-            ),
-        ),
-        "rejected": (
-            _("Please check your details"),
-            _("Some details could not be accepted. Correct the marked fields and send again."),
-        ),
-        "timeout": (
-            _("That took too long"),
-            _(
-                "The membership service did not answer in time and nothing was saved. "
-                "Your details are still here: it is safe to send them again."
-            ),
-        ),
-        "unavailable": (
-            _("The membership service is not available right now"),
-            _(
-                "Your purchase can go on as usual, and staff can register the membership later. "
-                "Your details are still here if you want to try again."
-            ),
-        ),
-        "invalid": (
-            _("Please check your details"),
-            _("Some details need correcting before we can register you."),
-        ),
-        "throttled": (
-            _("Please wait a minute"),
-            _(
-                "Too many sign-ups were sent from here in a short time. "
-                "Wait a minute and try again."
-            ),
-        ),
-    }
-    messages["thanks"] = (
-        _("Thank you!"),
-        _("Your membership is taken care of. Member offers apply from today."),
-    )
-    if unapproved:
-        messages["created"] = (
-            messages["created"][0],
+            _("New member registered"),
             _(
                 "The membership is registered, but must be confirmed: the customer opens the "
                 "link in the email we send. Member offers apply once it is confirmed."
-            ),
-        )
-        messages["thanks"] = (
-            _("Thank you!"),
+            )
+            if unapproved
+            else _("Attach the purchase to the member number below."),
+        ),
+        "existing": (
+            _("Already a member"),
+            _("Nothing more to register: attach the purchase to the member number below."),
+        ),
+        "in-progress": (
+            _("Already being registered"),
             _(
-                "If you are new to us, confirm your membership with the link in the email we "
-                "send you. Member offers apply once it is confirmed."
+                "Another till or the web shop is registering these details right now. Finish "
+                "the purchase without a member; the membership will be in Engage in a minute."
             ),
-        )
-    return messages
+        ),
+        "ambiguous": (
+            _("Several memberships match"),
+            _(
+                "These details belong to more than one contact in Engage, so none was chosen. "
+                "Finish the purchase without a member, and ask whoever looks after Engage to "
+                "merge the contacts below."
+            ),
+        ),
+        "rejected": (
+            _("Engage did not accept these details"),
+            _("Check the marked fields with the customer and send again."),
+        ),
+        "rejected-unmarked": (
+            _("Engage did not accept these details"),
+            _("Engage did not say which detail. Check them with the customer and send again."),
+        ),
+        "timeout": (
+            _("Engage took too long"),
+            _(
+                "Nothing was saved. Send again; if it happens again, finish the purchase "
+                "without a member."
+            ),
+        ),
+        "unavailable": (
+            _("Engage cannot be reached"),
+            _(
+                "Nothing was saved. Finish the purchase without a member; the customer can "
+                "sign up another time."
+            ),
+        ),
+        "invalid": (
+            _("Please check the details"),
+            _("Correct the marked fields before sending."),
+        ),
+        "throttled": (
+            _("Too many sign-ups from this till"),
+            _("Wait a minute, then send again."),
+        ),
+    }

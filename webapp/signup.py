@@ -38,6 +38,7 @@ TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
 
 SOURCE = "POS"
+MAX_MATCHES = 5
 
 # Engage's find-contact error tokens that name the field at fault (engage-api.md §1.2).
 FIELD_FOR_TOKEN = {
@@ -69,6 +70,8 @@ class Outcome:
     cause: str | None = None
     # The contact type of a found contact, when it was read and differs from CONTACT_TYPE.
     other_type: str | None = None
+    # The contacts that matched, when several did (at most MAX_MATCHES), for staff to merge.
+    matches: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,16 +290,21 @@ def _settle_doubt(client, signup, exc: OutcomeUnknown, settle_seconds, sleep) ->
     try:
         found = _find(client, signup)
     except MultipleMatches as lookup_exc:
-        return Outcome(AMBIGUOUS, cause=_name(lookup_exc))
+        return _ambiguous(lookup_exc)
     except EngageError:
         # Could not check: we cannot say "nothing was saved", only that Engage is unwell.
         return Outcome(UNAVAILABLE, cause=_name(exc))
     return Outcome(CREATED, contact_id=found, cause=_name(exc)) if found else fallback
 
 
+def _ambiguous(exc: MultipleMatches) -> Outcome:
+    matches = tuple(getattr(exc, "contact_ids", ())[:MAX_MATCHES])
+    return Outcome(AMBIGUOUS, cause=_name(exc), matches=matches)
+
+
 def _outcome_for_find_error(exc: EngageError) -> Outcome:
     if isinstance(exc, MultipleMatches):
-        return Outcome(AMBIGUOUS, cause=_name(exc))
+        return _ambiguous(exc)
     if isinstance(exc, EngageMisconfigured):
         return misconfigured(exc, "find")
     if isinstance(exc, EngageRejected):

@@ -49,6 +49,7 @@ bp = Blueprint("signup", __name__)
 FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS)
 # What a kiosk shows for every final outcome.
 THANKS = "thanks"
+STORE_LANGUAGE = "store"  # ?lang=store: the store's own language again
 # Pages that show an entry that was sent: a kiosk clears them sooner than a half-filled form.
 ENTRY_OUTCOMES = ("invalid", flow.REJECTED, flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
 ATTRIBUTES = (
@@ -77,13 +78,31 @@ bp.after_app_request(devices.keep_cookie_current)
 
 @bp.before_app_request
 def _switch_language():
+    """`?lang=sv` chooses a language; `?lang=store` goes back to the store's own, as each new
+    person starts (a kiosk's idle wipe and thank-you return, a till's "New customer")."""
     if request.method != "GET" or not request.query_string:
         return None  # the query string is parsed only when there is one
     chosen = request.args.get("lang")
+    if chosen == STORE_LANGUAGE:
+        session.pop("lang", None)
+        return redirect(request.path, code=303)
     if chosen in LANGUAGES:
         session["lang"] = chosen
         return redirect(request.path, code=303)
     return None
+
+
+@bp.post("/language")
+def language():
+    """The language buttons on the form send the form here: the page comes back in the chosen
+    language with everything typed still there, nothing checked and nothing sent to Engage."""
+    chosen = request.form.get("lang")
+    if chosen in LANGUAGES:
+        session["lang"] = chosen
+    if current_device() is None:
+        return redirect(url_for(".form"), code=303)
+    g.outcome = "language"
+    return _keep_entry("form")
 
 
 # What training mode suggests typing, per CONTACT_KEY: the simulator's demo contacts
@@ -127,7 +146,7 @@ def form():
             refused=g.get("device_refused", False),
         )
     signed.client_id()  # this browser's id exists before its first POST: limits count it
-    entry = _take_entry() if device.kiosk else None
+    entry = _take_entry()
     if entry is not None:
         page, _status = _form_from_entry(entry)
     else:
@@ -271,6 +290,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
                 "member_number": outcome.member_number,
                 "contact_id": outcome.contact_id,
                 "other_type": outcome.other_type,
+                "matches": list(outcome.matches),
             }
         )
         response = redirect(url_for(".done"), code=303)
@@ -280,28 +300,34 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
         return response
     fields = outcome.fields if outcome.name == flow.REJECTED and not duplicate else ()
     if device.kiosk:
-        entry = {
-            "outcome": outcome.name,
-            "fields": list(fields),
-            "note": note,
-            "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
-            "for": signed.client_id(),
-        }
-        response = redirect(url_for(".form"), code=303)
-        response.set_cookie(_entry_cookie(), signed.seal(entry, "entry"), **_cookie_flags())
-        return response
+        return _keep_entry(outcome.name, fields, note)
     _mark(form, fields, note)
     form.submission.data = new_submission_token()  # trying again is a new submission
-    return _render_form(form, outcome.name)
+    return _render_form(form, outcome.name, unmarked=outcome.name == flow.REJECTED and not fields)
 
 
-_TOKENS = ("csrf_token", "submission")
+def _keep_entry(outcome: str, fields=(), note: str | None = None):
+    """Redirect to the form, which shows what this POST sent once more, sealed in a cookie:
+    no POST stays in the browser's history for Back, Forward or Reload to send again."""
+    entry = {
+        "outcome": outcome,
+        "fields": list(fields),
+        "note": note,
+        "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
+        "for": signed.client_id(),
+    }
+    response = redirect(url_for(".form"), code=303)
+    response.set_cookie(_entry_cookie(), signed.seal(entry, "entry"), **_cookie_flags())
+    return response
+
+
+_TOKENS = ("csrf_token", "submission", "lang")
 
 
 def _mark(form, fields, note: str | None) -> None:
     for name in fields:
         if name in form:
-            form[name].errors = [*form[name].errors, _("Check this: it could not be accepted")]
+            form[name].errors = [*form[name].errors, _("This wasn't accepted – please check it")]
     if note:
         form.form_errors.append(str(NOTES[note]))
 
@@ -320,9 +346,12 @@ def _form_from_entry(entry: dict):
     data["csrf_token"] = signed.csrf_token()
     data["submission"] = new_submission_token()
     form = _new_form(formdata=data)
-    form.validate()  # the same messages the person would have read on a staff tablet
-    _mark(form, entry.get("fields") or (), entry.get("note"))
-    return _render_form(form, entry["outcome"])
+    outcome = entry["outcome"]
+    if outcome != "form":  # a half-filled form that changed language is not checked yet
+        form.validate()  # the same messages the person would have read on a staff tablet
+    fields = entry.get("fields") or ()
+    _mark(form, fields, entry.get("note"))
+    return _render_form(form, outcome, unmarked=outcome == flow.REJECTED and not fields)
 
 
 def _wait_for(token: str, earlier) -> flow.Outcome:
@@ -377,7 +406,7 @@ def new_submission_token() -> str:
 @bp.app_errorhandler(CSRFError)
 def _csrf_failed(exc: CSRFError):
     """A missing or stale token: no Engage call, but give the form back with what was typed."""
-    if request.endpoint != "signup.submit":
+    if request.endpoint not in ("signup.submit", "signup.language"):
         return web.http_error(exc)
     device = current_device()
     if device is None:
@@ -394,9 +423,11 @@ def done():
         return redirect(url_for(".form"), code=303)
     g.outcome = name = result["name"]
     device = current_device()
-    if device is not None and device.kiosk:
+    kiosk = name == THANKS or (device is not None and device.kiosk)
+    if kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
-    heading, text = outcome_messages(unapproved=device is not None and _unapproved(device))[name]
+    unapproved = device is not None and _unapproved(device)
+    heading, text = outcome_messages(kiosk=kiosk, unapproved=unapproved)[name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
     return render_template(
@@ -408,6 +439,7 @@ def done():
         # Without a member number (Engage did not say), the contact id still finds them.
         contact_id=result.get("contact_id") if show_number else None,
         other_type=result.get("other_type") if show_number else None,
+        matches=result.get("matches") if name == flow.AMBIGUOUS else None,
     )
 
 
@@ -481,9 +513,11 @@ def _empty_form_page(device):
 STATUS = {"invalid": 400, "throttled": 429}
 
 
-def _render_form(form, outcome: str):
+def _render_form(form, outcome: str, unmarked: bool = False):
     g.outcome = outcome
-    heading, text = outcome_messages().get(outcome, (None, None))
+    device = current_device()
+    messages = outcome_messages(kiosk=device is not None and device.kiosk)
+    heading, text = messages.get("rejected-unmarked" if unmarked else outcome, (None, None))
     return (
         render_template(
             "signup/form.html",

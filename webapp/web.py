@@ -212,7 +212,7 @@ def http_error(exc: HTTPException):
         400: _("Something in the request was not right. Go back to the form and try again."),
         404: _("There is no page at this address."),
         405: _("This page cannot be used that way."),
-        413: _("That was more data than a signup can hold."),
+        413: _("That was more data than a sign-up can hold."),
     }
     text = messages.get(exc.code or 500, _("Something went wrong on our side."))
     g.setdefault("outcome", f"http-{exc.code}")
