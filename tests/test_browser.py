@@ -603,6 +603,12 @@ def test_the_error_summary_reads_well_on_a_phone_in_finnish(browser, serve):
     for height, offset, bullet in links:
         assert height >= 44, "each link is a full-size target"
         assert offset < 12 and bullet == "none", "no bullet pushed onto a line of its own"
+    page.set_viewport_size({"width": 1024, "height": 768})  # one line each: still 44 px
+    heights = page.evaluate(
+        "() => [...document.querySelectorAll('#error-summary a')]"
+        ".map(a => a.getBoundingClientRect().height)"
+    )
+    assert min(heights) >= 44
     page.focus("#error-summary a")
     ring = page.evaluate("getComputedStyle(document.activeElement).outlineColor")
     assert ring == "rgb(29, 35, 39)", "a dark focus ring: over 3:1 on white and on the halo"
@@ -659,3 +665,23 @@ def test_a_screenshot_of_each_outcome_in_each_mode(browser, serve, engine, mode,
     no_serious_accessibility_violations(page)
     shot(page, f"{mode}-{name}")
     context.close()
+
+
+@pytest.mark.parametrize(
+    ("lang", "at_one", "at_two"),
+    [
+        ("en", "cleared in 1 second.", "cleared in 2 seconds."),
+        ("sv", "töms formuläret om 1 sekund.", "töms formuläret om 2 sekunder."),
+        ("da", "ryddes formularen om 1 sekund.", "ryddes formularen om 2 sekunder."),
+    ],
+)
+def test_the_kiosk_countdown_says_one_second_not_one_seconds(page, serve, lang, at_one, at_two):
+    base = serve(DEVICE_MODE="kiosk", KIOSK_IDLE_SECONDS=10, KIOSK_COUNTDOWN_SECONDS=3)
+    page.clock.install()
+    page.goto(f"{base}/?lang={lang}")
+    page.fill("#email", "still.here@example.com")
+    page.clock.run_for("00:10")  # idle over: the countdown shows 3
+    page.clock.run_for("00:01")
+    assert page.inner_text("#idle-text").endswith(at_two)
+    page.clock.run_for("00:01")
+    assert page.inner_text("#idle-text").endswith(at_one)
