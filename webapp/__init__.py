@@ -17,6 +17,8 @@ from .config import ConfigError, load_config
 from .engage import EngageClient
 from .forms import form_class_for
 from .i18n import select_locale
+from .outbox import Outbox
+from .outbox import cli as outbox_cli
 from .signed import SessionInterface
 from .signup import Breaker
 from .store import StateUnavailable, open_store
@@ -96,6 +98,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cooldown=app.config["BREAKER_COOLDOWN"],
         window=app.config["BREAKER_WINDOW"],
     )
+    if app.config["OUTBOX_KEYS"]:
+        app.extensions["outbox"] = Outbox(
+            state, app.config["OUTBOX_KEYS"], days=app.config["OUTBOX_DAYS"]
+        )
+    else:
+        _no_orphans(state)
+    app.cli.add_command(outbox_cli)
     app.extensions["signup_form"] = form_class_for(
         app.config["CONTACT_KEY"], app.config["REQUIRED_FIELDS"], app.config["CONSENTS"]
     )
@@ -104,3 +113,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     return app
+
+
+def _no_orphans(state) -> None:
+    """Kept sign-ups cannot be sent, or even read, without the keys they were sealed with."""
+    try:
+        waiting = state.outbox_count()
+    except StateUnavailable:
+        return  # the database is already known to work: this is a passing fault
+    if waiting:
+        raise ConfigError(
+            "OUTBOX_KEYS",
+            f"not set, but the outbox holds {waiting} sign-up(s) waiting to be sent: set the "
+            "keys they were kept with",
+        )

@@ -133,6 +133,12 @@ def _hosts(value: Any) -> tuple[str, ...]:
     return hosts
 
 
+def _outbox_keys(value: Any) -> tuple[str, ...]:
+    from .outbox import parse_keys
+
+    return parse_keys(value)
+
+
 def _field_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     fields = tuple(item.strip() for item in items if item.strip())
@@ -250,6 +256,13 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "KIOSK_THANKS_SECONDS": (_integer(3, 120), 10),
     # Kiosk sign-ups created unapproved, for a double opt-in process in Engage.
     "KIOSK_CREATE_AS_UNAPPROVED": (_bool, False),
+    # The outbox: sign-ups kept while Engage cannot take them, sent later. On when keys are set:
+    # Fernet keys, comma-separated, the newest first (the others still open older items).
+    "OUTBOX_KEYS": (_outbox_keys, ()),
+    # Days a kept sign-up waits before it is given up (deleted, counted, logged).
+    "OUTBOX_DAYS": (_integer(1, 90), 7),
+    # Replays per second across the whole deployment: far below Engage's rate limit (§7).
+    "OUTBOX_REPLAY_PER_SECOND": (_integer(1, 50), 5),
     # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the
     # person's language, falling back to CONSENTS labels).
     "CONSENT_TEXTS": (_choice("config", "engage"), "config"),

@@ -164,6 +164,14 @@ def outcome_messages(*, kiosk: bool, unapproved: bool = False) -> dict[str, tupl
                 "the purchase without a member; the membership will be in Engage in a minute."
             ),
         ),
+        "queued": (
+            _("Saved: it will be registered shortly"),
+            _(
+                "Engage cannot take it right now, so the sign-up is saved and will be sent "
+                "within minutes. Finish the purchase without a member number; the customer "
+                "needs to do nothing more."
+            ),
+        ),
         "ambiguous": (
             _("Several memberships match"),
             _(

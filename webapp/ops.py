@@ -95,4 +95,3 @@ def _ask_engage() -> dict:
         result["consents"] = "not in the tenant: " + ", ".join(unknown)
         result["check"] = "CONSENTS"
     return result
-

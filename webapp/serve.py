@@ -23,7 +23,10 @@ import secrets
 import subprocess
 import sys
 
+from cryptography.fernet import Fernet
+
 from . import ConfigError, create_app
+from .outbox import start_worker
 
 log = logging.getLogger("webapp.serve")
 
@@ -111,6 +114,8 @@ def _start_training_simulator() -> None:
         STORE_EXTERNAL_ID=os.environ.get("STORE_EXTERNAL_ID") or "101",
         # One key for every worker, new each start: sessions do not outlive a training run.
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        # Training keeps sign-ups in the outbox too, sealed with a key of its own.
+        OUTBOX_KEYS=os.environ.get("OUTBOX_KEYS") or Fernet.generate_key().decode(),
         STAFF_PIN=os.environ.get("STAFF_PIN") or "1234",
         TRAINING_MODE="true",
     )
@@ -147,7 +152,9 @@ def _serve(args: argparse.Namespace) -> None:
     if sys.platform == "win32":  # pragma: no cover - gunicorn does not run on Windows
         import waitress
 
-        waitress.serve(create_app(), host=args.host, port=args.port, threads=args.threads)
+        app = create_app()
+        start_worker(app)
+        waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
         return
 
     from gunicorn.app.base import BaseApplication
@@ -176,6 +183,7 @@ def _serve(args: argparse.Namespace) -> None:
 
         def load(self):
             app = create_app()
+            start_worker(app)  # this worker's outbox replays, in the background
             # What start-up made (Flask, templates, translations, country names, form classes)
             # lives as long as the worker. Frozen, it is left out of garbage collection: a full
             # collection in a worker went from 57 to 9 ms, a pause for every thread in it.

@@ -36,6 +36,7 @@ AMBIGUOUS = "ambiguous"
 REJECTED = "rejected"
 TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
+QUEUED = "queued"  # kept in the outbox, to be sent when Engage can take it
 
 SOURCE = "POS"
 MAX_MATCHES = 5
@@ -72,6 +73,8 @@ class Outcome:
     other_type: str | None = None
     # The contacts that matched, when several did (at most MAX_MATCHES), for staff to merge.
     matches: tuple[str, ...] = ()
+    # The outbox item's short reference, when the sign-up was kept for later.
+    reference: str | None = None
 
 
 @dataclass(frozen=True)

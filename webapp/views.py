@@ -39,6 +39,7 @@ from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
 from .i18n import LANGUAGES, countries, outcome_messages
+from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("signup", __name__)
 
 # Outcomes that end the person's part: shown on a result page after a redirect.
-FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS)
+FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS, flow.QUEUED)
 # What a kiosk shows for every final outcome.
 THANKS = "thanks"
 STORE_LANGUAGE = "store"  # ?lang=store: the store's own language again
@@ -191,9 +192,10 @@ def submit():
 
     started = time.monotonic()
     engage = current_app.extensions["engage"]
+    signup = _signup_from(form)
     outcome = flow.register(
         engage,
-        _signup_from(form),
+        signup,
         breaker=current_app.extensions["breaker"],
         settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
     )
@@ -201,12 +203,26 @@ def submit():
         # The cashier attaches the purchase: show the member number of who was found.
         outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
     g.engage_cause = outcome.cause
+    outcome = _keep_for_later(signup, outcome, device)
     try:
         state.finish_submission(token, outcome.name, outcome.member_number)
     except StateUnavailable as exc:
         _state_fault(exc)  # Engage has answered: the person is still told what happened
     _even_out(outcome, started, kiosk=device.kiosk)
     return _present(form, outcome)
+
+
+def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, device) -> flow.Outcome:
+    """Engage could not take it now: with the outbox on, keep it and say it will be done."""
+    outbox = current_app.extensions.get("outbox")
+    if outbox is None or outcome.name not in KEPT_OUTCOMES or outcome.cause in NOT_KEPT_CAUSES:
+        return outcome
+    try:
+        ref = outbox.keep(signup, device_id=device.id, mode=device.mode)
+    except StateUnavailable as exc:
+        return _state_fault(exc)
+    log.info("kept in the outbox: reference %s after %s %s", ref, outcome.name, web.log_context())
+    return flow.Outcome(flow.QUEUED, cause=outcome.cause, reference=ref)
 
 
 def _submitted(form) -> dict:
@@ -291,6 +307,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
                 "contact_id": outcome.contact_id,
                 "other_type": outcome.other_type,
                 "matches": list(outcome.matches),
+                "reference": outcome.reference,
             }
         )
         response = redirect(url_for(".done"), code=303)
@@ -440,6 +457,7 @@ def done():
         contact_id=result.get("contact_id") if show_number else None,
         other_type=result.get("other_type") if show_number else None,
         matches=result.get("matches") if name == flow.AMBIGUOUS else None,
+        reference=result.get("reference") if name == flow.QUEUED else None,
     )
 
 

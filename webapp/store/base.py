@@ -216,6 +216,101 @@ class Store:
         ).rows
         return rows[0][0] if rows else 0
 
+    # --- the outbox ------------------------------------------------------------------------------
+    # Only the payload holds personal data, and only as ciphertext (webapp/outbox.py); every other
+    # column is about the item: where it came from, when, how often tried, what Engage said.
+    OUTBOX_COLUMNS = "id, store, device, mode, created, next_attempt, attempts, state, last_error"
+
+    @_timed
+    def outbox_add(self, item: dict[str, Any]) -> None:
+        self.engine.run(
+            "INSERT INTO outbox (id, store, device, mode, created, next_attempt, attempts, state, "
+            "payload) VALUES (:id, :store, :device, :mode, :created, :next_attempt, 0, "
+            "'waiting', :payload)",
+            item,
+        )
+
+    def outbox_claim(self, lease_seconds: float, limit: int = 1) -> list[dict[str, Any]]:
+        """Claim up to `limit` waiting items that are due, for `lease_seconds`: no other worker,
+        on any machine, gets them meanwhile. A worker that dies leaves its lease to run out.
+        PostgreSQL skips rows another transaction is claiming (FOR UPDATE SKIP LOCKED); SQLite
+        lets one writer at a time in, which has the same effect."""
+        now = self.clock()
+        lock = " FOR UPDATE SKIP LOCKED" if self.engine.name == "postgresql" else ""
+        with self.engine.transaction() as tx:
+            rows = tx.run(
+                "UPDATE outbox SET lease_until = :until, attempts = attempts + 1 WHERE id IN ("
+                "SELECT id FROM outbox WHERE state = 'waiting' AND next_attempt <= :now "
+                f"AND lease_until <= :now ORDER BY next_attempt LIMIT :limit{lock}) "
+                f"RETURNING {self.OUTBOX_COLUMNS}, payload",
+                {"until": now + lease_seconds, "now": now, "limit": limit},
+            ).rows
+        return [self._outbox_row(row) for row in rows]
+
+    def outbox_done(self, item_id: str) -> None:
+        """The contact is in Engage: the item, personal data and all, is gone at once."""
+        self.engine.run("DELETE FROM outbox WHERE id = :id", {"id": item_id})
+
+    def outbox_later(self, item_id: str, at: float, error: str | None) -> None:
+        self.engine.run(
+            "UPDATE outbox SET next_attempt = :at, lease_until = 0, last_error = :error "
+            "WHERE id = :id",
+            {"id": item_id, "at": at, "error": error},
+        )
+
+    def outbox_attention(self, item_id: str, error: str | None) -> None:
+        """Engage answered clearly and no retry will change it: kept for a person."""
+        self.engine.run(
+            "UPDATE outbox SET state = 'attention', lease_until = 0, last_error = :error "
+            "WHERE id = :id",
+            {"id": item_id, "error": error},
+        )
+
+    def outbox_retry(self, item_id: str | None = None) -> int:
+        """Make one item (or every item) due now, waiting again; returns how many. An item a
+        worker holds keeps its lease: nobody else takes it while that worker is sending it."""
+        where = "WHERE id = :id" if item_id else ""
+        return self.engine.run(
+            f"UPDATE outbox SET state = 'waiting', next_attempt = :now {where}",
+            {"id": item_id, "now": self.clock()},
+        ).rowcount
+
+    def outbox_discard(self, item_id: str) -> int:
+        return self.engine.run("DELETE FROM outbox WHERE id = :id", {"id": item_id}).rowcount
+
+    def outbox_expire(self, before: float) -> list[dict[str, Any]]:
+        """Delete the items created before `before`; returns what they were (no payload)."""
+        with self.engine.transaction() as tx:
+            rows = tx.run(
+                f"DELETE FROM outbox WHERE created < :before RETURNING {self.OUTBOX_COLUMNS}",
+                {"before": before},
+            ).rows
+        return [self._outbox_row(row) for row in rows]
+
+    def outbox_items(self, item_id: str | None = None, *, payload: bool = False) -> list[dict]:
+        where = "WHERE id = :id" if item_id else ""
+        columns = self.OUTBOX_COLUMNS + (", payload" if payload else "")
+        rows = self.engine.run(
+            f"SELECT {columns} FROM outbox {where} ORDER BY created", {"id": item_id}
+        ).rows
+        return [self._outbox_row(row) for row in rows]
+
+    def outbox_set_payload(self, item_id: str, payload: str) -> None:
+        self.engine.run(
+            "UPDATE outbox SET payload = :payload WHERE id = :id",
+            {"id": item_id, "payload": payload},
+        )
+
+    def outbox_count(self) -> int:
+        return self.engine.run("SELECT count(*) FROM outbox").rows[0][0]
+
+    def _outbox_row(self, row) -> dict[str, Any]:
+        names = [n.strip() for n in self.OUTBOX_COLUMNS.split(",")]
+        item = dict(zip(names, row, strict=False))
+        if len(row) > len(names):
+            item["payload"] = row[len(names)]
+        return item
+
     # --- circuit breaker -------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:

@@ -45,4 +45,27 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        3,
+        "the outbox: sign-ups kept while Engage is down, the person's details only as ciphertext",
+        [
+            """CREATE TABLE IF NOT EXISTS outbox (
+                id TEXT PRIMARY KEY,
+                store TEXT NOT NULL,
+                device TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                created DOUBLE PRECISION NOT NULL,
+                next_attempt DOUBLE PRECISION NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL,
+                lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+                last_error TEXT,
+                payload TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
