@@ -426,6 +426,7 @@ def production_server(simulator, tmp_path):
         wait_until_up(url)
         return url
 
+    _start.servers = servers  # each server's output lines, for tests that read the log
     yield _start
     for server in servers:
         stop(server)

@@ -12,11 +12,16 @@ import re
 import threading
 import time
 
+from cryptography.fernet import Fernet
+
+from webapp.store import open_store
+
 from .conftest import VALID_FORM, enrolled_session
 
 DEVICES = 12
 SECONDS = 8
 RECOGNISED = {
+    "queued",
     "created",
     "existing",
     "in-progress",
@@ -27,7 +32,7 @@ RECOGNISED = {
 }
 
 
-def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsys):
+def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsys, tmp_path):
     engine.create_limit = 0.8
     engine.rate_limit = 5000
     engine.inject("latency", on="any", times=None, share=0.3, seconds=0.15)
@@ -38,14 +43,36 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
     engine.inject("drop", on="create", times=None, share=0.04, after_commit=True)
     engine.inject("hang", on="any", times=None, share=0.02, seconds=2)
 
-    url = production_server(
+    key = Fernet.generate_key().decode()
+    settings = dict(
         ENGAGE_READ_TIMEOUT="1.0",
         ENGAGE_CREATE_TIMEOUT="1.0",
         ENGAGE_SETTLE_SECONDS="0.1",
+        ENGAGE_RETRY_SECONDS="0.1",
         BREAKER_THRESHOLD="6",
         BREAKER_COOLDOWN="1",
+        OUTBOX_KEYS=key,
+        OUTBOX_REPLAY_PER_SECOND="50",
+        LOG_LEVEL="INFO",
     )
+    url = production_server(**settings)
     results = _run_devices(url)
+
+    # Engage recovers: the operator sends what was kept, and the workers replay it.
+    engine.clear_faults()
+    state = open_store({"STATE_DB": str(tmp_path / "state.sqlite3"), "WEB_THREADS": 2},
+                       instance_path=str(tmp_path))  # fmt: skip
+    state.outbox_retry()
+    deadline = time.monotonic() + 60
+    while state.outbox_count():
+        assert time.monotonic() < deadline, "the outbox never emptied"
+        time.sleep(0.25)
+    state.close()
+    server = production_server.servers[-1]
+    time.sleep(0.5)  # the last log lines
+    replayed = collections.Counter(
+        re.findall(r"outbox item \S+ sent: (created|existing)", "".join(server.lines))
+    )
 
     stored = collections.Counter(c["attributes"]["email"] for c in engine.contacts())
     counts = collections.Counter(outcome for _, outcome, _ in results)
@@ -53,6 +80,7 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
         print(f"\nchaos: {len(results)} submissions from {DEVICES} devices in {SECONDS} s")
         for outcome, n in counts.most_common():
             print(f"  {outcome:<12} {n:>5}")
+        print(f"  queued -> created {replayed['created']}, -> existing {replayed['existing']}")
         print(f"  contacts stored: {len(stored)}, Engage requests: {len(engine.requests())}")
 
     assert len(results) > DEVICES * 5, "the run was too small to say anything"
@@ -66,6 +94,9 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
     once = collections.Counter(email for email, _, _ in results)
     told_nothing_saved = {e for e, outcome, _ in results if outcome == "timeout" and once[e] == 1}
     assert told_nothing_saved & set(stored) == set(), "a `timeout` page never hides a create"
+    queued = {email for email, outcome, _ in results if outcome == "queued"}
+    assert queued - set(stored) == set(), "every kept sign-up reached Engage"
+    assert sum(replayed.values()) == len([1 for _, outcome, _ in results if outcome == "queued"])
     assert counts["created"] > 0
 
 
