@@ -54,6 +54,7 @@ IN_PROGRESS_RETRY = 10  # another create of this person is running: look again s
 LEASE_SECONDS = 120
 IDLE_SECONDS = 2.0  # how often an idle worker looks for due items
 EXPIRE_EVERY = 60.0  # seconds between expiry runs in each worker
+REPLAY_THREADS = 3  # per process: each replay waits on Engage for about two round trips
 
 
 def reference(item_id: str) -> str:
@@ -224,14 +225,17 @@ class Worker(threading.Thread):
         self.stopping.set()
 
 
-def start_worker(app: Flask) -> Worker | None:
-    """Start this process's replay thread (the production server does, in each worker)."""
+def start_worker(app: Flask, threads: int = REPLAY_THREADS) -> list[Worker]:
+    """Start this process's replay threads (the production server does, in each worker). They
+    share the deployment-wide cap, OUTBOX_REPLAY_PER_SECOND; several of them let a process
+    keep up with it when each replay waits on Engage for two round trips."""
     if "outbox" not in app.extensions:
-        return None
-    worker = Worker(app)
-    app.extensions["outbox_worker"] = worker
-    worker.start()
-    return worker
+        return []
+    workers = [Worker(app) for _ in range(threads)]
+    app.extensions["outbox_workers"] = workers
+    for worker in workers:
+        worker.start()
+    return workers
 
 
 # --- operators: flask --app webapp outbox … -------------------------------------------------------
