@@ -14,6 +14,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import ops, setup, views, web
 from .config import ConfigError, load_config
+from .consent_records import ConsentRecords
+from .consent_records import cli as consents_cli
 from .engage import EngageClient
 from .forms import form_class_for
 from .i18n import select_locale
@@ -98,9 +100,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cooldown=app.config["BREAKER_COOLDOWN"],
         window=app.config["BREAKER_WINDOW"],
     )
+    records = app.extensions["consent_records"] = ConsentRecords(
+        state, version=__version__, days=app.config["CONSENT_RECORD_DAYS"]
+    )
+    app.cli.add_command(consents_cli)
     if app.config["OUTBOX_KEYS"]:
         app.extensions["outbox"] = Outbox(
-            state, app.config["OUTBOX_KEYS"], days=app.config["OUTBOX_DAYS"]
+            state, app.config["OUTBOX_KEYS"], days=app.config["OUTBOX_DAYS"], records=records
         )
     else:
         _no_orphans(state)

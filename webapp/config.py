@@ -263,6 +263,10 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "OUTBOX_DAYS": (_integer(1, 90), 7),
     # Replays per second across the whole deployment: far below Engage's rate limit (§7).
     "OUTBOX_REPLAY_PER_SECOND": (_integer(1, 50), 5),
+    # Days each consent record (what was shown and chosen at sign-up) is kept. Ten years: the
+    # longest general limitation period in the Nordics (Sweden's), as a consent given at sign-up
+    # may be relied on for as long as the membership lasts (README: Consent records).
+    "CONSENT_RECORD_DAYS": (_integer(30, 36_500), 3650),
     # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the
     # person's language, falling back to CONSENTS labels).
     "CONSENT_TEXTS": (_choice("config", "engage"), "config"),

@@ -37,20 +37,25 @@ def consent_texts(language: str) -> dict[str, dict]:
     texts = {}
     for consent in current_app.config["CONSENTS"]:
         label = consent["label"].get(language) or consent["label"]["en"]
+        sources = ["config"]
         meta = definitions.get(consent["id"], {}).get("metaData") or {}
         if current_app.config["CONSENT_TEXTS"] == "engage":
             display = _in_language(meta.get("displayText"), language)
             if display:
                 link = _in_language(meta.get("linkText"), language)
                 label = f"{display} {link}".strip() if link else display
+                sources = ["engage"]
         terms = None
         if not consent.get("url"):
             condition = _in_language(meta.get("conditionText"), language)
             terms = _clean(condition) if condition else None
+            if terms and "engage" not in sources:
+                sources.append("engage")
         texts[f"consent-{consent['id']}"] = {
             "label": label,
             "url": consent.get("url"),
             "terms": terms,
+            "source": "+".join(sources),  # where the words came from, for consent records
         }
     return texts
 

@@ -79,13 +79,16 @@ def parse_keys(value: Any) -> tuple[str, ...]:
 
 
 class Outbox:
-    def __init__(self, store, keys: tuple[str, ...], *, days: int):
+    def __init__(self, store, keys: tuple[str, ...], *, days: int, records=None):
         self.store = store
         self.days = days
+        self.records = records  # consent records: each kept sign-up's way is appended there
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     # --- keeping ------------------------------------------------------------------------------
-    def keep(self, signup: flow.Signup, *, device_id: str, mode: str) -> str:
+    def keep(
+        self, signup: flow.Signup, *, device_id: str, mode: str, submission: str | None = None
+    ) -> str:
         """Keep a sign-up for later; returns its reference. Raises StateUnavailable."""
         item_id = base64.b32encode(secrets.token_bytes(10)).decode()[:10]
         now = self.store.clock()
@@ -98,9 +101,20 @@ class Outbox:
                 "created": now,
                 "next_attempt": now + BACKOFF[0],
                 "payload": self.seal(signup),
+                "submission": submission,
             }
         )
         return reference(item_id)
+
+    def _delivered(self, item: dict, state: str, contact_id: str | None = None) -> None:
+        if self.records is not None and item.get("submission"):
+            try:
+                self.records.delivered(
+                    item["submission"], state, contact_id=contact_id,
+                    outbox_ref=reference(item["id"]),
+                )  # fmt: skip
+            except StateUnavailable as exc:
+                log.error("consent records: state database unavailable: %s", exc)
 
     def seal(self, signup: flow.Signup) -> str:
         values = asdict(signup)
@@ -138,12 +152,15 @@ class Outbox:
         said = outcome.cause or outcome.name
         if outcome.name in (flow.CREATED, flow.EXISTING):
             self.store.outbox_done(item["id"])
+            state = "sent" if outcome.name == flow.CREATED else "already-member"
+            self._delivered(item, state, outcome.contact_id)
             log.info(
                 "outbox item %s sent: %s (store=%s attempts=%d)",
                 ref, outcome.name, item["store"], item["attempts"],
             )  # fmt: skip
         elif outcome.name in NEEDS_A_PERSON or outcome.cause == "Misconfigured":
             self.store.outbox_attention(item["id"], said)
+            self._delivered(item, "needs-attention")
             log.warning("outbox item %s needs a person: %s (store=%s)", ref, said, item["store"])
         else:
             if outcome.name == flow.IN_PROGRESS:
@@ -161,6 +178,7 @@ class Outbox:
         gone = self.store.outbox_expire(self.store.clock() - self.days * 86400)
         by_store: dict[str, int] = {}
         for item in gone:
+            self._delivered(item, "expired")
             by_store[item["store"]] = by_store.get(item["store"], 0) + 1
         for store, count in sorted(by_store.items()):
             log.warning(
@@ -302,6 +320,7 @@ def discard(ref: str) -> None:
     if item is None:
         raise click.ClickException(f"no item {ref}")
     current_app.extensions["state"].outbox_discard(item["id"])
+    _outbox()._delivered(item, "discarded")
     log.warning("outbox item %s discarded on the command line", reference(item["id"]))
     click.echo(f"{reference(item['id'])} discarded")
 

@@ -25,8 +25,7 @@ import sys
 
 from cryptography.fernet import Fernet
 
-from . import ConfigError, create_app
-from .outbox import start_worker
+from . import ConfigError, background, create_app
 
 log = logging.getLogger("webapp.serve")
 
@@ -153,7 +152,7 @@ def _serve(args: argparse.Namespace) -> None:
         import waitress
 
         app = create_app()
-        start_worker(app)
+        background.start(app)
         waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
         return
 
@@ -183,7 +182,7 @@ def _serve(args: argparse.Namespace) -> None:
 
         def load(self):
             app = create_app()
-            start_worker(app)  # this worker's outbox replays, in the background
+            background.start(app)  # this worker's outbox replays and housekeeping
             # What start-up made (Flask, templates, translations, country names, form classes)
             # lives as long as the worker. Frozen, it is left out of garbage collection: a full
             # collection in a worker went from 57 to 9 ms, a pause for every thread in it.

@@ -97,14 +97,14 @@ def build_contact(
     *,
     contact_type: str,
     lang: str,
-    consents: list[str],
-    channel: str,
+    consents: list[tuple[str, str]],
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The create body: no null, no empty string, `countryCode` but never `country`.
 
     `values` holds attribute → already normalised value (E.164 phone, YYYY-MM-DD birthDay);
-    `consents` holds the ids of the consents the person ticked.
+    `consents` holds (id, comment) of each consent the person ticked: the comment says how it
+    was given and which words were shown (consent_records.comment).
     """
     now = now or dt.datetime.now(dt.UTC).astimezone()
     contact: dict[str, Any] = {
@@ -126,9 +126,9 @@ def build_contact(
                 "value": True,
                 "date": now.isoformat(timespec="seconds"),
                 "source": SOURCE,
-                "comment": f"Given on the engage-signup form ({channel})",
+                "comment": comment,
             }
-            for consent_id in consents
+            for consent_id, comment in consents
         ]
     return contact
 

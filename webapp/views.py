@@ -34,7 +34,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.datastructures import MultiDict
 
-from . import devices, signed, web
+from . import consent_records, devices, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
@@ -190,9 +190,16 @@ def submit():
         # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
         return _present(form, _wait_for(token, earlier), duplicate=True)
 
+    signup, shown = _signup_from(form)
+    try:  # what the person was shown and chose is on record before Engage is asked
+        current_app.extensions["consent_records"].record(
+            token, shown, store=device.store_id, device=device.id, mode=device.mode
+        )
+    except StateUnavailable as exc:
+        return _present(form, _state_fault(exc))
+
     started = time.monotonic()
     engage = current_app.extensions["engage"]
-    signup = _signup_from(form)
     outcome = flow.register(
         engage,
         signup,
@@ -203,7 +210,8 @@ def submit():
         # The cashier attaches the purchase: show the member number of who was found.
         outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
     g.engage_cause = outcome.cause
-    outcome = _keep_for_later(signup, outcome, device)
+    outcome = _keep_for_later(signup, outcome, device, token)
+    _record_delivery(token, outcome)
     try:
         state.finish_submission(token, outcome.name, outcome.member_number)
     except StateUnavailable as exc:
@@ -212,13 +220,30 @@ def submit():
     return _present(form, outcome)
 
 
-def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, device) -> flow.Outcome:
+DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept"}
+
+
+def _record_delivery(token: str, outcome: flow.Outcome) -> None:
+    """Where the sign-up (and so its consents) went: beside the consent records."""
+    found = outcome.name in (flow.CREATED, flow.EXISTING)
+    try:
+        current_app.extensions["consent_records"].delivered(
+            token,
+            DELIVERY.get(outcome.name, "not-sent"),
+            contact_id=outcome.contact_id if found else None,
+            outbox_ref=outcome.reference,
+        )
+    except StateUnavailable as exc:
+        _state_fault(exc)  # the outcome stands; only the record of its way is missing
+
+
+def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, device, token: str) -> flow.Outcome:
     """Engage could not take it now: with the outbox on, keep it and say it will be done."""
     outbox = current_app.extensions.get("outbox")
     if outbox is None or outcome.name not in KEPT_OUTCOMES or outcome.cause in NOT_KEPT_CAUSES:
         return outcome
     try:
-        ref = outbox.keep(signup, device_id=device.id, mode=device.mode)
+        ref = outbox.keep(signup, device_id=device.id, mode=device.mode, submission=token)
     except StateUnavailable as exc:
         return _state_fault(exc)
     log.info("kept in the outbox: reference %s after %s %s", ref, outcome.name, web.log_context())
@@ -231,23 +256,36 @@ def _submitted(form) -> dict:
 
 
 def _state_fault(exc: StateUnavailable) -> flow.Outcome:
-    log.error("state database unavailable: %s %s", exc, web.log_context())
+    if not g.get("state_fault_logged"):  # one ERROR line per request, however many writes failed
+        log.error("state database unavailable: %s %s", exc, web.log_context())
+        g.state_fault_logged = True
     g.engage_cause = "StateUnavailable"
     return flow.Outcome(flow.UNAVAILABLE, cause="StateUnavailable")
 
 
-def _signup_from(form) -> flow.Signup:
+def _signup_from(form) -> tuple[flow.Signup, list[consent_records.Shown]]:
+    """The sign-up to send, and what the form showed beside each checkbox."""
     config = current_app.config
     device = current_device()
+    language = _language()
+    if device.kiosk:
+        context = f"{_('What may we send you?')} {_('You can change this at any time.')}"
+    else:
+        context = (
+            f"{_('Offers the customer wants')} {_('The customer can change this at any time.')}"
+        )
+    shown = consent_records.shown_on(form, language, consent_texts(language), context)
+    channel = f"{device.mode} device in store {device.store_id}"
+    version = current_app.extensions["consent_records"].version
+    consents = [
+        (s.item, consent_records.comment(channel, s.hash, version))
+        for s in shown
+        if s.kind == "consent" and s.given
+    ]
     values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
-    consents = [f.name.removeprefix("consent-") for f in form.consent_fields() if f.data]
-    return flow.Signup(
+    signup = flow.Signup(
         contact=flow.build_contact(
-            values,
-            contact_type=config["CONTACT_TYPE"],
-            lang=_language(),
-            consents=consents,
-            channel=f"{device.mode} device in store {device.store_id}",
+            values, contact_type=config["CONTACT_TYPE"], lang=language, consents=consents
         ),
         key=config["CONTACT_KEY"],
         contact_type=config["CONTACT_TYPE"],
@@ -256,6 +294,7 @@ def _signup_from(form) -> flow.Signup:
         find_contact_type=config["CONTACT_TYPE"] if config["FIND_CONTACT_TYPE"] == "same" else None,
         form_fields=frozenset(name for name in ATTRIBUTES if name in form),
     )
+    return signup, shown
 
 
 def _unapproved(device) -> bool:

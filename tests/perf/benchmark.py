@@ -572,7 +572,7 @@ def outbox_run(args, work: Path, app_env: dict, procs: Processes) -> dict:
     for n in range(BACKLOG):
         contact = build_contact(
             {"email": f"kept-{n}@example.com", "firstName": "Kept", "countryCode": "SE"},
-            contact_type="Member", lang="sv", consents=["memberConsent"], channel="benchmark",
+            contact_type="Member", lang="sv", consents=[("memberConsent", "benchmark")],
         )  # fmt: skip
         outbox.keep(
             Signup(contact, "email", "Member", "101", form_fields=frozenset({"email"})),

@@ -48,6 +48,9 @@ class Engine(Runner, Protocol):
     def exclusive(self) -> AbstractContextManager[Runner]:
         """A transaction that one process at a time holds, across every machine: migrations."""
 
+    def durable(self) -> AbstractContextManager[Runner]:
+        """A transaction whose commit is on disk before it returns."""
+
     def close(self) -> None: ...
 
 
@@ -113,7 +116,7 @@ class Store:
     def close(self) -> None:
         self.engine.close()
 
-    # --- schema ----------------------------------------------------------------------------------
+    # --- schema -----------------------------------------------------------------------------------
     def migrate(self) -> list[int]:
         """Apply the steps this database has not had yet; returns their numbers. Safe when
         several processes on several machines start together: one applies, the others wait."""
@@ -145,7 +148,7 @@ class Store:
             {"now": self.clock()},
         )
 
-    # --- one-time submission tokens --------------------------------------------------------------
+    # --- one-time submission tokens ---------------------------------------------------------------
     @_timed
     def claim_submission(self, token: str, digest: str | None = None) -> Submission | None:
         """Claim `token` for this request. None: it is ours. Otherwise what the first one got."""
@@ -183,7 +186,7 @@ class Store:
         ).rows
         return Submission(*rows[0]) if rows else None
 
-    # --- rate limits -----------------------------------------------------------------------------
+    # --- rate limits ------------------------------------------------------------------------------
     @_timed
     def hit(self, key: str, window: float) -> int:
         """Count one hit on `key`; returns the hits in its current window, this one included."""
@@ -216,19 +219,23 @@ class Store:
         ).rows
         return rows[0][0] if rows else 0
 
-    # --- the outbox ------------------------------------------------------------------------------
+    # --- the outbox -------------------------------------------------------------------------------
     # Only the payload holds personal data, and only as ciphertext (webapp/outbox.py); every other
     # column is about the item: where it came from, when, how often tried, what Engage said.
-    OUTBOX_COLUMNS = "id, store, device, mode, created, next_attempt, attempts, state, last_error"
+    OUTBOX_COLUMNS = (
+        "id, store, device, mode, created, next_attempt, attempts, state, last_error, submission"
+    )
 
     @_timed
     def outbox_add(self, item: dict[str, Any]) -> None:
-        self.engine.run(
-            "INSERT INTO outbox (id, store, device, mode, created, next_attempt, attempts, state, "
-            "payload) VALUES (:id, :store, :device, :mode, :created, :next_attempt, 0, "
-            "'waiting', :payload)",
-            item,
-        )
+        """Keep an item, durably: the person was told it will be sent."""
+        with self.engine.durable() as tx:
+            tx.run(
+                "INSERT INTO outbox (id, store, device, mode, created, next_attempt, attempts, "
+                "state, payload, submission) VALUES (:id, :store, :device, :mode, :created, "
+                ":next_attempt, 0, 'waiting', :payload, :submission)",
+                {"submission": None, **item},
+            )
 
     def outbox_claim(self, lease_seconds: float, limit: int = 1) -> list[dict[str, Any]]:
         """Claim up to `limit` waiting items that are due, for `lease_seconds`: no other worker,
@@ -311,7 +318,119 @@ class Store:
             item["payload"] = row[len(names)]
         return item
 
-    # --- circuit breaker -------------------------------------------------------------------------
+    # --- consent records --------------------------------------------------------------------------
+    # Append-only: a text is written once (its hash is its key), a record once per decision, a
+    # delivery once per step of its way to Engage. Nothing here is updated.
+    @_timed
+    def consent_record(self, texts: list[dict], records: list[dict]) -> None:
+        with self.engine.durable() as tx:
+            for text in texts:
+                tx.run(
+                    "INSERT INTO consent_texts (hash, kind, item, language, source, body, "
+                    "first_shown) VALUES (:hash, :kind, :item, :language, :source, :body, :at) "
+                    "ON CONFLICT (hash) DO NOTHING",
+                    text,
+                )
+            for record in records:
+                tx.run(
+                    "INSERT INTO consent_records (id, at, submission, kind, item, given, "
+                    "text_hash, language, source, store, device, mode, app_version) VALUES "
+                    "(:id, :at, :submission, :kind, :item, :given, :text_hash, :language, "
+                    ":source, :store, :device, :mode, :app_version)",
+                    record,
+                )
+
+    @_timed
+    def consent_delivery(self, delivery: dict) -> None:
+        with self.engine.durable() as tx:
+            tx.run(
+                "INSERT INTO consent_deliveries (submission, at, state, contact_id, outbox_ref) "
+                "VALUES (:submission, :at, :state, :contact_id, :outbox_ref)",
+                {"contact_id": None, "outbox_ref": None, **delivery},
+            )
+
+    RECORD_COLUMNS = (
+        "r.id, r.at, r.submission, r.kind, r.item, r.given, r.text_hash, r.language, r.source, "
+        "r.store, r.device, r.mode, r.app_version, t.body"
+    )
+
+    def consent_records(
+        self,
+        *,
+        submissions: list[str] | None = None,
+        store: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records with the full text each points to, oldest first."""
+        where, params = ["1 = 1"], {}
+        if submissions is not None:
+            names = [f":s{n}" for n in range(len(submissions))] or ["NULL"]
+            where.append(f"r.submission IN ({', '.join(names)})")
+            params.update({f"s{n}": value for n, value in enumerate(submissions)})
+        if store is not None:
+            where.append("r.store = :store")
+            params["store"] = store
+        if since is not None:
+            where.append("r.at >= :since")
+            params["since"] = since
+        if until is not None:
+            where.append("r.at < :until")
+            params["until"] = until
+        rows = self.engine.run(
+            f"SELECT {self.RECORD_COLUMNS} FROM consent_records r "
+            "JOIN consent_texts t ON t.hash = r.text_hash "
+            f"WHERE {' AND '.join(where)} ORDER BY r.at, r.kind, r.item",
+            params,
+        ).rows
+        names = [c.strip().split(".")[1] for c in self.RECORD_COLUMNS.split(",")]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def consent_deliveries(self, submissions: list[str]) -> list[dict[str, Any]]:
+        if not submissions:
+            return []
+        names = [f":s{n}" for n in range(len(submissions))]
+        rows = self.engine.run(
+            "SELECT submission, at, state, contact_id, outbox_ref FROM consent_deliveries "
+            f"WHERE submission IN ({', '.join(names)}) ORDER BY at",
+            {f"s{n}": value for n, value in enumerate(submissions)},
+        ).rows
+        keys = ("submission", "at", "state", "contact_id", "outbox_ref")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def consent_submissions_of(self, contact_id: str) -> list[str]:
+        rows = self.engine.run(
+            "SELECT DISTINCT submission FROM consent_deliveries WHERE contact_id = :id",
+            {"id": contact_id},
+        ).rows
+        return [row[0] for row in rows]
+
+    def consent_expire(self, before: float) -> int:
+        """Delete records older than `before`, their deliveries, and texts no record uses."""
+        with self.engine.transaction() as tx:
+            old = [
+                row[0]
+                for row in tx.run(
+                    "SELECT DISTINCT submission FROM consent_records WHERE at < :before",
+                    {"before": before},
+                ).rows
+            ]
+            count = tx.run(
+                "DELETE FROM consent_records WHERE at < :before", {"before": before}
+            ).rowcount
+            for submission in old:
+                tx.run(
+                    "DELETE FROM consent_deliveries WHERE submission = :s AND NOT EXISTS "
+                    "(SELECT 1 FROM consent_records WHERE submission = :s)",
+                    {"s": submission},
+                )
+            tx.run(
+                "DELETE FROM consent_texts WHERE NOT EXISTS "
+                "(SELECT 1 FROM consent_records r WHERE r.text_hash = consent_texts.hash)"
+            )
+        return count
+
+    # --- circuit breaker --------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:
         """True when calls may go ahead: closed, or this caller won the one probe after cooldown."""

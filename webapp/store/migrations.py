@@ -68,4 +68,52 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        4,
+        "consent records: the texts shown (once each, by hash) and what each person chose",
+        [
+            """CREATE TABLE IF NOT EXISTS consent_texts (
+                hash TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                item TEXT NOT NULL,
+                language TEXT NOT NULL,
+                source TEXT NOT NULL,
+                body TEXT NOT NULL,
+                first_shown DOUBLE PRECISION NOT NULL
+            )""",
+            """CREATE TABLE IF NOT EXISTS consent_records (
+                id TEXT PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                submission TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                item TEXT NOT NULL,
+                given INTEGER NOT NULL,
+                text_hash TEXT NOT NULL,
+                language TEXT NOT NULL,
+                source TEXT NOT NULL,
+                store TEXT NOT NULL,
+                device TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                app_version TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS consent_records_store ON consent_records (store, at)",
+            "CREATE INDEX IF NOT EXISTS consent_records_submission ON consent_records (submission)",
+            """CREATE TABLE IF NOT EXISTS consent_deliveries (
+                submission TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL,
+                state TEXT NOT NULL,
+                contact_id TEXT,
+                outbox_ref TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS consent_deliveries_submission "
+            "ON consent_deliveries (submission, at)",
+            "CREATE INDEX IF NOT EXISTS consent_deliveries_contact "
+            "ON consent_deliveries (contact_id)",
+            # The submission a kept sign-up came from: its consent records follow it.
+            "ALTER TABLE outbox ADD COLUMN submission TEXT",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]

@@ -58,8 +58,8 @@ def _configure(conn: psycopg.Connection) -> None:
     # Tokens, counters and the breaker need not outlive a crash of PostgreSQL itself: what a
     # lost claim could let through, Engage's find-before-create still stops. So their commits
     # do not wait for the disk (PostgreSQL stays consistent; at most the last fraction of a
-    # second of such writes is lost in a crash). Data that must be kept commits durably with
-    # `durable()`.
+    # second of such writes is lost in a crash). Data that must be kept (the outbox, consent
+    # records) commits durably, in `durable()`.
     conn.execute("SET synchronous_commit = off")
 
 
@@ -109,6 +109,14 @@ class PostgresEngine:
         with self._connection() as conn:
             with conn.transaction():
                 yield _Connection(conn)
+
+    @contextmanager
+    def durable(self) -> Iterator[_Connection]:
+        """A transaction whose commit waits for the disk: for what must outlive a crash of
+        PostgreSQL itself (kept sign-ups, consent records)."""
+        with self.transaction() as tx:
+            tx.run("SET LOCAL synchronous_commit = on")
+            yield tx
 
     @contextmanager
     def exclusive(self) -> Iterator[_Connection]:
