@@ -63,6 +63,7 @@ def browser():
 
 
 SECRETS: dict[str, str] = {}  # base URL -> the app's SECRET_KEY, to enrol devices
+APPS: dict[str, object] = {}  # base URL -> the app, for what a test does behind the page
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def serve(simulator, app_config):
         servers.append(server)
         base = f"http://127.0.0.1:{server.server_port}"
         SECRETS[base] = app.secret_key
+        APPS[base] = app
         return base
 
     yield _serve
@@ -685,3 +687,95 @@ def test_the_kiosk_countdown_says_one_second_not_one_seconds(page, serve, lang, 
     assert page.inner_text("#idle-text").endswith(at_two)
     page.clock.run_for("00:01")
     assert page.inner_text("#idle-text").endswith(at_one)
+
+
+# --- the store manager's view (issue #18) ------------------------------------------------------
+def test_a_store_manager_works_through_the_day_in_the_browser(browser, serve, engine, tmp_path):
+    """Sign-ups made at a till produce the figures; one refused by Engage is corrected and
+    created once, one discarded; the consent export downloads; another store's manager sees
+    none of it. axe on every page; screenshots."""
+    import csv as csv_module
+
+    from cryptography.fernet import Fernet
+
+    base = serve(OUTBOX_KEYS=Fernet.generate_key().decode(),
+                 MANAGER_PINS="Anna@101:48291573,Bo@201:73920461")  # fmt: skip
+    app = APPS[base]
+    context = browser.new_context(viewport=LANDSCAPE, locale="en-GB", accept_downloads=True)
+    enrolled(context, base)
+    till = context.new_page()
+    till.goto(base + "/?lang=en")
+    engine.add_contact({"email": "known@example.com"})
+    for email in ("one@example.com", "two@example.com", "known@example.com"):
+        fill_person(till, email=email)
+        submit(till)
+        till.goto(base + "/")
+    engine.inject("status", on="any", status=503, times=4)  # Engage down: two are kept
+    for email in ("typo@exampel.com", "drop@example.com"):
+        fill_person(till, email=email)
+        submit(till)
+        assert outcome(till) == "queued"
+        till.goto(base + "/")
+    engine.clear_faults()
+    engine.inject("status", status=422, times=2)  # their replays are refused: for a person
+    state, outbox = app.extensions["state"], app.extensions["outbox"]
+    state.outbox_retry()
+    assert [outbox.replay_one(app, sleep=lambda s: None) for _ in range(2)] == ["rejected"] * 2
+
+    page = context.new_page()
+    page.goto(base + "/manager/")
+    assert outcome(page) == "manager-login"
+    no_serious_accessibility_violations(page)
+    page.fill("#pin", "48291573")
+    submit(page)
+    assert outcome(page) == "manager"
+    read = " ".join(page.inner_text("main").split())
+    assert "New members 2 2" in read and "Already members 1 1" in read  # today, 30 days
+    assert "Kept for later 2 2" in read
+    assert page.locator("svg.chart rect").count() >= 1
+    no_serious_accessibility_violations(page)
+    shot(page, "manager-overview")
+    assert "typo@exampel.com" not in page.content()
+
+    rows = page.locator("section[aria-labelledby=attention-title] tbody tr")
+    assert rows.count() == 2
+    rows.nth(0).locator("button").click()
+    page.wait_for_load_state()
+    assert outcome(page) == "manager-item"
+    no_serious_accessibility_violations(page)
+    shot(page, "manager-item")
+    shown = page.input_value("#email")
+    assert shown == "typo@exampel.com", "the oldest first"
+    page.fill("#email", "typo@example.com")
+    submit(page)
+    assert outcome(page) == "manager"
+    page.locator("section[aria-labelledby=attention-title] tbody tr button").click()
+    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.click("text=Discard this sign-up")
+    assert "Nothing needs a person." in page.inner_text("main")
+    assert outbox.replay_one(app, sleep=lambda s: None) == "created"
+    assert outbox.replay_one(app, sleep=lambda s: None) is None, "sent once, nothing left"
+    emails = [c["attributes"]["email"] for c in engine.contacts()]
+    assert emails.count("typo@example.com") == 1 and "typo@exampel.com" not in emails
+    assert "drop@example.com" not in emails, "the discarded one was never sent"
+
+    with page.expect_download() as download:
+        page.click("text=Download (CSV)")
+    saved = tmp_path / "consents.csv"
+    download.value.save_as(saved)
+    with open(saved, newline="", encoding="utf-8") as handle:
+        exported = list(csv_module.DictReader(handle))
+    assert {row["store"] for row in exported} == {"101"} and len(exported) == 5 * 4
+
+    other = browser.new_context(viewport=LANDSCAPE, locale="en-GB")
+    bo = other.new_page()
+    bo.goto(base + "/manager/")
+    bo.fill("#pin", "73920461")
+    submit(bo)
+    assert "No sign-ups yet." in bo.inner_text("main")
+    assert "Nothing needs a person." in bo.inner_text("main")
+    assert bo.locator("#export-store option").all_inner_texts() == ["201"]
+    shot(bo, "manager-other-store")
+    other.close()
+    context.close()

@@ -12,7 +12,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import ops, setup, views, web
+from . import manager, ops, setup, views, web
 from .config import ConfigError, load_config
 from .consent_records import ConsentRecords
 from .consent_records import cli as consents_cli
@@ -118,6 +118,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
+    app.register_blueprint(manager.bp)
     return app
 
 

@@ -139,6 +139,37 @@ def _outbox_keys(value: Any) -> tuple[str, ...]:
     return parse_keys(value)
 
 
+def _manager_pins(value: Any) -> tuple[dict, ...]:
+    """MANAGER_PINS: name@store:pin, comma-separated; store * for the whole chain."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    managers = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        match = re.fullmatch(r"([\w .-]{1,40})@([A-Za-z0-9_.*-]{1,64}):(\d+)", item)
+        if not match:
+            raise ValueError("each entry is name@store:pin (store * for the whole chain)")
+        name, store, pin = match.groups()
+        if len(pin) < 8:
+            raise ValueError(f"{name}'s PIN: at least 8 digits (it opens personal data)")
+        managers.append({"name": name, "store": store, "pin": pin})
+    pins = [m["pin"] for m in managers]
+    if len(set(pins)) != len(pins):
+        raise ValueError("each manager needs a PIN of their own")
+    return tuple(managers)
+
+
+def _timezone(value: Any) -> str:
+    import zoneinfo
+
+    text = str(value).strip()
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be a time zone like Europe/Stockholm") from None
+    return text
+
+
 def _field_list(value: Any) -> tuple[str, ...]:
     items = value if isinstance(value, list | tuple) else str(value).split(",")
     fields = tuple(item.strip() for item in items if item.strip())
@@ -239,6 +270,10 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # Seconds within which BREAKER_THRESHOLD failures count as "in a row": older ones are
     # forgotten, so one timeout after a quiet spell does not stop every till.
     "BREAKER_WINDOW": (_number(1, 3600), 60.0),
+    # The manager's view (/manager/): name@store:pin, comma-separated; * for the whole chain.
+    "MANAGER_PINS": (_manager_pins, ()),
+    # The time zone the manager's view counts hours and days in.
+    "TIMEZONE": (_timezone, "Europe/Stockholm"),
     # Devices: staff bind each tablet or kiosk to a store and a mode on /setup with this PIN.
     "STAFF_PIN": (_pin, ""),
     # Wrong staff PINs allowed per hour across the whole deployment; then PIN entry is locked
@@ -320,6 +355,8 @@ def _check_required(config: dict[str, Any]) -> None:
         )
     if len(config["SECRET_KEY"]) < 16:
         raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")
+    if config["STAFF_PIN"] and config["STAFF_PIN"] in {m["pin"] for m in config["MANAGER_PINS"]}:
+        raise ConfigError("MANAGER_PINS", "a manager's PIN must not be the staff PIN")
     if config["CONTACT_KEY"] == "externalId" and config["ENGAGE_CUSTOM_KEY"] != "externalId":
         raise ConfigError(
             "ENGAGE_CUSTOM_KEY",

@@ -150,6 +150,10 @@ class Outbox:
             sleep=sleep,
         )
         said = outcome.cause or outcome.name
+        self.store.event(
+            store=item["store"], device=item["device"], mode=item["mode"], outcome=outcome.name,
+            cause=outcome.cause, replay=True,
+        )  # fmt: skip
         if outcome.name in (flow.CREATED, flow.EXISTING):
             self.store.outbox_done(item["id"])
             state = "sent" if outcome.name == flow.CREATED else "already-member"

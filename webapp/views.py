@@ -334,6 +334,8 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
     """The answer to a POST: the result page (after a redirect) or the form back, filled in."""
     device = current_device()
     g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
+    if not duplicate:
+        _count(outcome, device)
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
         # the result cookie, never anything the person typed; on a kiosk, only "thanks".
@@ -360,6 +362,18 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
     _mark(form, fields, note)
     form.submission.data = new_submission_token()  # trying again is a new submission
     return _render_form(form, outcome.name, unmarked=outcome.name == flow.REJECTED and not fields)
+
+
+def _count(outcome: flow.Outcome, device) -> None:
+    """One event per sign-up for the manager's figures: store, device, mode, outcome, what
+    Engage said. A fault of the state database is already said, and never stops the answer."""
+    try:
+        current_app.extensions["state"].event(
+            store=device.store_id, device=device.id, mode=device.mode, outcome=outcome.name,
+            cause=outcome.cause if outcome.cause != "StateUnavailable" else None,
+        )  # fmt: skip
+    except StateUnavailable as exc:
+        _state_fault(exc)
 
 
 def _keep_entry(outcome: str, fields=(), note: str | None = None):

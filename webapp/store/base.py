@@ -430,6 +430,40 @@ class Store:
             )
         return count
 
+    # --- sign-up events (the manager's figures) ---------------------------------------------------
+    EVENT_DAYS = 31  # the manager's view looks 30 days back
+
+    def event(
+        self, *, store: str, device: str, mode: str, outcome: str, cause: str | None, replay=False
+    ) -> None:
+        now = self.clock()
+        self.engine.run(
+            "INSERT INTO events (at, hour, store, device, mode, outcome, cause, replay) VALUES "
+            "(:at, :hour, :store, :device, :mode, :outcome, :cause, :replay)",
+            {"at": now, "hour": int(now // 3600), "store": store, "device": device or "-",
+             "mode": mode, "outcome": outcome, "cause": cause, "replay": int(replay)},
+        )  # fmt: skip
+        if int(now) % 97 == 0:  # now and then, forget what the view no longer shows
+            self.engine.run(
+                "DELETE FROM events WHERE at < :before", {"before": now - self.EVENT_DAYS * 86400}
+            )
+
+    def event_counts(self, stores: list[str] | None, since: float) -> list[dict[str, Any]]:
+        """Events since `since`, counted per hour, store, device, mode, outcome, cause."""
+        where, params = ["at >= :since"], {"since": since}
+        if stores is not None:
+            names = [f":s{n}" for n in range(len(stores))] or ["NULL"]
+            where.append(f"store IN ({', '.join(names)})")
+            params.update({f"s{n}": store for n, store in enumerate(stores)})
+        rows = self.engine.run(
+            "SELECT hour, store, device, mode, outcome, cause, replay, count(*) FROM events "
+            f"WHERE {' AND '.join(where)} "
+            "GROUP BY hour, store, device, mode, outcome, cause, replay ORDER BY hour",
+            params,
+        ).rows
+        keys = ("hour", "store", "device", "mode", "outcome", "cause", "replay", "count")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
     # --- circuit breaker --------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:

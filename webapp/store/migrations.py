@@ -116,4 +116,24 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        5,
+        "sign-up events for the manager's view: outcomes per store, device and hour",
+        [
+            """CREATE TABLE IF NOT EXISTS events (
+                at DOUBLE PRECISION NOT NULL,
+                hour BIGINT NOT NULL,
+                store TEXT NOT NULL,
+                device TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                cause TEXT,
+                replay INTEGER NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX IF NOT EXISTS events_store_hour ON events (store, hour)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,216 @@
+"""The store manager's view: figures that sign-ups produced, what needs a person, the queue, the
+consent export; access by a PIN of the manager's own, scoped to a store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+
+import pytest
+from cryptography.fernet import Fernet
+
+from webapp import ConfigError, create_app
+
+from .conftest import (
+    english_visitor,
+    enrol,
+    hidden_fields,
+    outcome_of,
+    submitter,
+    text_of,
+)
+
+KEY = Fernet.generate_key().decode()
+MANAGERS = "Anna@101:48291573,Bo@201:73920461,CRM@*:91827364"
+
+
+@pytest.fixture
+def chain(simulator, app_config):
+    app = create_app(
+        {**app_config, "ENGAGE_BASE_URL": simulator.url, "MANAGER_PINS": MANAGERS,
+         "OUTBOX_KEYS": KEY, "ENGAGE_RETRY_SECONDS": 0, "ENGAGE_SETTLE_SECONDS": 0}
+    )  # fmt: skip
+    yield app
+    app.extensions["engage"].close()
+
+
+def till(app, store="101", mode="staff"):
+    browser = enrol(app.test_client(), app, mode, store)
+    browser.get("/?lang=en")
+    return submitter(browser)
+
+
+def manager(app, pin):
+    browser = english_visitor(app)
+    page = browser.get("/manager/").get_data(as_text=True)
+    answer = browser.post("/manager/login", data={"pin": pin, **hidden_fields(page)})
+    return browser, answer
+
+
+def token(browser) -> str:
+    html = browser.get("/manager/").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def test_a_manager_signs_in_with_their_own_pin_never_the_staff_pin(chain):
+    browser, answer = manager(chain, "4711")  # the staff PIN
+    assert answer.status_code == 400 and "That PIN is not right" in text_of(answer)
+    browser, answer = manager(chain, "48291573")
+    assert answer.status_code == 303
+    page = browser.get("/manager/")
+    assert outcome_of(page) == "manager" and "Signed in as Anna." in text_of(page)
+    assert page.headers["Cache-Control"] == "no-store"
+    browser.post("/manager/logout", data={"csrf_token": token(browser)})
+    assert outcome_of(browser.get("/manager/")) == "manager-login"
+
+
+def test_the_figures_are_what_the_signups_produced(chain, engine):
+    engine.add_contact({"email": "known@example.com"})
+    signup = till(chain)
+    for n in range(3):
+        assert outcome_of(signup(email=f"new{n}@example.com")) == "created"
+    assert outcome_of(signup(email="known@example.com")) == "existing"
+    engine.inject("status", status=422)
+    assert outcome_of(signup(email="refused@example.com")) == "rejected"
+    engine.inject("status", on="any", status=503, times=2)
+    assert outcome_of(signup(email="kept@example.com")) == "queued"
+    till(chain, "201")(email="elsewhere@example.com")  # another store's
+    browser, _ = manager(chain, "48291573")
+    page = browser.get("/manager/")
+    html = page.get_data(as_text=True)
+    rows = dict(re.findall(r'<tr><th scope="row">([^<]+)</th><td>(\d+)</td>', html))
+    assert rows == {"New members": "3", "Already members": "1", "Kept for later": "1",
+                    "Refused by Engage": "1"}  # fmt: skip
+    assert '<svg class="chart"' in html and "6 sign-ups today" in html
+    assert "EngageRejected" in html, "what Engage said, by count"
+    assert "Staff tablet" in text_of(page)
+    assert "kept@example.com" not in html and "refused@example.com" not in html
+
+
+def test_a_manager_of_another_store_sees_none_of_it(chain, engine):
+    till(chain)(email="anna.store@example.com")
+    engine.inject("status", on="any", status=503, times=2)
+    till(chain)(email="kept.101@example.com")
+    bo, _ = manager(chain, "73920461")
+    html = bo.get("/manager/").get_data(as_text=True)
+    assert "No sign-ups yet." in html and "0 sign-ups waiting" in html
+    assert (
+        bo.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-01-01").status_code == 404
+    )
+    ref = chain.extensions["state"].outbox_items()[0]["id"]
+    shown = bo.post(f"/manager/items/{ref[:5]}-{ref[5:]}/show", data={"csrf_token": token(bo)})
+    assert shown.status_code == 404
+    crm, _ = manager(chain, "91827364")  # the chain-wide role sees every store
+    assert "1 sign-up waiting" in text_of(crm.get("/manager/"))
+
+
+def test_an_item_refused_by_engage_is_corrected_and_created_once(chain, engine, caplog):
+    signup = till(chain)
+    engine.inject("status", on="any", status=503, times=2)
+    assert outcome_of(signup(email="typo@exampel.com", firstName="Siv")) == "queued"
+    engine.inject("status", status=422)  # the replay is refused: kept for a person
+    state, outbox = chain.extensions["state"], chain.extensions["outbox"]
+    state.outbox_retry()
+    assert outbox.replay_one(chain, sleep=lambda s: None) == "rejected"
+    browser, _ = manager(chain, "48291573")
+    overview = browser.get("/manager/").get_data(as_text=True)
+    ref = re.search(r'action="/manager/items/([A-Z2-7-]+)/show"', overview).group(1)
+    assert "typo@exampel.com" not in overview, "details only after an explicit show"
+    caplog.set_level(logging.INFO)
+    shown = browser.post(f"/manager/items/{ref}/show", data={"csrf_token": token(browser)})
+    assert 'value="typo@exampel.com"' in shown.get_data(as_text=True)
+    assert f"outbox item {ref} shown to Anna" in caplog.text
+    assert "typo@exampel.com" not in caplog.text
+    bad = browser.post(f"/manager/items/{ref}/correct",
+                       data={"csrf_token": token(browser), "email": "still wrong"})  # fmt: skip
+    assert bad.status_code == 400 and "Enter an email address like" in text_of(bad)
+    fixed = browser.post(f"/manager/items/{ref}/correct",
+                         data={"csrf_token": token(browser), "email": "siv@example.com",
+                               "firstName": "Siv", "countryCode": "SE"})  # fmt: skip
+    assert fixed.status_code == 303
+    assert outbox.replay_one(chain, sleep=lambda s: None) == "created"
+    emails = [c["attributes"]["email"] for c in engine.contacts()]
+    assert emails.count("siv@example.com") == 1 and "typo@exampel.com" not in emails
+    assert state.outbox_items() == []
+    assert outbox.replay_one(chain, sleep=lambda s: None) is None, "sent once"
+
+
+def test_an_item_is_discarded_and_its_consent_records_say_so(chain, engine):
+    engine.inject("status", on="any", status=503, times=2)
+    till(chain)(email="gone@example.com")
+    engine.inject("status", status=422)
+    chain.extensions["state"].outbox_retry()
+    chain.extensions["outbox"].replay_one(chain, sleep=lambda s: None)
+    browser, _ = manager(chain, "48291573")
+    ref = re.search(r"items/([A-Z2-7-]+)/show", browser.get("/manager/").get_data(as_text=True))[1]
+    assert browser.post(f"/manager/items/{ref}/discard",
+                        data={"csrf_token": token(browser)}).status_code == 303  # fmt: skip
+    assert chain.extensions["state"].outbox_items() == []
+    rows = chain.extensions["consent_records"].export(store="101")
+    assert {r["delivery"] for r in rows} == {"discarded"} and rows[0]["outbox_ref"] == ref
+
+
+def test_the_queue_shows_depth_and_sends_now(chain, engine):
+    engine.inject("status", on="any", status=503, times=4)
+    signup = till(chain)
+    signup(email="q1@example.com")
+    signup(email="q2@example.com")
+    browser, _ = manager(chain, "48291573")
+    assert "2 sign-ups waiting for Engage" in text_of(browser.get("/manager/"))
+    state = chain.extensions["state"]
+    before = [i["next_attempt"] for i in state.outbox_items()]
+    browser.post("/manager/queue/retry", data={"csrf_token": token(browser)})
+    after = [i["next_attempt"] for i in state.outbox_items()]
+    assert all(a < b for a, b in zip(after, before, strict=True)), "due now"
+
+
+def test_the_consent_export_downloads_as_csv(chain, engine):
+    till(chain)(email="export@example.com")
+    browser, _ = manager(chain, "48291573")
+    answer = browser.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-12-31")
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert "attachment" in answer.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
+    assert len(rows) == 4 and rows[0]["contact_id"] == engine.contacts()[0]["id"]
+    assert "export@example.com" not in answer.get_data(as_text=True)
+
+
+def test_manager_pins_are_limited_like_the_staff_pin(chain, caplog):
+    statuses = []
+    for address in range(8):
+        browser = english_visitor(chain)
+        environ = {"REMOTE_ADDR": f"10.1.0.{address + 1}"}
+        for guess in range(6):
+            page = browser.get("/manager/", environ_base=environ).get_data(as_text=True)
+            form = {"pin": f"1000{address:02d}{guess:02d}", **hidden_fields(page)}
+            statuses.append(browser.post("/manager/login", data=form,
+                                         environ_base=environ).status_code)  # fmt: skip
+    assert statuses.count(400) == 30 and 429 in statuses
+    assert "manager PIN entry locked for the whole deployment" in caplog.text
+    browser, answer = manager(chain, "48291573")
+    assert answer.status_code == 429, "locked for everyone for the hour"
+
+
+def test_every_manager_page_needs_a_manager(chain):
+    visitor = english_visitor(chain)
+    paths = [
+        ("GET", "/manager/consents.csv?store=101&from=2020-01-01&to=2020-01-02"),
+        ("POST", "/manager/queue/retry"),
+        ("POST", "/manager/items/AAAAA-AAAAA/show"),
+    ]
+    for method, path in paths:
+        answer = visitor.open(path, method=method, data={"csrf_token": "x"})
+        assert answer.status_code in (303, 400), path
+
+
+def test_manager_pins_are_checked_at_start_up(app_config):
+    for value, message in [("Anna@101:1234", "at least 8 digits"),
+                           ("Anna@101:12345678,Bo@201:12345678", "a PIN of their own"),
+                           ("no-store-here", "name@store:pin")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            create_app({**app_config, "MANAGER_PINS": value})
+    with pytest.raises(ConfigError, match="must not be the staff PIN"):
+        create_app({**app_config, "STAFF_PIN": "47114711", "MANAGER_PINS": "A@101:47114711"})

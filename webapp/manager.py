@@ -1,0 +1,441 @@
+"""/manager/: the store manager's view. Today's and the last 30 days' sign-ups per store and
+device, what needs a person (outbox items Engage refused), the queue, and the consent export.
+
+Managers sign in with a PIN of their own (MANAGER_PINS: name@store:pin), never the staff PIN,
+under the same lockout rules as /setup/ (per device, per address, and a cap for the whole
+deployment), for a short session. A manager of one store sees that store only; `*` sees all.
+Personal data appears only on the page that an explicit "Show details" (a POST) opens, for one
+item, and that access is logged (who, when, which item; never the details). No personal data in
+URLs or logs; every page is `no-store`. It reads the shared state only: no page load calls
+Engage.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import time
+import zoneinfo
+from collections import Counter, defaultdict
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
+from flask_wtf import FlaskForm
+from markupsafe import Markup, escape
+from werkzeug.datastructures import MultiDict
+from wtforms import PasswordField
+from wtforms.validators import DataRequired
+
+from . import consent_records, devices, signed, web
+from . import signup as flow
+from .outbox import reference
+from .setup import PIN_ATTEMPTS, PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
+bp = Blueprint("manager", __name__, url_prefix="/manager")
+
+SESSION_SECONDS = 15 * 60  # a manager's session: short, as it opens personal data
+FAILURES = "manager-pin-failures:deployment"
+DAYS = 30
+EDITABLE = ("email", "mobilePhone", "socialSecurityNumber", "externalId", "firstName",
+            "lastName", "birthDay", "zipCode", "countryCode")  # fmt: skip
+# Outcomes that mean the person is (or will be) a member, for the chart's colours.
+GOOD = (flow.CREATED, flow.EXISTING, flow.QUEUED, flow.IN_PROGRESS)
+
+
+def outcome_labels() -> dict[str, str]:
+    return {
+        "created": _("New members"),
+        "existing": _("Already members"),
+        "queued": _("Kept for later"),
+        "in-progress": _("Being registered"),
+        "ambiguous": _("Several matches"),
+        "rejected": _("Refused by Engage"),
+        "timeout": _("Engage too slow"),
+        "unavailable": _("Engage unavailable"),
+        "invalid": _("Details to correct"),
+        "throttled": _("Too many at once"),
+    }
+
+
+class LoginForm(FlaskForm):
+    pin = PasswordField(_l("Manager PIN"), validators=[DataRequired(_l("Enter your manager PIN"))])
+
+
+def signed_in() -> dict | None:
+    manager = session.get("manager")
+    if isinstance(manager, dict) and manager.get("until", 0) > time.time():
+        return manager
+    return None
+
+
+def _scope(manager: dict) -> list[str] | None:
+    """The stores this manager may see: None for all."""
+    return None if manager["store"] == "*" else [manager["store"]]
+
+
+def _in_scope(manager: dict, store: str) -> bool:
+    return manager["store"] in ("*", store)
+
+
+def _page(template: str, outcome: str, status: int = 200, **context):
+    g.outcome = outcome
+    return render_template(template, outcome=outcome, **context), status
+
+
+@bp.before_request
+def _require_manager():
+    if request.endpoint in ("manager.start", "manager.login"):
+        return None
+    if signed_in() is None:
+        return redirect(url_for(".start"), code=303)
+    return None
+
+
+@bp.get("/")
+def start():
+    manager = signed_in()
+    if not current_app.config["MANAGER_PINS"]:
+        return _page("manager/disabled.html", "manager-disabled")
+    if manager is None:
+        signed.client_id()  # this browser's id exists before its first PIN: limits count it
+        return _page("manager/login.html", "manager-login", form=LoginForm())
+    return dashboard(manager)
+
+
+@bp.post("/login")
+def login():
+    config = current_app.config
+    if not config["MANAGER_PINS"]:
+        return redirect(url_for(".start"), code=303)
+    form = LoginForm(formdata=request.form)
+    state = current_app.extensions["state"]
+    device = devices.current_device()
+    who = f"device:{device.id}" if device and device.id else f"browser:{signed.client_id()}"
+    try:
+        allowed = state.hits(
+            [
+                (f"manager-pin:{who}", PIN_ATTEMPTS, PIN_WINDOW),
+                (f"manager-pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS,
+                 PIN_WINDOW),
+            ]
+        )  # fmt: skip
+        locked = state.count(FAILURES, 3600) >= config["PIN_FAILURES_PER_HOUR"]
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        form.pin.errors = [_("Setup cannot be opened right now. Try again in a moment.")]
+        return _page("manager/login.html", "manager-login", 503, form=form)
+    if locked:
+        form.pin.errors = [
+            _("PIN entry is locked for now after too many wrong PINs. Try again in an hour.")
+        ]
+        return _page("manager/login.html", "manager-login", 429, form=form)
+    if not allowed:
+        form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
+        return _page("manager/login.html", "manager-login", 429, form=form)
+    if not request.files and form.validate_on_submit():
+        given = form.pin.data.strip().encode()
+        for manager in config["MANAGER_PINS"]:
+            if hmac.compare_digest(given, manager["pin"].encode()):
+                session["manager"] = {
+                    "name": manager["name"],
+                    "store": manager["store"],
+                    "until": time.time() + SESSION_SECONDS,
+                }
+                log.info(
+                    "manager view: %s signed in (stores %s) %s",
+                    manager["name"], manager["store"], web.log_context(),
+                )  # fmt: skip
+                return redirect(url_for(".start"), code=303)
+        form.pin.errors = [_("That PIN is not right.")]
+        try:
+            failures = state.hit(FAILURES, 3600)
+        except StateUnavailable:
+            failures = 0
+        if failures == config["PIN_FAILURES_PER_HOUR"]:
+            log.error(
+                "manager PIN entry locked for the whole deployment: %d wrong PINs within an "
+                "hour (PIN_FAILURES_PER_HOUR) %s",
+                failures, web.log_context(),
+            )  # fmt: skip
+    elif request.files:
+        form.pin.errors = [_("Enter your manager PIN")]
+    return _page("manager/login.html", "manager-login", 400, form=form)
+
+
+@bp.post("/logout")
+def logout():
+    session.pop("manager", None)
+    return redirect(url_for(".start"), code=303)
+
+
+# --- the figures ----------------------------------------------------------------------------------
+def dashboard(manager: dict):
+    state = current_app.extensions["state"]
+    zone = zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
+    now = dt.datetime.now(zone)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    since = (midnight - dt.timedelta(days=DAYS - 1)).timestamp()
+    chosen = request.args.get("store") or None
+    stores = _scope(manager)
+    if chosen and (stores is None or chosen in stores):
+        stores = [chosen]
+    try:
+        rows = state.event_counts(stores, since)
+        breaker_open = state.breaker_is_open(flow.Breaker.NAME)
+        items = state.outbox_items()
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        message = _("The figures cannot be read right now. Try again in a moment.")
+        return _page("errors/error.html", "error", 503, message=message)
+    labels = outcome_labels()
+    today_from = midnight.timestamp() // 3600
+    hourly: dict[int, Counter] = defaultdict(Counter)
+    today, month = Counter(), Counter()
+    per_device: dict[tuple, dict[str, Counter]] = defaultdict(
+        lambda: {"today": Counter(), "month": Counter()}
+    )
+    causes: Counter = Counter()
+    replays: Counter = Counter()
+    for row in rows:
+        if row["replay"]:
+            replays[row["outcome"]] += row["count"]
+            continue
+        month[row["outcome"]] += row["count"]
+        per_device[(row["store"], row["device"], row["mode"])]["month"][row["outcome"]] += row[
+            "count"
+        ]
+        if row["hour"] >= today_from:
+            local = dt.datetime.fromtimestamp(row["hour"] * 3600, zone).hour
+            hourly[local][row["outcome"]] += row["count"]
+            today[row["outcome"]] += row["count"]
+            per_device[(row["store"], row["device"], row["mode"])]["today"][row["outcome"]] += row[
+                "count"
+            ]
+        if row["cause"]:
+            causes[row["cause"]] += row["count"]
+    visible = [
+        i for i in items if _in_scope(manager, i["store"]) and (not chosen or i["store"] == chosen)
+    ]
+    waiting = [i for i in visible if i["state"] == "waiting"]
+    days = current_app.config["OUTBOX_DAYS"]
+    soon = time.time() - (days - 1) * 86400
+    return _page(
+        "manager/dashboard.html",
+        "manager",
+        manager=manager,
+        chosen=chosen,
+        scope_stores=sorted(
+            {r["store"] for r in rows} | {i["store"] for i in items}
+            if manager["store"] == "*"
+            else [manager["store"]]
+        ),  # fmt: skip
+        labels=labels,
+        outcomes=[o for o in labels if today[o] or month[o]],
+        today=today,
+        month=month,
+        chart=_chart(hourly, labels),
+        per_device=sorted(per_device.items()),
+        causes=causes.most_common(),
+        replays=replays,
+        breaker_open=breaker_open,
+        attention=[i for i in visible if i["state"] == "attention"],
+        queue={
+            "depth": len(waiting),
+            "oldest": min((i["created"] for i in waiting), default=None),
+            "expiring": sum(1 for i in waiting if i["created"] < soon),
+        },  # fmt: skip
+        outbox_on="outbox" in current_app.extensions,
+        when=lambda seconds: dt.datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M"),
+        ref=reference,
+        zone=current_app.config["TIMEZONE"],
+        days=DAYS,
+        today_date=midnight.date().isoformat(),
+        first_date=(midnight - dt.timedelta(days=DAYS - 1)).date().isoformat(),
+    )
+
+
+def _chart(hourly: dict[int, Counter], labels: dict[str, str]) -> Markup:
+    """Today's sign-ups per hour as a small SVG: members (dark) and problems (light) stacked.
+    No chart library reaches the browser; the table beside it holds the same figures."""
+    width, height, top = 480, 140, 12
+    most = max((sum(c.values()) for c in hourly.values()), default=0) or 1
+    bar = width / 24
+    parts = []
+    total = 0
+    for hour in range(24):
+        counts = hourly.get(hour, Counter())
+        good = sum(counts[o] for o in GOOD)
+        bad = sum(counts.values()) - good
+        total += good + bad
+        y = height
+        for value, kind in ((good, "good"), (bad, "bad")):
+            if value:
+                h = (height - top) * value / most
+                y -= h
+                parts.append(
+                    f'<rect class="bar bar--{kind}" x="{hour * bar + 2:.1f}" y="{y:.1f}" '
+                    f'width="{bar - 4:.1f}" height="{h:.1f}"/>'
+                )
+        if hour % 3 == 0:
+            parts.append(
+                f'<text class="axis" x="{hour * bar + bar / 2:.1f}" y="{height + 14}" '
+                f'text-anchor="middle">{hour:02d}</text>'
+            )
+    summary = ngettext(
+        "%(num)s sign-up today, by hour: dark bars are members, light bars problems.",
+        "%(num)s sign-ups today, by hour: dark bars are members, light bars problems.",
+        total,
+    )
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {width} {height + 20}" role="img" '
+        f'aria-labelledby="chart-title"><title id="chart-title">{escape(summary)}</title>'
+        f'{"".join(parts)}<line class="baseline" x1="0" y1="{height}" x2="{width}" '
+        f'y2="{height}"/></svg>'
+    )
+
+
+# --- what needs a person --------------------------------------------------------------------------
+def _item(ref: str) -> dict:
+    manager = signed_in()
+    outbox = current_app.extensions.get("outbox")
+    item = outbox.find(ref) if outbox else None
+    if item is None or not _in_scope(manager, item["store"]):
+        abort(404)  # another store's item is no more visible than a missing one
+    return item
+
+
+@bp.post("/items/<ref>/show")
+def show(ref: str):
+    item = _item(ref)
+    manager = signed_in()
+    payload = current_app.extensions["state"].outbox_items(item["id"], payload=True)[0]["payload"]
+    signup = current_app.extensions["outbox"].open(payload)
+    log.warning(
+        "manager view: outbox item %s shown to %s %s",
+        reference(item["id"]), manager["name"], web.log_context(),
+    )  # fmt: skip
+    return _correction_page(item, _form_for(signup))
+
+
+def _form_for(signup: flow.Signup, formdata=None):
+    """The sign-up form, filled with what the person gave (or what the manager typed)."""
+    if formdata is None:
+        values = {k: v for k, v in signup.contact.items() if k in EDITABLE}
+        formdata = MultiDict(values)
+    formdata = MultiDict(formdata)
+    for consent in signup.contact.get("consents", []):
+        formdata[f"consent-{consent['id']}"] = "y"  # given at sign-up: not the manager's to undo
+    formdata["submission"] = "manager-correction-token"
+    form = current_app.extensions["signup_form"](formdata=formdata, meta={"csrf": False})
+    from .i18n import countries
+
+    form.countryCode.choices = countries(_language())
+    return form
+
+
+def _language() -> str:
+    from flask_babel import get_locale
+
+    locale = get_locale()
+    return locale.language if locale else "en"
+
+
+def _correction_page(item: dict, form, status: int = 200):
+    fields = [form[name] for name in EDITABLE if name in form]
+    return _page("manager/item.html", "manager-item", status, item=item, correction=form,
+                 fields=fields, ref=reference(item["id"]), csrf=signed.csrf_token())  # fmt: skip
+
+
+@bp.post("/items/<ref>/correct")
+def correct(ref: str):
+    """Send the item again with the details the manager corrected (checked as the form checks
+    them); the replay looks the person up first, as always."""
+    item = _item(ref)
+    manager = signed_in()
+    outbox = current_app.extensions["outbox"]
+    state = current_app.extensions["state"]
+    payload = state.outbox_items(item["id"], payload=True)[0]["payload"]
+    signup = outbox.open(payload)
+    form = _form_for(signup, {k: v for k, v in request.form.items() if k in EDITABLE})
+    if not form.validate():
+        return _correction_page(item, form, 400)
+    contact = {k: v for k, v in signup.contact.items() if k not in EDITABLE}
+    for name in EDITABLE:
+        if name in form and form.normalized(name):
+            contact[name] = form.normalized(name)
+    corrected = flow.Signup(**{**signup.__dict__, "contact": contact})
+    state.outbox_set_payload(item["id"], outbox.seal(corrected))
+    state.outbox_retry(item["id"])
+    log.warning(
+        "manager view: outbox item %s corrected by %s and sent again %s",
+        reference(item["id"]), manager["name"], web.log_context(),
+    )  # fmt: skip
+    return redirect(url_for(".start", done="corrected"), code=303)
+
+
+@bp.post("/items/<ref>/discard")
+def discard(ref: str):
+    item = _item(ref)
+    manager = signed_in()
+    current_app.extensions["state"].outbox_discard(item["id"])
+    current_app.extensions["outbox"]._delivered(item, "discarded")
+    log.warning(
+        "manager view: outbox item %s discarded by %s %s",
+        reference(item["id"]), manager["name"], web.log_context(),
+    )  # fmt: skip
+    return redirect(url_for(".start", done="discarded"), code=303)
+
+
+@bp.post("/queue/retry")
+def retry_queue():
+    """Send every waiting item of this manager's stores at the next chance."""
+    manager = signed_in()
+    state = current_app.extensions["state"]
+    count = 0
+    for item in state.outbox_items():
+        if item["state"] == "waiting" and _in_scope(manager, item["store"]):
+            count += state.outbox_retry(item["id"])
+    log.info("manager view: %s sent %d queued item(s) again", manager["name"], count)
+    return redirect(url_for(".start", done="retried"), code=303)
+
+
+@bp.get("/consents.csv")
+def consents_csv():
+    """The consent records of one store and date range, with the full texts (CSV)."""
+    manager = signed_in()
+    store = request.args.get("store", "")
+    if not store or not _in_scope(manager, store):
+        abort(404)
+    try:
+        start = dt.date.fromisoformat(request.args.get("from", ""))
+        end = dt.date.fromisoformat(request.args.get("to", ""))
+    except ValueError:
+        abort(400)
+    rows = current_app.extensions["consent_records"].export(store=store, start=start, end=end)
+    log.info(
+        "manager view: %s exported %d consent record(s) of store %s",
+        manager["name"], len(rows), store,
+    )  # fmt: skip
+    name = f"consents-{store}-{start.isoformat()}-{end.isoformat()}.csv"
+    return Response(
+        consent_records.as_csv(rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"',
+                 "Cache-Control": "no-store"},
+    )  # fmt: skip
