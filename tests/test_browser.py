@@ -723,7 +723,7 @@ def test_a_store_manager_works_through_the_day_in_the_browser(browser, serve, en
     assert [outbox.replay_one(app, sleep=lambda s: None) for _ in range(2)] == ["rejected"] * 2
 
     page = context.new_page()
-    page.goto(base + "/manager/")
+    page.goto(base + "/manager/?lang=en")
     assert outcome(page) == "manager-login"
     no_serious_accessibility_violations(page)
     page.fill("#pin", "48291573")
@@ -770,7 +770,7 @@ def test_a_store_manager_works_through_the_day_in_the_browser(browser, serve, en
 
     other = browser.new_context(viewport=LANDSCAPE, locale="en-GB")
     bo = other.new_page()
-    bo.goto(base + "/manager/")
+    bo.goto(base + "/manager/?lang=en")
     bo.fill("#pin", "73920461")
     submit(bo)
     assert "No sign-ups yet." in bo.inner_text("main")

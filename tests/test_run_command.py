@@ -89,6 +89,7 @@ def wait_until_up(url: str, seconds: float = 20) -> None:
 
 def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(launched):
     simulator_url = read_until(launched, r"built-in simulator at (http://\S+)").group(1)
+    manager_pin = read_until(launched, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1)
     app_url = read_until(launched, r"open (http://\S+)").group(1)
     drain(launched)
     wait_until_up(app_url)
@@ -116,6 +117,13 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     page = browser.get(app_url, timeout=5)
     again = {**VALID_FORM, "email": "member@example.com", "csrf_token": csrf_token(page.text)}
     assert 'data-outcome="existing"' in browser.post(app_url, data=again, timeout=10).text
+
+    # Training mode shows the manager's view too, for every store.
+    login = browser.get(app_url + "manager/", timeout=5)
+    signing_in = {"pin": manager_pin, "csrf_token": csrf_token(login.text)}
+    browser.post(app_url + "manager/login", data=signing_in, timeout=5)
+    overview = browser.get(app_url + "manager/", timeout=5).text
+    assert 'data-outcome="manager"' in overview and "New members" in overview
 
     launched.send_signal(signal.SIGTERM)
     launched.wait(timeout=15)

@@ -115,12 +115,17 @@ def _start_training_simulator() -> None:
         SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
         # Training keeps sign-ups in the outbox too, sealed with a key of its own.
         OUTBOX_KEYS=os.environ.get("OUTBOX_KEYS") or Fernet.generate_key().decode(),
+        # And shows the manager's view, for every store, with a PIN of its own.
+        MANAGER_PINS=os.environ.get("MANAGER_PINS")
+        or f"Training@*:{secrets.randbelow(90_000_000) + 10_000_000}",
         STAFF_PIN=os.environ.get("STAFF_PIN") or "1234",
         TRAINING_MODE="true",
     )
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
     print(note, flush=True)  # noqa: T201
     print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
+    manager_pin = os.environ["MANAGER_PINS"].split(",")[0].rsplit(":", 1)[1]
+    print(f"Manager's view (/manager/) PIN: {manager_pin}", flush=True)  # noqa: T201
 
 
 def _simulated_tenant(environ) -> list[str]:
