@@ -48,8 +48,9 @@ def start_server(env: dict) -> subprocess.Popen:
 
 
 @pytest.fixture
-def launched():
+def launched(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
+    env["STATE_DB"] = str(tmp_path / "state.sqlite3")  # not the checkout's instance folder
     process = start_server({**env, "WEB_WORKERS": "2", "WEB_THREADS": "2"})
     yield process
     stop(process)
