@@ -384,6 +384,21 @@ def sim_app(simulator, app_config):
 
 
 @pytest.fixture
+def simulated_app(simulator, app_config):
+    """Apps against the simulator, with settings of the test's choosing; closed afterwards."""
+    apps = []
+
+    def make(**settings):
+        app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, **settings})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["engage"].close()
+
+
+@pytest.fixture
 def sim_client(sim_app):
     return english_browser(sim_app)
 

@@ -11,8 +11,6 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from webapp import create_app
-
 from .conftest import (
     TEST_CONSENTS,
     VALID_FORM,
@@ -40,17 +38,8 @@ EMAIL_LABEL = {
 
 
 @pytest.fixture
-def records_app(simulator, app_config):
-    apps = []
-
-    def make(**settings):
-        app = create_app({**app_config, "ENGAGE_BASE_URL": simulator.url, **settings})
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["engage"].close()
+def records_app(simulated_app):
+    return simulated_app
 
 
 def sign_up(app, *, mode="staff", lang="en", **fields):

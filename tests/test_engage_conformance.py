@@ -26,21 +26,16 @@ from .conftest import (
 
 
 @pytest.fixture
-def tenant(simulator, app_config):
-    """Apps against the simulator, with settings of the test's choosing."""
-    apps = []
+def tenant(simulated_app):
+    """Apps against the simulator with short timeouts, and settings of the test's choosing."""
 
     def make(**settings):
-        app = create_app(
-            {**app_config, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_READ_TIMEOUT": 1.5,
-             "ENGAGE_CREATE_TIMEOUT": 1.5, "ENGAGE_RETRY_SECONDS": 0.05, **settings}
+        return simulated_app(
+            **{"ENGAGE_READ_TIMEOUT": 1.5, "ENGAGE_CREATE_TIMEOUT": 1.5,
+               "ENGAGE_RETRY_SECONDS": 0.05, **settings}
         )  # fmt: skip
-        apps.append(app)
-        return app
 
-    yield make
-    for app in apps:
-        app.extensions["engage"].close()
+    return make
 
 
 def errors_in(caplog) -> list[str]:

@@ -27,13 +27,9 @@ MANAGERS = "Anna@101:48291573,Bo@201:73920461,CRM@*:91827364"
 
 
 @pytest.fixture
-def chain(simulator, app_config):
-    app = create_app(
-        {**app_config, "ENGAGE_BASE_URL": simulator.url, "MANAGER_PINS": MANAGERS,
-         "OUTBOX_KEYS": KEY, "ENGAGE_RETRY_SECONDS": 0, "ENGAGE_SETTLE_SECONDS": 0}
-    )  # fmt: skip
-    yield app
-    app.extensions["engage"].close()
+def chain(simulated_app):
+    return simulated_app(MANAGER_PINS=MANAGERS, OUTBOX_KEYS=KEY, ENGAGE_RETRY_SECONDS=0,
+                         ENGAGE_SETTLE_SECONDS=0)  # fmt: skip
 
 
 def till(app, store="101", mode="staff"):

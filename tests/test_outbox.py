@@ -35,22 +35,16 @@ KEY = Fernet.generate_key().decode()
 
 
 @pytest.fixture
-def kept(simulator, app_config):
+def kept(simulated_app):
     """An app with the outbox on (short timeouts, no waits), against the simulator."""
-    apps = []
 
     def make(**settings):
-        app = create_app(
-            {**app_config, "ENGAGE_BASE_URL": simulator.url, "OUTBOX_KEYS": KEY,
-             "ENGAGE_READ_TIMEOUT": 1.0, "ENGAGE_CREATE_TIMEOUT": 1.0,
-             "ENGAGE_SETTLE_SECONDS": 0.05, "ENGAGE_RETRY_SECONDS": 0.05, **settings}
+        return simulated_app(
+            **{"OUTBOX_KEYS": KEY, "ENGAGE_READ_TIMEOUT": 1.0, "ENGAGE_CREATE_TIMEOUT": 1.0,
+               "ENGAGE_SETTLE_SECONDS": 0.05, "ENGAGE_RETRY_SECONDS": 0.05, **settings}
         )  # fmt: skip
-        apps.append(app)
-        return app
 
-    yield make
-    for app in apps:
-        app.extensions["engage"].close()
+    return make
 
 
 def engage_down(engine):

@@ -40,17 +40,15 @@ from werkzeug.datastructures import MultiDict
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
-from . import consent_records, devices, signed, web
+from . import consent_records, pins, signed, web
 from . import signup as flow
 from .outbox import reference
-from .setup import PIN_ATTEMPTS, PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
 SESSION_SECONDS = 15 * 60  # a manager's session: short, as it opens personal data
-FAILURES = "manager-pin-failures:deployment"
 DAYS = 30
 EDITABLE = ("email", "mobilePhone", "socialSecurityNumber", "externalId", "firstName",
             "lastName", "birthDay", "zipCode", "countryCode")  # fmt: skip
@@ -124,31 +122,14 @@ def login():
     if not config["MANAGER_PINS"]:
         return redirect(url_for(".start"), code=303)
     form = LoginForm(formdata=request.form)
-    state = current_app.extensions["state"]
-    device = devices.current_device()
-    who = f"device:{device.id}" if device and device.id else f"browser:{signed.client_id()}"
-    try:
-        allowed = state.hits(
-            [
-                (f"manager-pin:{who}", PIN_ATTEMPTS, PIN_WINDOW),
-                (f"manager-pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS,
-                 PIN_WINDOW),
-            ]
-        )  # fmt: skip
-        locked = state.count(FAILURES, 3600) >= config["PIN_FAILURES_PER_HOUR"]
-    except StateUnavailable as exc:
-        log.error("state database unavailable: %s", exc)
-        form.pin.errors = [_("Setup cannot be opened right now. Try again in a moment.")]
-        return _page("manager/login.html", "manager-login", 503, form=form)
-    if locked:
-        form.pin.errors = [
-            _("PIN entry is locked for now after too many wrong PINs. Try again in an hour.")
-        ]
-        return _page("manager/login.html", "manager-login", 429, form=form)
-    if not allowed:
-        form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
-        return _page("manager/login.html", "manager-login", 429, form=form)
-    if not request.files and form.validate_on_submit():
+    refused = pins.refusal("manager")
+    if refused:
+        status, message = refused
+        form.pin.errors = [message]
+        return _page("manager/login.html", "manager-login", status, form=form)
+    if request.files:
+        form.pin.errors = [_("Enter your manager PIN")]
+    elif form.validate_on_submit():
         given = form.pin.data.strip().encode()
         for manager in config["MANAGER_PINS"]:
             if hmac.compare_digest(given, manager["pin"].encode()):
@@ -163,18 +144,7 @@ def login():
                 )  # fmt: skip
                 return redirect(url_for(".start"), code=303)
         form.pin.errors = [_("That PIN is not right.")]
-        try:
-            failures = state.hit(FAILURES, 3600)
-        except StateUnavailable:
-            failures = 0
-        if failures == config["PIN_FAILURES_PER_HOUR"]:
-            log.error(
-                "manager PIN entry locked for the whole deployment: %d wrong PINs within an "
-                "hour (PIN_FAILURES_PER_HOUR) %s",
-                failures, web.log_context(),
-            )  # fmt: skip
-    elif request.files:
-        form.pin.errors = [_("Enter your manager PIN")]
+        pins.count_wrong("manager")
     return _page("manager/login.html", "manager-login", 400, form=form)
 
 

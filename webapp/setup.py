@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import time
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
@@ -13,21 +12,12 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectChoice, SelectField
 from wtforms.validators import DataRequired
 
-from . import devices, signed, web
+from . import devices, pins, signed
 from .engage import EngageError
-from .store import StateUnavailable
 
 bp = Blueprint("setup", __name__, url_prefix="/setup")
 
 STAFF_SESSION_SECONDS = 10 * 60  # a PIN opens setup for ten minutes on this device
-PIN_ATTEMPTS = 5  # per device and per five minutes
-PIN_ATTEMPTS_PER_ADDRESS = 20
-PIN_WINDOW = 300  # seconds
-# Wrong PINs across the whole deployment, counted per hour against PIN_FAILURES_PER_HOUR.
-DEPLOYMENT_FAILURES = "pin-failures:deployment"
-DEPLOYMENT_WINDOW = 3600  # seconds
-
-log = logging.getLogger(__name__)
 
 
 class PinForm(FlaskForm):
@@ -67,32 +57,11 @@ def pin():
     if not config["STAFF_PIN"]:
         return redirect(url_for(".start"), code=303)
     form = PinForm(formdata=request.form)  # a field sent as a file is no field at all
-    state = current_app.extensions["state"]
-    device = devices.current_device()
-    who = f"device:{device.id}" if device and device.id else f"browser:{signed.client_id()}"
-    try:
-        allowed = state.hits(
-            [
-                (f"pin:{who}", PIN_ATTEMPTS, PIN_WINDOW),
-                (f"pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW),
-            ]
-        )
-        locked = (
-            state.count(DEPLOYMENT_FAILURES, DEPLOYMENT_WINDOW) >= config["PIN_FAILURES_PER_HOUR"]
-        )
-    except StateUnavailable as exc:
-        log.error("state database unavailable: %s", exc)
-        form.pin.errors = [_("Setup cannot be opened right now. Try again in a moment.")]
-        return _page("setup/pin.html", "setup-pin", 503, form=form)
-    if locked:
-        g.outcome = "setup-locked"
-        form.pin.errors = [
-            _("PIN entry is locked for now after too many wrong PINs. Try again in an hour.")
-        ]
-        return _page("setup/pin.html", "setup-pin", 429, form=form)
-    if not allowed:
-        form.pin.errors = [_("Too many attempts. Wait five minutes and try again.")]
-        return _page("setup/pin.html", "setup-pin", 429, form=form)
+    refused = pins.refusal("staff")
+    if refused:
+        status, message = refused
+        form.pin.errors = [message]
+        return _page("setup/pin.html", "setup-pin", status, form=form)
     if request.files:  # the PIN sent as a file: malformed
         form.pin.errors = [_("Enter the staff PIN")]
     elif form.validate_on_submit():
@@ -101,25 +70,8 @@ def pin():
             session["staff_until"] = time.time() + STAFF_SESSION_SECONDS
             return redirect(url_for(".start"), code=303)
         form.pin.errors = [_("That PIN is not right.")]
-        _count_wrong_pin()
+        pins.count_wrong("staff")
     return _page("setup/pin.html", "setup-pin", 400, form=form)
-
-
-def _count_wrong_pin() -> None:
-    """Count a wrong PIN for the whole deployment; the one that reaches the cap locks PIN entry
-    for everyone and says so in one ERROR line (what operations alert on)."""
-    cap = current_app.config["PIN_FAILURES_PER_HOUR"]
-    try:
-        failures = current_app.extensions["state"].hit(DEPLOYMENT_FAILURES, DEPLOYMENT_WINDOW)
-    except StateUnavailable as exc:
-        log.error("state database unavailable: %s", exc)
-        return
-    if failures == cap:
-        log.error(
-            "staff PIN entry locked for the whole deployment: %d wrong PINs within an hour "
-            "(PIN_FAILURES_PER_HOUR) %s",
-            failures, web.log_context(),
-        )  # fmt: skip
 
 
 @bp.post("/")

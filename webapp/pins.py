@@ -1,0 +1,70 @@
+"""PIN entry, for staff on /setup/ and managers on /manager/: the same limits for both.
+
+Each PIN form allows PIN_ATTEMPTS tries per device (its enrolment, else its browser) and
+PIN_ATTEMPTS_PER_ADDRESS per client address within PIN_WINDOW, and PIN_FAILURES_PER_HOUR wrong
+PINs for the whole deployment: the wrong PIN that reaches that cap locks the form for everyone
+for the rest of the hour and says so in one ERROR line, which operations alert on. Staff and
+manager PINs are counted apart.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app, request
+from flask_babel import gettext as _
+
+from . import devices, signed, web
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
+
+PIN_ATTEMPTS = 5  # per device and per five minutes
+PIN_ATTEMPTS_PER_ADDRESS = 20
+PIN_WINDOW = 300  # seconds
+DEPLOYMENT_WINDOW = 3600  # seconds: wrong PINs are counted per hour against the cap
+
+
+def refusal(kind: str) -> tuple[int, str] | None:
+    """Counts this attempt; None when its PIN may be checked, else (status, message)."""
+    state = current_app.extensions["state"]
+    device = devices.current_device()
+    who = f"device:{device.id}" if device and device.id else f"browser:{signed.client_id()}"
+    try:
+        allowed = state.hits(
+            [
+                (f"{kind}-pin:{who}", PIN_ATTEMPTS, PIN_WINDOW),
+                (f"{kind}-pin-address:{request.remote_addr}", PIN_ATTEMPTS_PER_ADDRESS, PIN_WINDOW),
+            ]
+        )
+        failures = state.count(_deployment_key(kind), DEPLOYMENT_WINDOW)
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        return 503, _("Setup cannot be opened right now. Try again in a moment.")
+    if failures >= current_app.config["PIN_FAILURES_PER_HOUR"]:
+        return 429, _(
+            "PIN entry is locked for now after too many wrong PINs. Try again in an hour."
+        )
+    if not allowed:
+        return 429, _("Too many attempts. Wait five minutes and try again.")
+    return None
+
+
+def count_wrong(kind: str) -> None:
+    """Count a wrong PIN for the whole deployment; the one that reaches the cap is logged."""
+    cap = current_app.config["PIN_FAILURES_PER_HOUR"]
+    try:
+        failures = current_app.extensions["state"].hit(_deployment_key(kind), DEPLOYMENT_WINDOW)
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s", exc)
+        return
+    if failures == cap:
+        log.error(
+            "%s PIN entry locked for the whole deployment: %d wrong PINs within an hour "
+            "(PIN_FAILURES_PER_HOUR) %s",
+            kind, failures, web.log_context(),
+        )  # fmt: skip
+
+
+def _deployment_key(kind: str) -> str:
+    return f"{kind}-pin-failures:deployment"
