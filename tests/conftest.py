@@ -119,6 +119,7 @@ class PostgresServer:
         import subprocess
         import tempfile
 
+        from .processes import ending_with_tests
         from .test_run_command import free_port
 
         initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
@@ -137,8 +138,11 @@ class PostgresServer:
         self.log = open(os.path.join(self.folder, "log"), "wb")  # noqa: SIM115 - closed in stop()
         fast = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         self.process = subprocess.Popen(
-            [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
-             *([] if durable else fast), "-c", "max_connections=400"],
+            ending_with_tests(
+                [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
+                 *([] if durable else fast), "-c", "max_connections=400"],
+                "INT",  # PostgreSQL's fast shutdown
+            ),
             stdout=subprocess.DEVNULL, stderr=self.log, user=self.user,
         )  # fmt: skip
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"

@@ -28,6 +28,7 @@ from .conftest import (
     enrolled_session,
     missing,
 )
+from .processes import ending_with_tests
 from .test_run_command import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,8 +222,8 @@ http {{
         )
         self.folder = folder
         self.process = subprocess.Popen(
-            [binary, "-e", str(folder / "error.log"), "-c", str(folder / "nginx.conf"),
-             "-g", "daemon off;"],
+            ending_with_tests([binary, "-e", str(folder / "error.log"),
+                               "-c", str(folder / "nginx.conf"), "-g", "daemon off;"]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.url = f"https://127.0.0.1:{self.https_port}/"

@@ -31,6 +31,7 @@ from .conftest import (
     submitter,
     text_of,
 )
+from .processes import ending_with_tests
 
 FORM_FIELDS = (
     *("firstName", "lastName", "email", "countryCode", "mobilePhone", "birthDay", "zipCode"),
@@ -405,7 +406,7 @@ def test_dev_py_run_stops_everything_it_started_on_sigterm(tmp_path):
     env.update(STATE_DB=str(tmp_path / "state.sqlite3"), PYTHONUNBUFFERED="1")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "dev.py", "run", "--port", str(port), "--workers", "1"],
+        ending_with_tests([sys.executable, "dev.py", "run", "--port", str(port), "--workers", "1"]),
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     simulator = read_until(process, r"built-in simulator at (http://\S+)").group(1)

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from .conftest import VALID_FORM, csrf_token
+from .processes import ending_with_tests
 
 
 def free_port() -> int:
@@ -39,7 +40,7 @@ def start_server(env: dict) -> subprocess.Popen:
     """The README's run command (python -m webapp.serve) with `env`, output on a pipe."""
     env = {**env, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "webapp.serve"],
+        ending_with_tests([sys.executable, "-m", "webapp.serve"]),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -142,6 +143,75 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     assert re.search(at + r"webapp\.engage\.client engage call method=POST", log, re.M)
     assert re.search(r"\[\d+\] \[INFO\] Booting worker with pid: \d+", log)
     assert "Logging error" not in log and "new.member@example.com" not in log
+
+
+def test_the_simulator_stops_when_the_app_is_killed_without_a_chance_to_clean_up(tmp_path):
+    """A till's app killed outright (out of memory, kill -9) must not leave a simulated Engage
+    running on its own: it would answer a restarted app with the old run's contacts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
+    process = start_server({**env, "STATE_DB": str(tmp_path / "state.sqlite3"), "WEB_WORKERS": "1"})
+    simulator_url = read_until(process, r"built-in simulator at (http://\S+)").group(1)
+    app_url = read_until(process, r"open (http://\S+)").group(1)
+    drain(process)
+    wait_until_up(app_url)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 30  # the server's worker notices its parent is gone first
+    while True:
+        try:
+            requests.get(simulator_url + "/_simulator/contacts", timeout=1)
+        except requests.ConnectionError:
+            break
+        assert time.monotonic() < deadline, "the simulator outlived the app"
+        time.sleep(0.2)
+    stop(process)
+
+
+def test_a_server_started_by_a_test_run_ends_when_the_run_is_killed():
+    """A test run killed by a CI timeout leaves no PostgreSQL, nginx or app behind: each is
+    started through ending_with_tests. Here a stand-in run starts a server and is killed."""
+    from .processes import SETPRIV
+
+    if not SETPRIV:
+        from .conftest import missing
+
+        missing("setpriv (util-linux) not found: servers may outlive a killed test run")
+    port = free_port()
+    run = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys, time\n"
+         "from tests.processes import ending_with_tests\n"
+         "server = subprocess.Popen(ending_with_tests([sys.executable, '-m', 'http.server',"
+         " '--bind', '127.0.0.1', sys.argv[1]]), stdout=subprocess.DEVNULL,"
+         " stderr=subprocess.DEVNULL)\n"
+         "print(server.pid, flush=True)\n"
+         "time.sleep(60)\n",
+         str(port)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server = int(run.stdout.readline())
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/")
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _state(server) != "Z":
+            assert time.monotonic() < deadline, "the server outlived the test run that started it"
+            time.sleep(0.05)
+    finally:
+        run.stdout.close()
+        if _state(server) != "Z":
+            os.kill(server, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (Z: exited, waiting for its parent to collect it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "Z"
 
 
 def test_a_wrong_setting_stops_start_up_with_one_line_naming_it():

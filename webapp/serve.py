@@ -94,12 +94,15 @@ def _start_training_simulator() -> None:
     It runs as a process of its own so that every app worker sees the same simulated tenant.
     """
     command = [sys.executable, "-m", "webapp.simulator", "--port", "0", "--demo"]
+    command += ["--until-stdin-closes"]
     command += _simulated_tenant(os.environ)
     if os.environ.get("SIMULATOR_STATE_FILE"):
         command += ["--state-file", os.environ["SIMULATOR_STATE_FILE"]]
     if os.environ.get("SIMULATOR_LATENCY"):
         command += ["--latency", os.environ["SIMULATOR_LATENCY"]]
-    simulator = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # Its standard input is a pipe from this process and its server workers: when the last of
+    # them is gone, even killed with no chance to clean up, the simulator stops too.
+    simulator = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     launcher = os.getpid()
     # Only the launcher stops it: forked server workers must never take it down with them.
     atexit.register(lambda: os.getpid() == launcher and simulator.terminate())

@@ -45,6 +45,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.conftest import PostgresServer, device_cookie  # noqa: E402  as the tests make them
+from tests.processes import ending_with_tests  # noqa: E402  no server outlives a killed run
 from webapp import serve  # noqa: E402  the production server's defaults
 
 PERF = Path(__file__).resolve().parent
@@ -75,7 +76,7 @@ class Processes:
 
     def start(self, command: list[str], env: dict, ready: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            command, env={**os.environ, **env}, cwd=ROOT,
+            ending_with_tests(command), env={**os.environ, **env}, cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.running.append(process)

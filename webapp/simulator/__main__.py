@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=("externalId", "memberNumber"),
         help="what find's customKey searches (the tenant's custom key)",
     )
+    parser.add_argument(
+        "--until-stdin-closes",
+        action="store_true",
+        help="stop when standard input closes: when whoever started it is gone, even if killed",
+    )
     args = parser.parse_args(argv)
     engine = Engine(
         api_key=args.api_key,
@@ -66,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Engage simulator listening on {server.url}", flush=True)  # noqa: T201
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if args.until_stdin_closes:
+        threading.Thread(target=_set_on_eof, args=(stop,), daemon=True).start()
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
     server.stop()
     return 0
+
+
+def _set_on_eof(stop: threading.Event) -> None:
+    """Read standard input to its end, then set `stop`. The end comes when every process that
+    holds the other end of the pipe has exited, however it exited."""
+    while sys.stdin.buffer.read(65536):
+        pass
+    stop.set()
 
 
 if __name__ == "__main__":
