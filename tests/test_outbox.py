@@ -362,7 +362,9 @@ def _retry_all_now(env: dict) -> None:
     )  # fmt: skip
 
 
-def _queue_while_down(url: str, tills: int, seconds: float) -> list[tuple[str, str]]:
+def _queue_while_down(
+    url: str, tills: int, seconds: float, prefix: str = "t"
+) -> list[tuple[str, str]]:
     from .conftest import enrolled_session
 
     results: list[tuple[str, str]] = []
@@ -374,7 +376,7 @@ def _queue_while_down(url: str, tills: int, seconds: float) -> list[tuple[str, s
         count = 0
         while time.monotonic() < deadline:
             count += 1
-            email = f"t{n}-{count}@example.com"
+            email = f"{prefix}{n}-{count}@example.com"
             page = browser.get(url, timeout=30).text
             hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
             answer = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
@@ -489,8 +491,10 @@ def test_two_instances_on_one_postgresql_replay_each_signup_once(
     settings = {**OUTBOX_SERVER, "DATABASE_URL": pg_database}
     machine_a, machine_b = production_server(**settings), production_server(**settings)
     engage_down(engine)
-    results = _queue_while_down(machine_a, tills=4, seconds=1.0)
-    results += _queue_while_down(machine_b, tills=4, seconds=1.0)
+    # Different people on each machine: each item must be replayed by one machine only.
+    results = _queue_while_down(machine_a, tills=4, seconds=1.0, prefix="a")
+    results += _queue_while_down(machine_b, tills=4, seconds=1.0, prefix="b")
+    assert len({email for email, _ in results}) == len(results)
     assert {outcome for _, outcome in results} == {"queued"}
     engine.clear_faults()
     engine.latency = 0.02  # replays overlap in time on both machines
