@@ -205,3 +205,36 @@ def test_an_unreachable_database_is_state_unavailable(state_engine, tmp_path):
         config = {"DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none"}
     with pytest.raises(StateUnavailable):
         open_store({**config, "WEB_THREADS": 2}, instance_path=str(tmp_path))
+
+
+def test_the_end_of_a_sign_up_is_written_all_or_nothing(store):
+    """Outcome, consent delivery and the manager's count go in one durable transaction (on
+    PostgreSQL its statements travel together, in pipeline mode): if any part is refused,
+    none is kept, the fault is StateUnavailable, and the next sign-up is written in full."""
+    import time
+
+    token = "tok-" + "e" * 20
+    assert store.claim_submission(token, "digest") is None
+    delivery = {"submission": token, "at": time.time(), "state": "sent", "contact_id": "c-1"}
+    event = {"store": "101", "device": "d-1", "mode": "staff", "outcome": "created", "cause": None}
+    with pytest.raises(StateUnavailable):  # the last statement fails: a count with no store
+        store.finish_signup(token, "created", "999000001", delivery=delivery,
+                            event={**event, "store": None})  # fmt: skip
+    assert store.submission(token).outcome is None, "no outcome without its delivery"
+    assert store.consent_deliveries([token]) == []
+    assert store.event_counts(None, 0) == []
+
+    store.finish_signup(token, "created", "999000001", delivery=delivery, event=event)
+    assert store.submission(token).outcome == "created"
+    assert [d["contact_id"] for d in store.consent_deliveries([token])] == ["c-1"]
+    assert [e["count"] for e in store.event_counts(None, 0)] == [1]
+
+
+def test_a_durable_transaction_refuses_a_statement_that_reads(store):
+    """PostgreSQL sends a durable transaction's statements without waiting for answers: a read
+    there would quietly see nothing, so it is refused on SQLite just the same."""
+    for sql in ("SELECT token FROM submissions", "  show synchronous_commit",
+                "INSERT INTO health (name, at) VALUES ('x', 1) RETURNING name"):  # fmt: skip
+        with pytest.raises(ValueError, match="writes only"), store.engine.durable() as tx:
+            tx.run(sql)
+    assert store.engine.run("SELECT name FROM health WHERE name = 'x'").rows == []

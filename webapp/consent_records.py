@@ -130,9 +130,20 @@ class ConsentRecords:
         """Append a step of the sign-up's way to Engage: sent, already-member, kept, not-sent,
         needs-attention, discarded, expired."""
         self.store.consent_delivery(
-            {"submission": submission, "at": self.store.clock(), "state": state,
-             "contact_id": contact_id, "outbox_ref": outbox_ref}
-        )  # fmt: skip
+            self.delivery(submission, state, contact_id=contact_id, outbox_ref=outbox_ref)
+        )
+
+    def delivery(
+        self,
+        submission: str,
+        state: str,
+        *,
+        contact_id: str | None = None,
+        outbox_ref: str | None = None,
+    ) -> dict[str, Any]:
+        """A step of the way as a row, for a store write that appends it with others."""
+        return {"submission": submission, "at": self.store.clock(), "state": state,
+                "contact_id": contact_id, "outbox_ref": outbox_ref}  # fmt: skip
 
     def export(
         self,

@@ -211,30 +211,31 @@ def submit():
         outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
     g.engage_cause = outcome.cause
     outcome = _keep_for_later(signup, outcome, device, token)
-    _record_delivery(token, outcome)
-    try:
-        state.finish_submission(token, outcome.name, outcome.member_number)
-    except StateUnavailable as exc:
-        _state_fault(exc)  # Engage has answered: the person is still told what happened
+    _finish(token, outcome, device)
     _even_out(outcome, started, kiosk=device.kiosk)
-    return _present(form, outcome)
+    return _present(form, outcome, counted=True)
 
 
 DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept"}
 
 
-def _record_delivery(token: str, outcome: flow.Outcome) -> None:
-    """Where the sign-up (and so its consents) went: beside the consent records."""
+def _finish(token: str, outcome: flow.Outcome, device) -> None:
+    """Write down, in one transaction, the outcome for a repeat of this form, where the sign-up
+    (and so its consents) went, beside the consent records, and its count for the manager."""
     found = outcome.name in (flow.CREATED, flow.EXISTING)
+    delivery = current_app.extensions["consent_records"].delivery(
+        token,
+        DELIVERY.get(outcome.name, "not-sent"),
+        contact_id=outcome.contact_id if found else None,
+        outbox_ref=outcome.reference,
+    )
     try:
-        current_app.extensions["consent_records"].delivered(
-            token,
-            DELIVERY.get(outcome.name, "not-sent"),
-            contact_id=outcome.contact_id if found else None,
-            outbox_ref=outcome.reference,
-        )
+        current_app.extensions["state"].finish_signup(
+            token, outcome.name, outcome.member_number, delivery=delivery,
+            event=_event(outcome, device),
+        )  # fmt: skip
     except StateUnavailable as exc:
-        _state_fault(exc)  # the outcome stands; only the record of its way is missing
+        _state_fault(exc)  # Engage has answered: the person is still told what happened
 
 
 def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, device, token: str) -> flow.Outcome:
@@ -330,11 +331,18 @@ def _even_out(outcome: flow.Outcome, started: float, *, kiosk: bool) -> None:
         time.sleep(max(0.0, times.sample(default=2 * elapsed) - elapsed))
 
 
-def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | None = None):
-    """The answer to a POST: the result page (after a redirect) or the form back, filled in."""
+def _present(
+    form,
+    outcome: flow.Outcome,
+    duplicate: bool = False,
+    note: str | None = None,
+    counted: bool = False,
+):
+    """The answer to a POST: the result page (after a redirect) or the form back, filled in.
+    `counted`: its event is written already (_finish)."""
     device = current_device()
     g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
-    if not duplicate:
+    if not duplicate and not counted:
         _count(outcome, device)
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
@@ -368,12 +376,15 @@ def _count(outcome: flow.Outcome, device) -> None:
     """One event per sign-up for the manager's figures: store, device, mode, outcome, what
     Engage said. A fault of the state database is already said, and never stops the answer."""
     try:
-        current_app.extensions["state"].event(
-            store=device.store_id, device=device.id, mode=device.mode, outcome=outcome.name,
-            cause=outcome.cause if outcome.cause != "StateUnavailable" else None,
-        )  # fmt: skip
+        current_app.extensions["state"].event(**_event(outcome, device))
     except StateUnavailable as exc:
         _state_fault(exc)
+
+
+def _event(outcome: flow.Outcome, device) -> dict:
+    return {"store": device.store_id, "device": device.id, "mode": device.mode,
+            "outcome": outcome.name,
+            "cause": outcome.cause if outcome.cause != "StateUnavailable" else None}  # fmt: skip
 
 
 def _keep_entry(outcome: str, fields=(), note: str | None = None):

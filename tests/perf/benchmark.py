@@ -5,7 +5,8 @@
 Loopback only, about a minute and a half. Starts, as separate processes: the Engage simulator,
 where every call takes L from its arrival (its own work inside L); the app under its production
 server (gunicorn, threaded workers), twice: with its shared state in SQLite, and in a PostgreSQL
-the benchmark starts (with PostgreSQL's durable defaults: fsync and synchronous commit on); a
+the benchmark starts (with PostgreSQL's durable defaults: fsync and synchronous commit on), and
+once more on a PostgreSQL that never flushes to disk (fsync off: the flushes' share); a
 bare Flask app serving a static page of the form's size
 (gunicorn, same workers and threads); a straightforward integration (plain requests.get/post,
 a new connection per call, sync workers); and the overhead floor, the least a Flask signup does
@@ -390,7 +391,18 @@ def main() -> int:
     args = parser.parse_args()
     L = args.latency
     py = sys.executable
-    names = ("sim", "sim_pg", "app", "app_pg", "bare", "naive", "sim_floor", "floor", "form_floor")
+    names = (
+        "sim",
+        "sim_pg",
+        "app",
+        "app_pg",
+        "app_pg_noflush",
+        "bare",
+        "naive",
+        "sim_floor",
+        "floor",
+        "form_floor",
+    )
     ports = {name: free_port() for name in names}
     url = {name: f"http://127.0.0.1:{port}/" for name, port in ports.items()}
     procs = Processes()
@@ -398,7 +410,7 @@ def main() -> int:
     result: dict = {"latency_s": L, "devices": args.devices, "workers": args.workers,
                     "threads": args.threads}  # fmt: skip
     result["wake"] = wake_cost(L)
-    postgres = None
+    postgres = postgres_noflush = None
     try:
         procs.start(
             [py, "-m", "webapp.simulator", "--port", str(ports["sim"]), "--latency", str(L),
@@ -429,6 +441,16 @@ def main() -> int:
              str(args.workers), "--threads", str(args.threads)],
             {**app_env, "DATABASE_URL": postgres.url, "ENGAGE_BASE_URL": url["sim_pg"][:-1]},
             url["app_pg"] + "healthz",
+        )  # fmt: skip
+        # A floor for it: the same app on a PostgreSQL that never flushes to disk (fsync off),
+        # so what the durable commits' flushes cost shows apart from everything else.
+        postgres_noflush = PostgresServer(durable=False)
+        procs.start(
+            [py, "-m", "webapp.serve", "--port", str(ports["app_pg_noflush"]), "--workers",
+             str(args.workers), "--threads", str(args.threads)],
+            {**app_env, "DATABASE_URL": postgres_noflush.url,
+             "ENGAGE_BASE_URL": url["sim_pg"][:-1]},
+            url["app_pg_noflush"] + "healthz",
         )  # fmt: skip
         form_html = requests.get(
             url["app"], cookies={"device": device_cookie(SECRET_KEY)}, timeout=10
@@ -465,6 +487,9 @@ def main() -> int:
         # 1. App overhead with one device: Server-Timing's app;dur, no queueing for the cores.
         result["one_device"] = signups(url["app"], 1, 4, with_form=True, tag="seq")
         result["pg_one_device"] = signups(url["app_pg"], 1, 4, with_form=True, tag="pg-seq")
+        result["pg_noflush_one_device"] = signups(
+            url["app_pg_noflush"], 1, 4, with_form=True, tag="pg-noflush-seq"
+        )
         # The floor under the same load: what Flask, requests and this machine cost anyway.
         result["floor_one_device"] = signups(url["floor"], 1, 4, with_form=False, tag="floor")
         result["form_floor_one_device"] = signups(
@@ -508,6 +533,9 @@ def main() -> int:
         result["app_pg"] = signups(
             url["app_pg"], args.devices, args.seconds, with_form=True, tag="pg"
         )
+        result["app_pg_noflush"] = signups(
+            url["app_pg_noflush"], args.devices, args.seconds, with_form=True, tag="pg-noflush"
+        )
         result["naive"] = signups(
             url["naive"], args.devices, args.seconds, with_form=False, tag="naive"
         )
@@ -536,8 +564,9 @@ def main() -> int:
         )
     finally:
         procs.stop()
-        if postgres is not None:
-            postgres.stop()
+        for server in (postgres, postgres_noflush):
+            if server is not None:
+                server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
     report(result)
@@ -639,6 +668,12 @@ def report(r: dict) -> None:
         ("state time per signup p50 (ms), PostgreSQL", pg_one["state_ms_p50"], ""),
         ("  p95 (ms), PostgreSQL", pg_one["state_ms_p95"], ""),
         (f"  p50 (ms), PostgreSQL, {r['devices']} devices", pg["state_ms_p50"], ""),
+        ("  floor, PostgreSQL never flushing: signup p50 / 2L", r["app_pg_noflush"]["p50_s"]
+         / floor, ""),
+        ("  floor, never flushing: state p50 (ms), 1 device", r["pg_noflush_one_device"]
+         ["state_ms_p50"], ""),
+        (f"  floor, never flushing: state p50 (ms), {r['devices']} devices",
+         r["app_pg_noflush"]["state_ms_p50"], ""),
         (f"  p50 (ms), SQLite, {r['devices']} devices", app["state_ms_p50"], ""),
         (f"app overhead p50, {r['devices']} devices (ms)", app["app_ms_p50"], ""),
         (f"app overhead p95, {r['devices']} devices / L", app["app_ms_p95"] / (L * 1000),

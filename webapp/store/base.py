@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,22 @@ class Runner(Protocol):
     def run(self, sql: str, params: dict[str, Any] | None = None) -> Result: ...
 
 
+class Writes:
+    """The runner of a durable transaction: statements that write, whose results nobody reads
+    (PostgreSQL sends them together, before any answer is back). A statement that reads is
+    refused on every engine, so code that works on SQLite cannot go wrong on PostgreSQL."""
+
+    READS = re.compile(r"\s*(SELECT|SHOW|WITH|VALUES)\b|.*\bRETURNING\b", re.I | re.S)
+
+    def __init__(self, runner: Runner):
+        self._runner = runner
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        if self.READS.match(sql):
+            raise ValueError("a durable transaction takes writes only")
+        self._runner.run(sql, params)
+
+
 class Engine(Runner, Protocol):
     """What a database engine gives the store. Every driver error becomes StateUnavailable."""
 
@@ -48,8 +65,8 @@ class Engine(Runner, Protocol):
     def exclusive(self) -> AbstractContextManager[Runner]:
         """A transaction that one process at a time holds, across every machine: migrations."""
 
-    def durable(self) -> AbstractContextManager[Runner]:
-        """A transaction whose commit is on disk before it returns."""
+    def durable(self) -> AbstractContextManager[Writes]:
+        """A transaction of writes whose commit is on disk before it returns."""
 
     def close(self) -> None: ...
 
@@ -68,6 +85,26 @@ ON CONFLICT (name) DO UPDATE SET
                                ELSE breaker.failures + 1 END) >= :threshold THEN :until
         ELSE breaker.open_until END
 """
+
+FINISH = "UPDATE submissions SET outcome = :outcome, member_number = :number WHERE token = :token"
+DELIVERY = (
+    "INSERT INTO consent_deliveries (submission, at, state, contact_id, outbox_ref) "
+    "VALUES (:submission, :at, :state, :contact_id, :outbox_ref)"
+)
+EVENT = (
+    "INSERT INTO events (at, hour, store, device, mode, outcome, cause, replay) VALUES "
+    "(:at, :hour, :store, :device, :mode, :outcome, :cause, :replay)"
+)
+
+
+def _rows(sql: str, columns: tuple[str, ...], rows: list[dict]) -> tuple[str, dict[str, Any]]:
+    """One INSERT of many rows: `sql` with {rows} made into (:col_0, ...), (:col_1, ...)."""
+    values = ", ".join(
+        "(" + ", ".join(f":{column}_{n}" for column in columns) + ")" for n in range(len(rows))
+    )
+    params = {f"{column}_{n}": row[column] for n, row in enumerate(rows) for column in columns}
+    return sql.format(rows=values), params
+
 
 # One hit on each of a few fixed-window counters of the same window, in one statement; a window
 # that has ended starts again at this hit.
@@ -169,11 +206,7 @@ class Store:
 
     @_timed
     def finish_submission(self, token: str, outcome: str, member_number: str | None) -> None:
-        self.engine.run(
-            "UPDATE submissions SET outcome = :outcome, member_number = :number "
-            "WHERE token = :token",
-            {"outcome": outcome, "number": member_number, "token": token},
-        )
+        self.engine.run(FINISH, {"outcome": outcome, "number": member_number, "token": token})
 
     @_timed
     def submission(self, token: str) -> Submission | None:
@@ -323,31 +356,40 @@ class Store:
     # delivery once per step of its way to Engage. Nothing here is updated.
     @_timed
     def consent_record(self, texts: list[dict], records: list[dict]) -> None:
+        """Two statements, whatever the number of checkboxes: each is one round trip."""
         with self.engine.durable() as tx:
-            for text in texts:
-                tx.run(
+            if texts:
+                tx.run(*_rows(
                     "INSERT INTO consent_texts (hash, kind, item, language, source, body, "
-                    "first_shown) VALUES (:hash, :kind, :item, :language, :source, :body, :at) "
-                    "ON CONFLICT (hash) DO NOTHING",
-                    text,
-                )
-            for record in records:
-                tx.run(
+                    "first_shown) VALUES {rows} ON CONFLICT (hash) DO NOTHING",
+                    ("hash", "kind", "item", "language", "source", "body", "at"), texts,
+                ))  # fmt: skip
+            if records:
+                tx.run(*_rows(
                     "INSERT INTO consent_records (id, at, submission, kind, item, given, "
-                    "text_hash, language, source, store, device, mode, app_version) VALUES "
-                    "(:id, :at, :submission, :kind, :item, :given, :text_hash, :language, "
-                    ":source, :store, :device, :mode, :app_version)",
-                    record,
-                )
+                    "text_hash, language, source, store, device, mode, app_version) "
+                    "VALUES {rows}",
+                    ("id", "at", "submission", "kind", "item", "given", "text_hash", "language",
+                     "source", "store", "device", "mode", "app_version"), records,
+                ))  # fmt: skip
 
     @_timed
     def consent_delivery(self, delivery: dict) -> None:
         with self.engine.durable() as tx:
-            tx.run(
-                "INSERT INTO consent_deliveries (submission, at, state, contact_id, outbox_ref) "
-                "VALUES (:submission, :at, :state, :contact_id, :outbox_ref)",
-                {"contact_id": None, "outbox_ref": None, **delivery},
-            )
+            tx.run(DELIVERY, {"contact_id": None, "outbox_ref": None, **delivery})
+
+    @_timed
+    def finish_signup(
+        self, token: str, outcome: str, member_number: str | None, *, delivery: dict, event: dict
+    ) -> None:
+        """The end of a sign-up, in one durable transaction: its outcome for a repeat of the
+        same form (finish_submission), its way to Engage beside its consent records
+        (consent_delivery), and its count for the manager's view (event)."""
+        values = self._event_values(**event)
+        with self.engine.durable() as tx:
+            tx.run(FINISH, {"outcome": outcome, "number": member_number, "token": token})
+            tx.run(DELIVERY, {"contact_id": None, "outbox_ref": None, **delivery})
+            self._add_event(tx, values)
 
     RECORD_COLUMNS = (
         "r.id, r.at, r.submission, r.kind, r.item, r.given, r.text_hash, r.language, r.source, "
@@ -436,17 +478,25 @@ class Store:
     def event(
         self, *, store: str, device: str, mode: str, outcome: str, cause: str | None, replay=False
     ) -> None:
+        values = self._event_values(
+            store=store, device=device, mode=mode, outcome=outcome, cause=cause, replay=replay
+        )
+        self._add_event(self.engine, values)  # two statements at most, each on its own
+
+    def _event_values(
+        self, *, store: str, device: str, mode: str, outcome: str, cause: str | None, replay=False
+    ) -> dict[str, Any]:
         now = self.clock()
-        self.engine.run(
-            "INSERT INTO events (at, hour, store, device, mode, outcome, cause, replay) VALUES "
-            "(:at, :hour, :store, :device, :mode, :outcome, :cause, :replay)",
-            {"at": now, "hour": int(now // 3600), "store": store, "device": device or "-",
-             "mode": mode, "outcome": outcome, "cause": cause, "replay": int(replay)},
-        )  # fmt: skip
-        if int(now) % 97 == 0:  # now and then, forget what the view no longer shows
-            self.engine.run(
-                "DELETE FROM events WHERE at < :before", {"before": now - self.EVENT_DAYS * 86400}
-            )
+        return {
+            "at": now, "hour": int(now // 3600), "store": store, "device": device or "-",
+            "mode": mode, "outcome": outcome, "cause": cause, "replay": int(replay),
+        }  # fmt: skip
+
+    def _add_event(self, runner: Runner | Writes, values: dict[str, Any]) -> None:
+        runner.run(EVENT, values)
+        if int(values["at"]) % 97 == 0:  # now and then, forget what the view no longer shows
+            runner.run("DELETE FROM events WHERE at < :before",
+                   {"before": values["at"] - self.EVENT_DAYS * 86400})  # fmt: skip
 
     def event_counts(self, stores: list[str] | None, since: float) -> list[dict[str, Any]]:
         """Events since `since`, counted per hour, store, device, mode, outcome, cause."""

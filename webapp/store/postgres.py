@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import Result, StateUnavailable
+from .base import Result, StateUnavailable, Writes
 
 MIGRATION_LOCK = 0x656E_6761_6765_0001  # pg_advisory_xact_lock key: "engage" + 1
 CONNECT_SECONDS = 5  # a new connection, and the wait for a free one in the pool
@@ -111,12 +111,18 @@ class PostgresEngine:
                 yield _Connection(conn)
 
     @contextmanager
-    def durable(self) -> Iterator[_Connection]:
+    def durable(self) -> Iterator[Writes]:
         """A transaction whose commit waits for the disk: for what must outlive a crash of
-        PostgreSQL itself (kept sign-ups, consent records)."""
-        with self.transaction() as tx:
-            tx.run("SET LOCAL synchronous_commit = on")
-            yield tx
+        PostgreSQL itself (kept sign-ups, consent records).
+
+        Writes only: its statements go out in pipeline mode, all in one round trip with the
+        BEGIN and COMMIT, and no answer is waited for in between. An error in any of them is
+        raised when the block ends, and nothing of it is committed."""
+        with self._connection() as conn:
+            with conn.pipeline(), conn.transaction():
+                tx = Writes(_Connection(conn))
+                tx.run("SET LOCAL synchronous_commit = on")
+                yield tx
 
     @contextmanager
     def exclusive(self) -> Iterator[_Connection]:

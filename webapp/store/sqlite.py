@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .base import Result, StateUnavailable
+from .base import Result, StateUnavailable, Writes
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,13 @@ class SQLiteEngine:
             raise
 
     exclusive = transaction  # BEGIN IMMEDIATE already lets one process at a time in
-    # WAL with synchronous=NORMAL: a commit survives the app crashing, and a power cut loses
-    # at most the last moments; there is no cheaper or dearer kind of commit to choose here.
-    durable = transaction
+
+    @contextmanager
+    def durable(self) -> Iterator[Writes]:
+        # WAL with synchronous=NORMAL: a commit survives the app crashing, and a power cut loses
+        # at most the last moments; there is no cheaper or dearer kind of commit to choose here.
+        with self.transaction() as conn:
+            yield Writes(conn)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
