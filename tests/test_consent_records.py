@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -46,9 +47,11 @@ def sign_up(app, *, mode="staff", lang="en", **fields):
     """A sign-up from a freshly enrolled device; the submission token and the page shown."""
     browser = enrol(app.test_client(), app, mode)
     browser.get(f"/?lang={lang}")
-    hidden = hidden_fields(browser.get("/").get_data(as_text=True))
+    form_page = browser.get("/").get_data(as_text=True)
+    hidden = hidden_fields(form_page)
     data = {k: v for k, v in {**VALID_FORM, **fields}.items() if v is not None}
     answer = browser.post("/", data={**data, **hidden}, follow_redirects=True)
+    answer.form_page = form_page  # what the person saw before sending
     return hidden["submission"], answer
 
 
@@ -76,6 +79,11 @@ def test_each_signup_records_what_was_shown_in_its_language_and_mode(
     assert by_item["acceptsEmail"]["given"] is True
     assert by_item["acceptsEmail"]["text_label"] == EMAIL_LABEL[lang]
     assert by_item["acceptsSms"]["given"] is False, "a box left unticked is a decision too"
+    # The words above the preferences are recorded as the form showed them, in its mode.
+    shown = re.search(r'<legend>([^<]+)</legend>\s*<p class="hint">([^<]+)</p>', page.form_page)
+    assert shown, "the preferences have a heading and a hint"
+    words = " ".join(html.unescape(part) for part in shown.groups())
+    assert {by_item[p]["text_context"] for p in ("acceptsEmail", "acceptsSms")} == {words}
     for row in rows:
         assert (row["store"], row["mode"], row["submission"]) == ("101", mode, token)
         assert row["delivery"] == "sent" and row["contact_id"] == contact["id"]

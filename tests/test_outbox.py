@@ -365,7 +365,7 @@ def _retry_all_now(env: dict) -> None:
 def _queue_while_down(
     url: str, tills: int, seconds: float, prefix: str = "t"
 ) -> list[tuple[str, str]]:
-    from .conftest import enrolled_session
+    from .conftest import enrolled_session, hidden_fields
 
     results: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -377,8 +377,7 @@ def _queue_while_down(
         while time.monotonic() < deadline:
             count += 1
             email = f"{prefix}{n}-{count}@example.com"
-            page = browser.get(url, timeout=30).text
-            hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+            hidden = hidden_fields(browser.get(url, timeout=30).text)
             answer = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
             with lock:
                 results.append((email, re.search(r'data-outcome="([^"]+)"', answer.text)[1]))

@@ -40,6 +40,14 @@ def select_locale() -> Locale:
     return _LOCALES[_language_code()]
 
 
+def current_language() -> str:
+    """The language this request's pages are in (a code of LANGUAGES, or "en")."""
+    from flask_babel import get_locale
+
+    locale = get_locale()
+    return locale.language if locale else "en"
+
+
 def _language_code() -> str:
     from .devices import current_device
 

@@ -13,7 +13,6 @@ Engage.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import logging
 import time
 import zoneinfo
@@ -42,6 +41,7 @@ from wtforms.validators import DataRequired
 
 from . import consent_records, pins, signed, web
 from . import signup as flow
+from .i18n import countries, current_language
 from .outbox import reference
 from .store import StateUnavailable
 
@@ -122,30 +122,23 @@ def login():
     if not config["MANAGER_PINS"]:
         return redirect(url_for(".start"), code=303)
     form = LoginForm(formdata=request.form)
-    refused = pins.refusal("manager")
-    if refused:
-        status, message = refused
-        form.pin.errors = [message]
+    managers = config["MANAGER_PINS"]
+    match, status = pins.check(
+        form, "manager", [m["pin"] for m in managers], empty=_("Enter your manager PIN")
+    )
+    if match is None:
         return _page("manager/login.html", "manager-login", status, form=form)
-    if request.files:
-        form.pin.errors = [_("Enter your manager PIN")]
-    elif form.validate_on_submit():
-        given = form.pin.data.strip().encode()
-        for manager in config["MANAGER_PINS"]:
-            if hmac.compare_digest(given, manager["pin"].encode()):
-                session["manager"] = {
-                    "name": manager["name"],
-                    "store": manager["store"],
-                    "until": time.time() + SESSION_SECONDS,
-                }
-                log.info(
-                    "manager view: %s signed in (stores %s) %s",
-                    manager["name"], manager["store"], web.log_context(),
-                )  # fmt: skip
-                return redirect(url_for(".start"), code=303)
-        form.pin.errors = [_("That PIN is not right.")]
-        pins.count_wrong("manager")
-    return _page("manager/login.html", "manager-login", 400, form=form)
+    manager = managers[match]
+    session["manager"] = {
+        "name": manager["name"],
+        "store": manager["store"],
+        "until": time.time() + SESSION_SECONDS,
+    }
+    log.info(
+        "manager view: %s signed in (stores %s) %s",
+        manager["name"], manager["store"], web.log_context(),
+    )  # fmt: skip
+    return redirect(url_for(".start"), code=303)
 
 
 @bp.post("/logout")
@@ -281,10 +274,10 @@ def _chart(hourly: dict[int, Counter], labels: dict[str, str]) -> Markup:
 
 
 # --- what needs a person --------------------------------------------------------------------------
-def _item(ref: str) -> dict:
+def _item(ref: str, *, payload: bool = False) -> dict:
     manager = signed_in()
     outbox = current_app.extensions.get("outbox")
-    item = outbox.find(ref) if outbox else None
+    item = outbox.find(ref, payload=payload) if outbox else None
     if item is None or not _in_scope(manager, item["store"]):
         abort(404)  # another store's item is no more visible than a missing one
     return item
@@ -292,10 +285,9 @@ def _item(ref: str) -> dict:
 
 @bp.post("/items/<ref>/show")
 def show(ref: str):
-    item = _item(ref)
+    item = _item(ref, payload=True)
     manager = signed_in()
-    payload = current_app.extensions["state"].outbox_items(item["id"], payload=True)[0]["payload"]
-    signup = current_app.extensions["outbox"].open(payload)
+    signup = current_app.extensions["outbox"].open(item["payload"])
     log.warning(
         "manager view: outbox item %s shown to %s %s",
         reference(item["id"]), manager["name"], web.log_context(),
@@ -313,17 +305,8 @@ def _form_for(signup: flow.Signup, formdata=None):
         formdata[f"consent-{consent['id']}"] = "y"  # given at sign-up: not the manager's to undo
     formdata["submission"] = "manager-correction-token"
     form = current_app.extensions["signup_form"](formdata=formdata, meta={"csrf": False})
-    from .i18n import countries
-
-    form.countryCode.choices = countries(_language())
+    form.countryCode.choices = countries(current_language())
     return form
-
-
-def _language() -> str:
-    from flask_babel import get_locale
-
-    locale = get_locale()
-    return locale.language if locale else "en"
 
 
 def _correction_page(item: dict, form, status: int = 200):
@@ -336,12 +319,11 @@ def _correction_page(item: dict, form, status: int = 200):
 def correct(ref: str):
     """Send the item again with the details the manager corrected (checked as the form checks
     them); the replay looks the person up first, as always."""
-    item = _item(ref)
+    item = _item(ref, payload=True)
     manager = signed_in()
     outbox = current_app.extensions["outbox"]
     state = current_app.extensions["state"]
-    payload = state.outbox_items(item["id"], payload=True)[0]["payload"]
-    signup = outbox.open(payload)
+    signup = outbox.open(item["payload"])
     form = _form_for(signup, {k: v for k, v in request.form.items() if k in EDITABLE})
     if not form.validate():
         return _correction_page(item, form, 400)
@@ -363,8 +345,7 @@ def correct(ref: str):
 def discard(ref: str):
     item = _item(ref)
     manager = signed_in()
-    current_app.extensions["state"].outbox_discard(item["id"])
-    current_app.extensions["outbox"]._delivered(item, "discarded")
+    current_app.extensions["outbox"].discard(item)
     log.warning(
         "manager view: outbox item %s discarded by %s %s",
         reference(item["id"]), manager["name"], web.log_context(),

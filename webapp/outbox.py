@@ -202,9 +202,18 @@ class Outbox:
             count += 1
         return count
 
-    def find(self, ref: str) -> dict | None:
+    def find(self, ref: str, *, payload: bool = False) -> dict | None:
+        """The item of a reference (XXXXX-XXXXX, as read out; its id without the dash)."""
         wanted = ref.replace("-", "").upper()
-        return next((i for i in self.store.outbox_items() if i["id"] == wanted), None)
+        if not wanted:
+            return None
+        items = self.store.outbox_items(wanted, payload=payload)
+        return items[0] if items else None
+
+    def discard(self, item: dict) -> None:
+        """Delete an item: it will not be sent. Its consent records say so."""
+        self.store.outbox_discard(item["id"])
+        self._delivered(item, "discarded")
 
 
 class Worker(threading.Thread):
@@ -293,12 +302,11 @@ def list_items() -> None:
 @with_appcontext
 def show(ref: str) -> None:
     outbox = _outbox()
-    item = outbox.find(ref)
+    item = outbox.find(ref, payload=True)
     if item is None:
         raise click.ClickException(f"no item {ref}")
-    payload = current_app.extensions["state"].outbox_items(item["id"], payload=True)[0]["payload"]
     log.warning("outbox item %s shown on the command line", reference(item["id"]))
-    click.echo(json.dumps(outbox.open(payload).contact, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(outbox.open(item["payload"]).contact, indent=2, ensure_ascii=False))
 
 
 @cli.command("retry", help="Send one item (or all with --all) at the next chance.")
@@ -323,8 +331,7 @@ def discard(ref: str) -> None:
     item = _outbox().find(ref)
     if item is None:
         raise click.ClickException(f"no item {ref}")
-    current_app.extensions["state"].outbox_discard(item["id"])
-    _outbox()._delivered(item, "discarded")
+    _outbox().discard(item)
     log.warning("outbox item %s discarded on the command line", reference(item["id"]))
     click.echo(f"{reference(item['id'])} discarded")
 

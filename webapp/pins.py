@@ -9,6 +9,7 @@ manager PINs are counted apart.
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from flask import current_app, request
@@ -23,6 +24,29 @@ PIN_ATTEMPTS = 5  # per device and per five minutes
 PIN_ATTEMPTS_PER_ADDRESS = 20
 PIN_WINDOW = 300  # seconds
 DEPLOYMENT_WINDOW = 3600  # seconds: wrong PINs are counted per hour against the cap
+
+
+def check(form, kind: str, candidates: list[str], *, empty: str) -> tuple[int | None, int]:
+    """The PIN sent in `form` (a FlaskForm with a `pin` field), within this form's limits:
+    (the index of the candidate it matches, 200), or (None, the page's status) with what to
+    tell the person in form.pin.errors (`empty`: the words for a PIN left out). A wrong PIN is
+    counted against the deployment's cap."""
+    refused = refusal(kind)
+    if refused:
+        status, message = refused
+        form.pin.errors = [message]
+        return None, status
+    if request.files:  # a field sent as a file (the form holds text only): malformed
+        form.pin.errors = [empty]
+        return None, 400
+    if form.validate_on_submit():
+        given = form.pin.data.strip().encode()
+        for n, candidate in enumerate(candidates):
+            if hmac.compare_digest(given, candidate.encode()):
+                return n, 200
+        form.pin.errors = [_("That PIN is not right.")]
+        count_wrong(kind)
+    return None, 400
 
 
 def refusal(kind: str) -> tuple[int, str] | None:

@@ -28,7 +28,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
@@ -38,7 +37,7 @@ from . import consent_records, devices, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
-from .i18n import LANGUAGES, countries, outcome_messages
+from .i18n import LANGUAGES, countries, current_language, outcome_messages
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
 
@@ -57,6 +56,12 @@ ATTRIBUTES = (
     *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
     *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
 )
+# The words above the preference checkboxes, per kind of device (kiosk: True): the page shows
+# them, and each preference's consent record keeps them.
+PREFERENCE_WORDS = {
+    True: (_l("What may we send you?"), _l("You can change this at any time.")),
+    False: (_l("Offers the customer wants"), _l("The customer can change this at any time.")),
+}
 ENTRY_SECONDS = 120  # a kiosk's sealed entry is shown on the very next page, or never
 # Form-level notes that an answer can carry (a sealed kiosk entry holds only the key).
 NOTES = {
@@ -121,7 +126,7 @@ def _page_context():
     config = current_app.config
     return {
         "training_examples": TRAINING_EXAMPLES[config["CONTACT_KEY"]],
-        "language": _language(),
+        "language": current_language(),
         "languages": LANGUAGES,
         "device": current_device(),
         "kiosk_timing": {
@@ -131,6 +136,7 @@ def _page_context():
             "thanks": config["KIOSK_THANKS_SECONDS"],
         },
         "entry_outcomes": ENTRY_OUTCOMES,
+        "preference_words": PREFERENCE_WORDS,
     }
 
 
@@ -268,13 +274,8 @@ def _signup_from(form) -> tuple[flow.Signup, list[consent_records.Shown]]:
     """The sign-up to send, and what the form showed beside each checkbox."""
     config = current_app.config
     device = current_device()
-    language = _language()
-    if device.kiosk:
-        context = f"{_('What may we send you?')} {_('You can change this at any time.')}"
-    else:
-        context = (
-            f"{_('Offers the customer wants')} {_('The customer can change this at any time.')}"
-        )
+    language = current_language()
+    context = " ".join(str(words) for words in PREFERENCE_WORDS[device.kiosk])
     shown = consent_records.shown_on(form, language, consent_texts(language), context)
     channel = f"{device.mode} device in store {device.store_id}"
     version = current_app.extensions["consent_records"].version
@@ -525,17 +526,12 @@ def done():
     )
 
 
-def _language() -> str:
-    locale = get_locale()
-    return locale.language if locale else "en"
-
-
 def _new_form(**kwargs):
     # Flask-WTF signs a CSRF token for every form it builds, a POST's included; this session's
     # signed token is usually remembered already (signed.csrf_token), and Flask-WTF takes it.
     signed.csrf_token()
     form = current_app.extensions["signup_form"](**kwargs)
-    form.countryCode.choices = countries(_language())
+    form.countryCode.choices = countries(current_language())
     if not form.submission.data:
         form.submission.data = new_submission_token()
     g.setdefault("forms", []).append(form)  # released when the request ends
@@ -565,7 +561,7 @@ def _empty_form_page(device):
     two tokens differ between requests, so they are put into a cached copy: the CSRF token of
     this session and a fresh one-time submission token.
     """
-    language = _language()
+    language = current_language()
     consents = consent_texts(language)
     key = (
         language,
@@ -607,8 +603,8 @@ def _render_form(form, outcome: str, unmarked: bool = False):
             outcome=outcome,
             heading=heading,
             text=text,
-            consents=consent_texts(_language()),
-            language=_language(),
+            consents=consent_texts(current_language()),
+            language=current_language(),
         ),
         STATUS.get(outcome, 200) if request.method == "POST" else 200,
     )
