@@ -321,6 +321,18 @@ def submit(client):
     return submitter(client)
 
 
+def wait_until(condition, what: str, seconds: float = 30):
+    """Poll `condition` until it is true (returned), failing with `what` after `seconds`: a
+    wait for something to happen, never a fixed sleep (a loaded machine is slow, not wrong)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    return result
+
+
 def outcome_of(response) -> str:
     match = re.search(r'<main id="main" data-outcome="([^"]*)"', response.get_data(as_text=True))
     assert match, "page has no <main data-outcome>"

@@ -27,6 +27,7 @@ from .conftest import (
     device_cookie,
     enrolled_session,
     missing,
+    wait_until,
 )
 from .processes import ending_with_tests
 from .test_run_command import free_port
@@ -346,16 +347,14 @@ def test_slow_clients_meet_nginx_and_the_tills_keep_being_answered(behind_nginx,
     attackers = [threading.Thread(target=slow_client, args=(n,), daemon=True) for n in range(400)]
     for attacker in attackers:
         attacker.start()
-    time.sleep(1)
+    wait_until(lambda: len(opened) >= 300, "the slow sockets never opened")
     till = behind_nginx.client("127.0.0.4")
     till.cookies.set("__Host-device", device_cookie(PRODUCTION_SECRET), domain="127.0.0.1")
     times, statuses = [], []
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
+    for _ in range(60):  # while the slow sockets are held open (nginx drops them after 10 s idle)
         started = time.perf_counter()
         statuses.append(till.get(behind_nginx.url, timeout=10).status_code)
         times.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.05)
     stop.set()
     for s in opened:
         s.close()
@@ -367,7 +366,7 @@ def test_slow_clients_meet_nginx_and_the_tills_keep_being_answered(behind_nginx,
             f"loads, p50 {p50:.1f} ms, p99 {p99:.1f} ms, statuses {sorted(set(statuses))}"
         )
     assert len(opened) >= 300, "the slow sockets were open during the run"
-    assert statuses == [200] * len(statuses) and len(statuses) > 20
+    assert statuses == [200] * 60
 
 
 # --- the deploy/ files ----------------------------------------------------------------------------

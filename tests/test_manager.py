@@ -148,6 +148,42 @@ def test_an_item_is_discarded_and_its_consent_records_say_so(chain, engine):
     assert {r["delivery"] for r in rows} == {"discarded"} and rows[0]["outbox_ref"] == ref
 
 
+def test_an_item_no_key_opens_is_shown_for_what_it_is_and_can_be_discarded(simulated_app, engine):
+    """A sign-up kept under a key that was dropped before a rekey: "Show details" and
+    "Correct" say what it is and what to do (no 500), and the manager can discard it; the
+    command line says the same in one line and discards it too."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings = {"MANAGER_PINS": MANAGERS, "ENGAGE_RETRY_SECONDS": 0}
+    before = simulated_app(OUTBOX_KEYS=old, **settings)
+    engine.inject("status", on="any", status=503, times=None)
+    till(before)(email="old.key@example.com")
+    till(simulated_app(OUTBOX_KEYS=f"{new},{old}", **settings))(email="new.key@example.com")
+    after = simulated_app(OUTBOX_KEYS=new, **settings)  # the old key dropped, no rekey
+    engine.clear_faults()
+    state = after.extensions["state"]
+    state.outbox_retry()
+    said = sorted(after.extensions["outbox"].replay_one(after) for _ in range(2))
+    assert said == ["created", "unopened"]
+    browser, _ = manager(after, "48291573")
+    overview = browser.get("/manager/").get_data(as_text=True)
+    ref = re.search(r'action="/manager/items/([A-Z2-7-]+)/show"', overview).group(1)
+    for action in ("show", "correct"):
+        data = {"csrf_token": token(browser), "email": "x@example.com"}
+        page = browser.post(f"/manager/items/{ref}/{action}", data=data)
+        assert page.status_code == 200 and outcome_of(page) == "manager-item"
+        assert "cannot be opened with this deployment's keys" in text_of(page)
+        assert 'name="email"' not in page.get_data(as_text=True), "nothing to correct"
+    cli = after.test_cli_runner()
+    shown = cli.invoke(args=["outbox", "show", ref])
+    assert shown.exit_code == 1 and "Traceback" not in shown.output
+    assert f"{ref} cannot be opened with this deployment's OUTBOX_KEYS" in shown.output
+    assert "(cannot be opened with these OUTBOX_KEYS)" in cli.invoke(args=["outbox", "list"]).output
+    assert browser.post(f"/manager/items/{ref}/discard",
+                        data={"csrf_token": token(browser)}).status_code == 303  # fmt: skip
+    assert state.outbox_items() == []
+    assert [c["attributes"]["email"] for c in engine.contacts()] == ["new.key@example.com"]
+
+
 def test_the_queue_shows_depth_and_sends_now(chain, engine):
     engine.inject("status", on="any", status=503, times=4)
     signup = till(chain)

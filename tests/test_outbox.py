@@ -29,6 +29,7 @@ from .conftest import (
     outcome_of,
     submitter,
     text_of,
+    wait_until,
 )
 
 KEY = Fernet.generate_key().decode()
@@ -248,9 +249,10 @@ def test_a_replay_and_a_live_signup_of_the_same_person_at_once_make_one_contact(
     engine.latency = 0.4
     said = {}
     replay = threading.Thread(target=lambda: said.update(replay=replay_all(app, rounds=1)))
+    finds = len(engine.requests("/api/v3/contacts/id"))
     replay.start()
-    time.sleep(0.1)
-    said["live"] = outcome_of(till(email="race@example.com"))
+    wait_until(lambda: len(engine.requests("/api/v3/contacts/id")) > finds, "no replay began")
+    said["live"] = outcome_of(till(email="race@example.com"))  # while the replay is under way
     replay.join()
     engine.latency = 0
     replay_all(app)
@@ -274,14 +276,64 @@ def test_rekeying_puts_every_item_under_the_newest_key(kept, engine, app_config,
     assert emails_in(engine)["rekey@example.com"] == 1
 
 
-def test_an_item_no_key_opens_waits_for_a_person(kept, engine, caplog):
+def test_start_up_refuses_keys_that_open_none_of_the_kept_sign_ups(kept, engine):
+    """A machine whose OUTBOX_KEYS drifted from the others' would give up every item it
+    replays and seal new ones nobody else can open: it does not start, in one line."""
     app = kept()
     engage_down(engine)
-    submitter(english_browser(app))(email="lost.key@example.com")
-    stranger = kept(OUTBOX_KEYS=Fernet.generate_key().decode())
-    assert replay_all(stranger, rounds=1) == ["unreadable"]
-    item = stranger.extensions["state"].outbox_items()[0]
-    assert (item["state"], item["last_error"]) == ("attention", "KeyNotInOutboxKeys")
+    submitter(english_browser(app))(email="drifted@example.com")
+    with pytest.raises(ConfigError) as refused:
+        kept(OUTBOX_KEYS=Fernet.generate_key().decode())
+    assert refused.value.key == "OUTBOX_KEYS"
+    assert "opens none of the 1 newest kept sign-up" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    kept(OUTBOX_KEYS=f"{Fernet.generate_key().decode()},{KEY}")  # a newer key in front: fine
+
+
+def test_a_machine_never_gives_up_an_item_its_own_keys_cannot_open(kept, engine, caplog):
+    """Items kept under two keys, and a machine that holds only one of them: it leaves the
+    other's item waiting (no try counted, due again for any machine), says so in the log and
+    in /readyz, and the machine whose key opens it sends it."""
+    other_key = Fernet.generate_key().decode()
+    ours, theirs = kept(), kept(OUTBOX_KEYS=other_key)
+    engage_down(engine)
+    submitter(english_browser(theirs))(email="theirs@example.com")
+    submitter(english_browser(ours))(email="ours@example.com")
+    engine.clear_faults()
+    ready = ours.test_client().get("/readyz")
+    assert ready.status_code == 200, "its keys open what it kept: a working machine"
+    assert ready.get_json()["outbox"] == (
+        "1 of the 2 newest kept sign-ups cannot be opened with these keys"
+    )
+    state = ours.extensions["state"]
+    state.outbox_retry()
+    caplog.set_level(logging.WARNING)
+    said = [ours.extensions["outbox"].replay_one(ours) for _ in range(2)]
+    assert sorted(said) == ["created", "unopened"]
+    (left,) = state.outbox_items()
+    assert (left["state"], left["last_error"], left["attempts"]) == (
+        "waiting",
+        "KeyNotInOutboxKeys",
+        0,
+    ), "never given up, and no try counted"
+    assert left["next_attempt"] > state.clock() + 30, "due again soon, for whichever machine"
+    assert any("cannot be opened with this machine's OUTBOX_KEYS" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert emails_in(engine) == {"ours@example.com": 1}
+    assert replay_all(theirs) == ["created"], "the machine whose key opens it sends it"
+    assert emails_in(engine)["theirs@example.com"] == 1
+    assert state.outbox_items() == []
+
+
+def test_readyz_takes_a_machine_whose_keys_open_nothing_out_of_the_load_balancer(kept, engine):
+    drifted = kept(OUTBOX_KEYS=Fernet.generate_key().decode())  # started while nothing was kept
+    engage_down(engine)
+    submitter(english_browser(kept()))(email="kept@example.com")
+    engine.clear_faults()
+    answer = drifted.test_client().get("/readyz")
+    assert answer.status_code == 503
+    assert answer.get_json()["check"] == "OUTBOX_KEYS"
+    assert answer.get_json()["outbox"] == "these keys open none of the 1 newest kept sign-ups"
 
 
 def test_items_older_than_outbox_days_are_deleted_counted_and_logged(kept, engine, caplog):
@@ -472,8 +524,8 @@ def test_a_worker_killed_in_the_middle_of_a_replayed_create_still_creates_once(
     worker.send_signal(signal.SIGKILL)  # the create is in flight
     worker.wait(timeout=10)
     worker.stdout.close()
-    time.sleep(1.7)  # Engage finishes the create it had begun
-    assert emails_in(engine)["killed@example.com"] == 1
+    # Engage finishes the create it had begun
+    wait_until(lambda: emails_in(engine)["killed@example.com"] == 1, "the create never finished")
     state, outbox = app.extensions["state"], app.extensions["outbox"]
     assert state.outbox_items()[0]["state"] == "waiting", "still kept: nobody saw the answer"
     state.outbox_retry()  # an operator's "retry --all" meanwhile

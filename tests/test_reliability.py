@@ -21,6 +21,7 @@ from .conftest import (
     outcome_of,
     same_device,
     submitter,
+    wait_until,
 )
 
 CREATE_PATH = "/api/v3/contacts"
@@ -41,9 +42,9 @@ def test_a_double_tap_sends_one_create_and_both_taps_see_the_result(sim_client, 
         threading.Thread(target=lambda: pages.append(sim_client.post("/", data=fields)))
         for _ in range(2)
     ]
-    for tap in taps:
-        tap.start()
-        time.sleep(0.05)
+    taps[0].start()
+    wait_until(lambda: engine.requests(), "the first tap never reached Engage")
+    taps[1].start()  # while the first tap's find is on its way (0.2 s at Engage)
     for tap in taps:
         tap.join()
     assert len(engine.requests(CREATE_PATH, "POST")) == 1
@@ -104,10 +105,8 @@ def test_after_repeated_failures_engage_is_left_alone_then_probed_once(sim_app, 
     for n in range(3):
         assert outcome_of(submit(email=f"p{n}@example.com")) == "unavailable"
     calls = len(engine.requests())
-    started = time.monotonic()
     assert outcome_of(submit(email="fast@example.com")) == "unavailable"
-    assert time.monotonic() - started < 0.5
-    assert len(engine.requests()) == calls, "the breaker is open: no call to Engage"
+    assert len(engine.requests()) == calls, "the breaker is open: answered without Engage"
 
     engine.clear_faults()
     clock[0] += 31  # the cool-down is over: one probe may go

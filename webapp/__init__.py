@@ -21,6 +21,7 @@ from .forms import form_class_for
 from .i18n import select_locale
 from .outbox import Outbox
 from .outbox import cli as outbox_cli
+from .padding import AnswerTimes
 from .signed import SessionInterface
 from .signup import Breaker
 from .store import StateUnavailable, open_store
@@ -100,14 +101,17 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         cooldown=app.config["BREAKER_COOLDOWN"],
         window=app.config["BREAKER_WINDOW"],
     )
+    app.extensions["answer_times"] = AnswerTimes(state)
     records = app.extensions["consent_records"] = ConsentRecords(
         state, version=__version__, days=app.config["CONSENT_RECORD_DAYS"]
     )
     app.cli.add_command(consents_cli)
     if app.config["OUTBOX_KEYS"]:
-        app.extensions["outbox"] = Outbox(
+        outbox = app.extensions["outbox"] = Outbox(
             state, app.config["OUTBOX_KEYS"], days=app.config["OUTBOX_DAYS"], records=records
         )
+        if operator_command() is None:  # an operator may come to discard what nothing opens
+            _keys_open_the_outbox(outbox)
     else:
         _no_orphans(state)
     app.cli.add_command(outbox_cli)
@@ -120,6 +124,31 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(setup.bp)
     app.register_blueprint(manager.bp)
     return app
+
+
+def operator_command() -> str | None:
+    """The operator CLI group (`outbox`, `consents`) this app was built for, or None."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    words = context.command_path.split() if context is not None else []
+    return next((w for w in words if w in ("outbox", "consents")), None)
+
+
+def _keys_open_the_outbox(outbox: Outbox) -> None:
+    """A machine whose OUTBOX_KEYS open none of the kept sign-ups has keys that differ from the
+    ones they were kept with: it would seal new ones that the other machines cannot open."""
+    try:
+        tried, opened = outbox.key_check()
+    except StateUnavailable:
+        return  # the database is already known to work: this is a passing fault
+    if tried and not opened:
+        raise ConfigError(
+            "OUTBOX_KEYS",
+            f"opens none of the {tried} newest kept sign-up(s): set the keys they were kept with "
+            "(the same OUTBOX_KEYS as the other machines); `flask --app webapp outbox list` "
+            "shows what cannot be opened",
+        )
 
 
 def _no_orphans(state) -> None:

@@ -18,6 +18,7 @@ import time
 import zoneinfo
 from collections import Counter, defaultdict
 
+from cryptography.fernet import InvalidToken
 from flask import (
     Blueprint,
     Response,
@@ -42,7 +43,7 @@ from wtforms.validators import DataRequired
 from . import consent_records, pins, signed, web
 from . import signup as flow
 from .i18n import countries, current_language
-from .outbox import reference
+from .outbox import UNOPENED, reference
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def dashboard(manager: dict):
     visible = [
         i for i in items if _in_scope(manager, i["store"]) and (not chosen or i["store"] == chosen)
     ]
-    waiting = [i for i in visible if i["state"] == "waiting"]
+    waiting = [i for i in visible if i["state"] == "waiting" and i["last_error"] != UNOPENED]
     days = current_app.config["OUTBOX_DAYS"]
     soon = time.time() - (days - 1) * 86400
     return _page(
@@ -217,7 +218,8 @@ def dashboard(manager: dict):
         causes=causes.most_common(),
         replays=replays,
         breaker_open=breaker_open,
-        attention=[i for i in visible if i["state"] == "attention"],
+        # Kept for a person, and those that no machine's keys have opened yet (to discard).
+        attention=[i for i in visible if i["state"] == "attention" or i["last_error"] == UNOPENED],
         queue={
             "depth": len(waiting),
             "oldest": min((i["created"] for i in waiting), default=None),
@@ -283,11 +285,28 @@ def _item(ref: str, *, payload: bool = False) -> dict:
     return item
 
 
+def _opened(item: dict) -> flow.Signup | None:
+    """The kept sign-up, or None when this deployment's OUTBOX_KEYS cannot open it."""
+    try:
+        return current_app.extensions["outbox"].open(item["payload"])
+    except InvalidToken:
+        return None
+
+
+def _unopened_page(item: dict):
+    """An item no key of this deployment opens: what it is, what to do, and discard."""
+    return _page("manager/item.html", "manager-item", 200, item=item, correction=None,
+                 fields=[], ref=reference(item["id"]), csrf=signed.csrf_token(),
+                 unopened=True)  # fmt: skip
+
+
 @bp.post("/items/<ref>/show")
 def show(ref: str):
     item = _item(ref, payload=True)
     manager = signed_in()
-    signup = current_app.extensions["outbox"].open(item["payload"])
+    signup = _opened(item)
+    if signup is None:
+        return _unopened_page(item)
     log.warning(
         "manager view: outbox item %s shown to %s %s",
         reference(item["id"]), manager["name"], web.log_context(),
@@ -323,7 +342,9 @@ def correct(ref: str):
     manager = signed_in()
     outbox = current_app.extensions["outbox"]
     state = current_app.extensions["state"]
-    signup = outbox.open(item["payload"])
+    signup = _opened(item)
+    if signup is None:
+        return _unopened_page(item)
     form = _form_for(signup, {k: v for k, v in request.form.items() if k in EDITABLE})
     if not form.validate():
         return _correction_page(item, form, 400)
@@ -362,7 +383,10 @@ def retry_queue():
     for item in state.outbox_items():
         if item["state"] == "waiting" and _in_scope(manager, item["store"]):
             count += state.outbox_retry(item["id"])
-    log.info("manager view: %s sent %d queued item(s) again", manager["name"], count)
+    log.info(
+        "manager view: %s sent %d queued item(s) again %s",
+        manager["name"], count, web.log_context(),
+    )  # fmt: skip
     return redirect(url_for(".start", done="retried"), code=303)
 
 
@@ -380,8 +404,8 @@ def consents_csv():
         abort(400)
     rows = current_app.extensions["consent_records"].export(store=store, start=start, end=end)
     log.info(
-        "manager view: %s exported %d consent record(s) of store %s",
-        manager["name"], len(rows), store,
+        "manager view: %s exported %d consent record(s) of store %s %s",
+        manager["name"], len(rows), store, web.log_context(),
     )  # fmt: skip
     name = f"consents-{store}-{start.isoformat()}-{end.isoformat()}.csv"
     return Response(

@@ -51,14 +51,47 @@ def readyz():
         log.error("readiness: state database unavailable: %s", exc)
         state_ok, breaker_open = False, None
     engage = _engage_check()
+    outbox = _outbox_check() if state_ok else {}
     body = {
         "status": "ok" if state_ok and engage["engage"] == "ok" and not engage.get("consents")
-        else "not ready",
+        and outbox.get("check") is None else "not ready",
         **engage,
         "state": "ok" if state_ok else "unavailable",
         "breaker": "unknown" if breaker_open is None else "open" if breaker_open else "closed",
+        **outbox,
     }  # fmt: skip
+    if engage.get("check") and outbox.get("check"):
+        body["check"] = f"{engage['check']}, {outbox['check']}"
     return jsonify(body), 200 if body["status"] == "ok" else 503
+
+
+def _outbox_check() -> dict:
+    """Whether this machine's OUTBOX_KEYS open the kept sign-ups. Keys that open none of them
+    differ from the other machines': such a machine would seal sign-ups nobody else can open,
+    so it is not ready (the load balancer takes it out; its replays leave every item for the
+    others). Keys that open some: ready, and the body says how many they cannot open."""
+    outbox = current_app.extensions.get("outbox")
+    if outbox is None:
+        return {}
+    try:
+        tried, opened = outbox.key_check()
+    except StateUnavailable:
+        return {}  # the probe's write just worked: a passing fault, said by the next probe
+    if tried and not opened:
+        result = {"outbox": f"these keys open none of the {tried} newest kept sign-ups",
+                  "check": "OUTBOX_KEYS"}  # fmt: skip
+    elif opened < tried:
+        result = {"outbox": f"{tried - opened} of the {tried} newest kept sign-ups cannot be "
+                            "opened with these keys"}  # fmt: skip
+    else:
+        result = {}
+    cache = current_app.extensions.setdefault("ready_cache", {})
+    with _ready_lock:
+        changed = cache.get("outbox") != result
+        cache["outbox"] = result
+    if changed and result:  # once when it starts, not at every probe
+        log.error("readiness: outbox: %s: check OUTBOX_KEYS", result["outbox"])
+    return result
 
 
 def _engage_check() -> dict:

@@ -49,6 +49,11 @@ NEEDS_A_PERSON = (flow.AMBIGUOUS, flow.REJECTED)
 # "10 s, 30 s, 60 s, 300 s…" for background jobs); the last one repeats.
 BACKOFF = (10, 30, 60, 300, 900, 1800, 3600)
 IN_PROGRESS_RETRY = 10  # another create of this person is running: look again soon
+# An item this machine's keys cannot open is left for a machine whose keys can: it is due again
+# after this many seconds (for whichever machine claims it), and this machine says so.
+UNOPENED_RETRY = 60
+UNOPENED = "KeyNotInOutboxKeys"  # its last_error while no machine that tried could open it
+KEY_SAMPLE = 20  # kept items tried at start-up and by /readyz: do these keys open any?
 # Longer than a replay can take (find, create, settle, find at the longest timeouts), so a
 # lease never runs out under a worker that is still working on its item.
 LEASE_SECONDS = 120
@@ -127,6 +132,19 @@ class Outbox:
         values["form_fields"] = frozenset(values["form_fields"])
         return flow.Signup(**values)
 
+    def opens(self, payload: str) -> bool:
+        try:
+            self._fernet.decrypt(payload.encode())
+        except InvalidToken:
+            return False
+        return True
+
+    def key_check(self) -> tuple[int, int]:
+        """(kept items tried, how many of them these keys open), over the newest KEY_SAMPLE: a
+        machine whose OUTBOX_KEYS open none of them has keys that differ from the others'."""
+        payloads = self.store.outbox_payloads(KEY_SAMPLE)
+        return len(payloads), sum(1 for p in payloads if self.opens(p))
+
     # --- replaying ----------------------------------------------------------------------------
     def replay_one(self, app: Flask, *, sleep=time.sleep) -> str | None:
         """Claim one due item and send it as the live path would; returns what Engage said
@@ -139,9 +157,15 @@ class Outbox:
         try:
             signup = self.open(item["payload"])
         except InvalidToken:
-            log.error("outbox item %s cannot be opened with OUTBOX_KEYS: kept for a person", ref)
-            self.store.outbox_attention(item["id"], "KeyNotInOutboxKeys")
-            return "unreadable"
+            # This machine's keys are wrong, or the item's key was dropped before a rekey: it
+            # is never given up here. Another machine, whose keys open it, sends it.
+            log.error(
+                "outbox item %s cannot be opened with this machine's OUTBOX_KEYS: left for a "
+                "machine whose keys open it (check OUTBOX_KEYS is the same on every machine)",
+                ref,
+            )
+            self.store.outbox_unopened(item["id"], self.store.clock() + UNOPENED_RETRY, UNOPENED)
+            return "unopened"
         outcome = flow.register(
             app.extensions["engage"],
             signup,
@@ -285,15 +309,18 @@ def _outbox() -> Outbox:
 @cli.command("list", help="Every item, without personal data.")
 @with_appcontext
 def list_items() -> None:
-    items = current_app.extensions["state"].outbox_items()
+    items = current_app.extensions["state"].outbox_items(payload=True)
+    outbox = current_app.extensions.get("outbox")
     click.echo(f"{len(items)} item(s)")
     for item in items:
+        unopened = outbox is None or not outbox.opens(item["payload"])
         kept = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item["created"]))
         due = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item["next_attempt"]))
         click.echo(
             f"{reference(item['id'])}  {item['state']:<9}  store {item['store']:<8} "
             f"{item['mode']:<5}  kept {kept} UTC  tries {item['attempts']}  next {due} UTC"
             f"  last {item['last_error'] or '-'}"
+            + ("  (cannot be opened with these OUTBOX_KEYS)" if unopened else "")
         )
 
 
@@ -305,8 +332,17 @@ def show(ref: str) -> None:
     item = outbox.find(ref, payload=True)
     if item is None:
         raise click.ClickException(f"no item {ref}")
+    try:
+        signup = outbox.open(item["payload"])
+    except InvalidToken:
+        raise click.ClickException(
+            f"{reference(item['id'])} cannot be opened with this deployment's OUTBOX_KEYS: it was "
+            "kept under a key that is not among them. Put that key back in OUTBOX_KEYS (after "
+            "the newest) and run rekey, or give the sign-up up with: outbox discard "
+            f"{reference(item['id'])}"
+        ) from None
     log.warning("outbox item %s shown on the command line", reference(item["id"]))
-    click.echo(json.dumps(outbox.open(item["payload"]).contact, indent=2, ensure_ascii=False))
+    click.echo(json.dumps(signup.contact, indent=2, ensure_ascii=False))
 
 
 @cli.command("retry", help="Send one item (or all with --all) at the next chance.")

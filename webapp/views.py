@@ -11,11 +11,8 @@ else is a member; the log line keeps the real outcome.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
-import threading
 import time
-from collections import deque
 
 from flask import (
     Blueprint,
@@ -204,7 +201,7 @@ def submit():
     except StateUnavailable as exc:
         return _present(form, _state_fault(exc))
 
-    started = time.monotonic()
+    started = current_app.extensions["answer_times"].clock()
     engage = current_app.extensions["engage"]
     outcome = flow.register(
         engage,
@@ -305,31 +302,14 @@ def _unapproved(device) -> bool:
     return config["CREATE_AS_UNAPPROVED"] or (device.kiosk and config["KIOSK_CREATE_AS_UNAPPROVED"])
 
 
-class _CreateTimes:
-    """Recent durations of signups that ended in a create, to time a kiosk's other answers by."""
-
-    def __init__(self, size: int = 64):
-        self._times: deque[float] = deque(maxlen=size)
-        self._lock = threading.Lock()
-
-    def add(self, seconds: float) -> None:
-        with self._lock:
-            self._times.append(seconds)
-
-    def sample(self, default: float) -> float:
-        with self._lock:
-            return random.choice(self._times) if self._times else default
-
-
 def _even_out(outcome: flow.Outcome, started: float, *, kiosk: bool) -> None:
     """On a kiosk, a found member (one call to Engage) must not answer faster than a new one
-    (a find and a create): its answer waits until a recent create's duration has passed."""
-    times = current_app.extensions.setdefault("create_times", _CreateTimes())
-    elapsed = time.monotonic() - started
+    (a find and a create): every final answer but a create waits as long as a create takes."""
+    times = current_app.extensions["answer_times"]
     if outcome.name == flow.CREATED:
-        times.add(elapsed)
+        times.created(times.clock() - started)
     elif kiosk and outcome.name in FINAL_OUTCOMES:
-        time.sleep(max(0.0, times.sample(default=2 * elapsed) - elapsed))
+        times.hold(started)
 
 
 def _present(

@@ -141,8 +141,14 @@ def log_context() -> str:
     """Store and request id for log lines written while serving a request."""
     if not has_request_context():
         return ""
-    store = current_app.config.get("STORE_EXTERNAL_ID", "-")
-    return f"store={store} request_id={request_id()}"
+    from .devices import current_device
+
+    try:  # the device's own store (a chain's devices serve many), else the configured one
+        device = current_device()
+    except Exception:  # noqa: BLE001 - a log line never fails the request it describes
+        device = None
+    store = device.store_id if device is not None else current_app.config.get("STORE_EXTERNAL_ID")
+    return f"store={store or '-'} client={request.remote_addr or '-'} request_id={request_id()}"
 
 
 def init_app(app: Flask) -> None:

@@ -108,7 +108,11 @@ class SimulatorApp:
     def _fault(self, request: Request, fault: Fault, delay: float) -> Response:
         self._answer_after(request, delay)
         if fault.kind == "hang":
-            self._wait(fault.seconds or 300)  # a reply that never comes (until the server stops)
+            # A reply that never comes: until the server stops, or a test releases the fault.
+            deadline = time.monotonic() + (fault.seconds or 300)
+            while not self.engine.stopping.is_set() and time.monotonic() < deadline:
+                if fault.released.wait(0.05):
+                    break
             raise DropConnection()
         if fault.kind == "drop":
             raise DropConnection()

@@ -130,6 +130,12 @@ class Fault:
     after_commit: bool = False  # create first, then answer with the fault (the dangerous case)
     body: str = "engage"  # the error body's shape (BODY_SHAPES)
     token: str | None = None  # the error token a status fault carries, if any
+    # A hang ends early once this is set (Fault.release): a test decides when, not a clock.
+    released: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+
+    def release(self) -> None:
+        """End the hang of every request that met this fault (their connections drop)."""
+        self.released.set()
 
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:

@@ -306,6 +306,24 @@ class Store:
             {"id": item_id, "error": error},
         )
 
+    def outbox_unopened(self, item_id: str, at: float, error: str) -> None:
+        """This machine could not open the item: not a try (its attempts stay as they were),
+        waiting for a machine that can, due again at `at`."""
+        self.engine.run(
+            "UPDATE outbox SET next_attempt = :at, lease_until = 0, last_error = :error, "
+            "attempts = attempts - 1 WHERE id = :id",
+            {"id": item_id, "at": at, "error": error},
+        )
+
+    def outbox_payloads(self, limit: int) -> list[str]:
+        """The ciphertexts of the newest `limit` items (to see whether keys open them)."""
+        return [
+            row[0]
+            for row in self.engine.run(
+                "SELECT payload FROM outbox ORDER BY created DESC LIMIT :limit", {"limit": limit}
+            ).rows
+        ]
+
     def outbox_retry(self, item_id: str | None = None) -> int:
         """Make one item (or every item) due now, waiting again; returns how many. An item a
         worker holds keeps its lease: nobody else takes it while that worker is sending it."""
@@ -513,6 +531,74 @@ class Store:
         ).rows
         keys = ("hour", "store", "device", "mode", "outcome", "cause", "replay", "count")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # --- kiosk answer times (webapp/padding.py) --------------------------------------------------
+    def timing_sample(self, name: str, seconds: float) -> None:
+        """Fold one duration into the shared estimate `name` (a moving average)."""
+        self.engine.run(
+            "INSERT INTO timings (name, seconds, at) VALUES (:name, :s, :now) "
+            "ON CONFLICT (name) DO UPDATE SET seconds = timings.seconds * 0.8 + :s * 0.2, "
+            "at = :now",
+            {"name": name, "s": seconds, "now": self.clock()},
+        )
+
+    def timing(self, name: str) -> float | None:
+        rows = self.engine.run("SELECT seconds FROM timings WHERE name = :name", {"name": name})
+        return rows.rows[0][0] if rows.rows else None
+
+    # --- kiosk entries: what a POST sent, for the very next page ----------------------------------
+    @_timed
+    def entry_put(self, entry_id: str, sealed: str, seconds: float) -> None:
+        now = self.clock()
+        self.engine.run(
+            "INSERT INTO entries (id, sealed, expires) VALUES (:id, :sealed, :expires)",
+            {"id": entry_id, "sealed": sealed, "expires": now + seconds},
+        )
+        if int(now) % 17 == 0:  # now and then, forget entries nobody came back for
+            self.engine.run("DELETE FROM entries WHERE expires < :now", {"now": now})
+
+    @_timed
+    def entry_take(self, entry_id: str) -> str | None:
+        """The sealed entry, once: it is deleted as it is read."""
+        rows = self.engine.run(
+            "DELETE FROM entries WHERE id = :id AND expires >= :now RETURNING sealed",
+            {"id": entry_id, "now": self.clock()},
+        ).rows
+        return rows[0][0] if rows else None
+
+    # --- manager sessions -------------------------------------------------------------------------
+    def manager_session_add(self, session_id: str, name: str, store: str, entry: str,
+                            until: float) -> None:  # fmt: skip
+        now = self.clock()
+        with self.engine.transaction() as tx:
+            tx.run("DELETE FROM manager_sessions WHERE until < :now", {"now": now})
+            tx.run(
+                "INSERT INTO manager_sessions (id, name, store, entry, until) "
+                "VALUES (:id, :name, :store, :entry, :until)",
+                {"id": session_id, "name": name, "store": store, "entry": entry, "until": until},
+            )
+
+    def manager_session(self, session_id: str) -> dict[str, Any] | None:
+        rows = self.engine.run(
+            "SELECT name, store, entry, until FROM manager_sessions "
+            "WHERE id = :id AND until > :now",
+            {"id": session_id, "now": self.clock()},
+        ).rows
+        return (
+            dict(zip(("name", "store", "entry", "until"), rows[0], strict=True)) if rows else None
+        )
+
+    def manager_session_end(self, session_id: str) -> None:
+        self.engine.run("DELETE FROM manager_sessions WHERE id = :id", {"id": session_id})
+
+    def manager_sessions_keep(self, entries: list[str]) -> int:
+        """End every session whose manager entry is not among `entries` (a PIN changed or a
+        manager left): returns how many ended."""
+        names = [f":e{n}" for n in range(len(entries))] or ["NULL"]
+        return self.engine.run(
+            f"DELETE FROM manager_sessions WHERE entry NOT IN ({', '.join(names)})",
+            {f"e{n}": e for n, e in enumerate(entries)},
+        ).rowcount
 
     # --- circuit breaker --------------------------------------------------------------------------
     @_timed

@@ -136,4 +136,37 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        6,
+        "kiosk answer times shared by every process; kiosk entries and manager sessions kept "
+        "server-side",
+        [
+            # A smoothed duration of the creates every process has timed (webapp/padding.py).
+            """CREATE TABLE IF NOT EXISTS timings (
+                name TEXT PRIMARY KEY,
+                seconds DOUBLE PRECISION NOT NULL,
+                at DOUBLE PRECISION NOT NULL
+            )""",
+            # What a kiosk's POST sent, for the next page only: sealed (Fernet under SECRET_KEY),
+            # read once, gone after a short life. The cookie holds only the random id.
+            """CREATE TABLE IF NOT EXISTS entries (
+                id TEXT PRIMARY KEY,
+                sealed TEXT NOT NULL,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires)",
+            # A manager's signed-in session: revocable on every machine at once (sign-out, PIN
+            # change). `entry` is a keyed hash of the manager's MANAGER_PINS entry.
+            """CREATE TABLE IF NOT EXISTS manager_sessions (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                store TEXT NOT NULL,
+                entry TEXT NOT NULL,
+                until DOUBLE PRECISION NOT NULL
+            )""",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
