@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -233,3 +234,78 @@ def test_a_wrong_setting_stops_start_up_with_one_line_naming_it():
 
 def test_with_engage_configured_there_is_no_training_banner(client):
     assert "Training mode" not in client.get("/").get_data(as_text=True)
+
+
+def _training_env(tmp_path) -> dict:
+    own = ("ENGAGE_", "SECRET_KEY", "OUTBOX_KEYS", "MANAGER_PINS")  # training makes these
+    env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    return {**env, "STATE_DB": str(tmp_path / "state.sqlite3"), "WEB_WORKERS": "1",
+            "WEB_THREADS": "2"}  # fmt: skip
+
+
+def _operator(env: dict, *args: str) -> subprocess.CompletedProcess:
+    """The README's operator command line, as an operator types it."""
+    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    return subprocess.run([flask, "--app", "webapp", *args], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+def test_a_training_restart_keeps_devices_pins_and_kept_signups(tmp_path):
+    """What a newcomer set up in training survives a restart: the device stays enrolled, the
+    manager PIN is the same, and the sign-up kept while the simulator failed can still be
+    opened, by the restarted app and by the operator command line."""
+    env = _training_env(tmp_path)
+    first = start_server(env)
+    try:
+        simulator_url = read_until(first, r"built-in simulator at (http://\S+)").group(1)
+        kept_in = read_until(first, r"Training secrets kept in (\S+) ").group(1)
+        pin = read_until(first, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1)
+        app_url = read_until(first, r"open (http://\S+)").group(1)
+        drain(first)
+        wait_until_up(app_url)
+        till = requests.Session()
+        till.trust_env = False
+        setup = till.get(app_url + "setup/", timeout=5)
+        setup = till.post(app_url + "setup/pin", timeout=5,
+                          data={"pin": "1234", "csrf_token": csrf_token(setup.text)})  # fmt: skip
+        page = till.post(app_url + "setup/", timeout=5, data={
+            "store": "101", "mode": "staff", "csrf_token": csrf_token(setup.text)})  # fmt: skip
+        fault = {"kind": "status", "status": 503, "on": "any", "times": 10}
+        requests.post(simulator_url + "/_simulator/faults", json=fault, timeout=5)
+        signup = {**VALID_FORM, "email": "kept.over@example.com",
+                  "csrf_token": csrf_token(page.text)}  # fmt: skip
+        done = till.post(app_url, data=signup, timeout=15)
+        assert 'data-outcome="queued"' in done.text
+        ref = re.search(r"\b([A-Z2-7]{5}-[A-Z2-7]{5})\b", done.text).group(1)
+    finally:
+        stop(first)
+    assert oct(os.stat(kept_in).st_mode & 0o777) == "0o600"
+    assert kept_in == str(tmp_path / "training-secrets.json")
+
+    second = start_server(env)
+    try:
+        assert read_until(second, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1) == pin
+        app_url = read_until(second, r"open (http://\S+)").group(1)
+        drain(second)
+        wait_until_up(app_url)
+        page = till.get(app_url + "?lang=en", timeout=5)
+        assert 'data-outcome="form"' in page.text, "still enrolled after the restart"
+        shown = _operator(env, "outbox", "show", ref)  # while the training app runs
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["email"] == "kept.over@example.com"
+        assert "Traceback" not in shown.stderr
+    finally:
+        stop(second)
+
+
+def test_the_operator_command_line_says_a_configuration_error_in_one_line(tmp_path):
+    """No Engage settings and no training run here: one line naming the setting."""
+    env = _training_env(tmp_path)
+    listed = _operator(env, "outbox", "list")
+    assert listed.returncode != 0
+    assert "Traceback" not in listed.stderr
+    assert listed.stderr.strip().splitlines() == [
+        "Error: configuration error: ENGAGE_BASE_URL: not set. Set it to your Engage tenant "
+        "(https://<tenant>.voyado.com), or start with `python3 dev.py run` to use the built-in "
+        "Engage simulator"
+    ]

@@ -45,7 +45,23 @@ def _resource_dir(name: str) -> str:
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
-    """Build the app. Raises ConfigError (naming the key) when the configuration is wrong."""
+    """Build the app. Raises ConfigError (naming the key) when the configuration is wrong; on
+    the command line (`flask --app webapp …`) that is one line, as the server says it."""
+    if not from_the_command_line():
+        return _build(config)
+    import os
+
+    import click
+
+    from . import training
+
+    try:  # a training instance's operator: its state and keys are where training keeps them
+        return _build({**(training.cli_settings(os.environ) or {}), **(config or {})})
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+def _build(config: dict[str, Any] | None) -> Flask:
     settings = load_config(config)
     app = Flask(
         __name__,
@@ -110,7 +126,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         outbox = app.extensions["outbox"] = Outbox(
             state, app.config["OUTBOX_KEYS"], days=app.config["OUTBOX_DAYS"], records=records
         )
-        if operator_command() is None:  # an operator may come to discard what nothing opens
+        if not from_the_command_line():  # an operator may come to discard what nothing opens
             _keys_open_the_outbox(outbox)
     else:
         _no_orphans(state)
@@ -126,13 +142,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def operator_command() -> str | None:
-    """The operator CLI group (`outbox`, `consents`) this app was built for, or None."""
+def from_the_command_line() -> bool:
+    """Built by the Flask command line (`flask --app webapp outbox …`), not by a server."""
     import click
 
-    context = click.get_current_context(silent=True)
-    words = context.command_path.split() if context is not None else []
-    return next((w for w in words if w in ("outbox", "consents")), None)
+    return click.get_current_context(silent=True) is not None
 
 
 def _keys_open_the_outbox(outbox: Outbox) -> None:

@@ -19,13 +19,10 @@ import gc
 import json
 import logging
 import os
-import secrets
 import subprocess
 import sys
 
-from cryptography.fernet import Fernet
-
-from . import ConfigError, background, create_app
+from . import ConfigError, background, create_app, training
 
 log = logging.getLogger("webapp.serve")
 
@@ -110,22 +107,28 @@ def _start_training_simulator() -> None:
     if "listening on " not in first_line:
         raise SystemExit("engage-signup: the built-in Engage simulator did not start")
     url = first_line.rsplit(" ", 1)[1].strip()
+    # Made once and kept (mode 0600) beside the training state, so that a restart keeps every
+    # enrolled device, the manager's PIN and what the outbox holds.
+    kept = training.secrets_for(os.environ, create=True)
+    training.remember_simulator(os.environ, url)
     os.environ.update(
         ENGAGE_BASE_URL=url,
         ENGAGE_API_KEY=os.environ.get("ENGAGE_API_KEY") or "training",
         STORE_EXTERNAL_ID=os.environ.get("STORE_EXTERNAL_ID") or "101",
-        # One key for every worker, new each start: sessions do not outlive a training run.
-        SECRET_KEY=os.environ.get("SECRET_KEY") or secrets.token_urlsafe(32),
+        # One key for every worker, kept across restarts: devices stay enrolled.
+        SECRET_KEY=os.environ.get("SECRET_KEY") or kept["SECRET_KEY"],
         # Training keeps sign-ups in the outbox too, sealed with a key of its own.
-        OUTBOX_KEYS=os.environ.get("OUTBOX_KEYS") or Fernet.generate_key().decode(),
+        OUTBOX_KEYS=os.environ.get("OUTBOX_KEYS") or kept["OUTBOX_KEYS"],
         # And shows the manager's view, for every store, with a PIN of its own.
-        MANAGER_PINS=os.environ.get("MANAGER_PINS")
-        or f"Training@*:{secrets.randbelow(90_000_000) + 10_000_000}",
+        MANAGER_PINS=os.environ.get("MANAGER_PINS") or kept["MANAGER_PINS"],
         STAFF_PIN=os.environ.get("STAFF_PIN") or "1234",
         TRAINING_MODE="true",
     )
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
     print(note, flush=True)  # noqa: T201
+    where = training.path(os.environ)
+    kept_note = f"Training secrets kept in {where} (readable by you only): a restart keeps "
+    print(kept_note + "enrolled devices, PINs and kept sign-ups", flush=True)  # noqa: T201
     print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
     manager_pin = os.environ["MANAGER_PINS"].split(",")[0].rsplit(":", 1)[1]
     print(f"Manager's view (/manager/) PIN: {manager_pin}", flush=True)  # noqa: T201

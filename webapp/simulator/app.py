@@ -308,7 +308,7 @@ class SimulatorApp:
                 fault = self.engine.inject(**(request.get_json(silent=True) or {}))
             except (TypeError, ValueError) as exc:
                 return error(400, "BadFault", str(exc))
-            return ok(fault.__dict__, 201)
+            return ok(fault.as_dict(), 201)
         if path == "/_simulator/faults" and method == "DELETE":
             self.engine.clear_faults()
             return Response(status=204)

@@ -137,6 +137,10 @@ class Fault:
         """End the hang of every request that met this fault (their connections drop)."""
         self.released.set()
 
+    def as_dict(self) -> dict[str, Any]:
+        """What the admin endpoint answers: the fault's settings."""
+        return {k: v for k, v in self.__dict__.items() if k != "released"}
+
     def __post_init__(self):
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}")
