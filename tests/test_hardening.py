@@ -25,6 +25,7 @@ from .conftest import (
     created_body,
     english_browser,
     english_visitor,
+    enrol,
     fill,
     hidden_fields,
     outcome_of,
@@ -341,8 +342,9 @@ def test_replaying_the_first_session_cookie_does_not_reset_a_devices_limit(app_c
 
 @pytest.mark.shared_state
 def test_wrong_pins_are_capped_for_the_whole_deployment(app_config, caplog):
-    """Many addresses guessing at once: after PIN_FAILURES_PER_HOUR wrong PINs no PIN is
-    checked any more, the right one included, and one ERROR line says so."""
+    """Many addresses guessing at once: after PIN_FAILURES_PER_HOUR wrong PINs no stranger's
+    PIN is checked any more, the right one included, and one ERROR line says so; a device
+    that staff enrolled before is not locked out by the strangers."""
     app = create_app({**app_config, "PIN_FAILURES_PER_HOUR": 30})
     caplog.set_level(logging.INFO)
     statuses = []
@@ -364,6 +366,9 @@ def test_wrong_pins_are_capped_for_the_whole_deployment(app_config, caplog):
     page = browser.get("/setup/").get_data(as_text=True)
     right = browser.post("/setup/pin", data={"pin": "4711", **hidden_fields(page)})
     assert right.status_code == 429 and "locked" in text_of(right)
+    tablet = enrol(english_visitor(app), app)  # enrolled before: re-enrolling it still works
+    page = tablet.get("/setup/").get_data(as_text=True)
+    assert tablet.post("/setup/pin", data={"pin": "4711", **hidden_fields(page)}).status_code == 303
 
 
 # --- 9. cookies, origin, stopping -----------------------------------------------------------------

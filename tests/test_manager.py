@@ -223,7 +223,60 @@ def test_manager_pins_are_limited_like_the_staff_pin(chain, caplog):
     assert statuses.count(400) == 30 and 429 in statuses
     assert "manager PIN entry locked for the whole deployment" in caplog.text
     browser, answer = manager(chain, "48291573")
-    assert answer.status_code == 429, "locked for everyone for the hour"
+    assert answer.status_code == 429, "a browser nobody signed in on is refused for the hour"
+
+
+def test_strangers_spending_the_cap_lock_out_no_manager_who_signed_in_before(chain):
+    """Thirty wrong PINs from anywhere must not take the one screen for queued and refused
+    sign-ups from the managers: a browser where a manager signed in before, and a tablet
+    staff enrolled, may still sign in (within their own limits)."""
+    regular, _ = manager(chain, "48291573")
+    regular.post("/manager/logout", data={"csrf_token": token(regular)})
+    tablet = enrol(english_visitor(chain), chain)
+    for n in range(30):
+        stranger = english_visitor(chain)
+        environ = {"REMOTE_ADDR": f"10.2.{n // 200}.{n % 200 + 1}"}
+        page = stranger.get("/manager/", environ_base=environ).get_data(as_text=True)
+        stranger.post("/manager/login", data={"pin": f"1{n:07d}", **hidden_fields(page)},
+                      environ_base=environ)  # fmt: skip
+    _, refused = manager(chain, "48291573")
+    assert refused.status_code == 429
+    for browser in (regular, tablet):
+        page = browser.get("/manager/").get_data(as_text=True)
+        answer = browser.post("/manager/login", data={"pin": "91827364", **hidden_fields(page)})
+        assert answer.status_code == 303
+        assert outcome_of(browser.get("/manager/")) == "manager"
+
+
+@pytest.mark.shared_state
+def test_signing_out_ends_the_session_on_every_machine(simulated_app, engine):
+    """A copy of the session cookie taken before sign-out opens nothing afterwards, on this
+    machine or another of the deployment."""
+    settings = {"MANAGER_PINS": MANAGERS, "OUTBOX_KEYS": KEY}
+    one, two = simulated_app(**settings), simulated_app(**settings)
+    browser, _ = manager(one, "48291573")
+    copied = browser.get_cookie("session").value
+    elsewhere = english_visitor(two)
+    elsewhere.set_cookie("session", copied)
+    assert outcome_of(elsewhere.get("/manager/")) == "manager", "one session, every machine"
+    browser.post("/manager/logout", data={"csrf_token": token(browser)})
+    for app in (one, two):
+        thief = english_visitor(app)
+        thief.set_cookie("session", copied)
+        assert outcome_of(thief.get("/manager/")) == "manager-login"
+        shown = thief.post("/manager/items/AAAAA-AAAAA/show", data={"csrf_token": "x"})
+        assert shown.status_code in (303, 400)
+
+
+@pytest.mark.shared_state
+def test_a_changed_pin_ends_that_managers_sessions_everywhere(simulated_app, engine):
+    before = simulated_app(MANAGER_PINS=MANAGERS, OUTBOX_KEYS=KEY)
+    anna, _ = manager(before, "48291573")
+    bo, _ = manager(before, "73920461")
+    changed = MANAGERS.replace("Anna@101:48291573", "Anna@101:55512345")
+    simulated_app(MANAGER_PINS=changed, OUTBOX_KEYS=KEY)  # a machine restarted with the new PIN
+    assert outcome_of(anna.get("/manager/")) == "manager-login", "ended on the old machine too"
+    assert outcome_of(bo.get("/manager/")) == "manager", "nobody else's session ends"
 
 
 def test_every_manager_page_needs_a_manager(chain):

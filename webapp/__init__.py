@@ -139,6 +139,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     app.register_blueprint(manager.bp)
+    manager.end_stale_sessions(app)
     return app
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 import time
 import zoneinfo
 from collections import Counter, defaultdict
@@ -76,11 +77,48 @@ class LoginForm(FlaskForm):
     pin = PasswordField(_l("Manager PIN"), validators=[DataRequired(_l("Enter your manager PIN"))])
 
 
+def entries(app=None) -> dict[str, dict]:
+    """Each manager of MANAGER_PINS by a keyed hash of their whole entry (name, store, PIN): a
+    session made under an entry that changed (a new PIN) or went away matches none of them."""
+    app = app or current_app
+    if "manager_entries" not in app.extensions:
+        with app.app_context():
+            app.extensions["manager_entries"] = {
+                signed.digest(m, "manager-entry"): m for m in app.config["MANAGER_PINS"]
+            }
+    return app.extensions["manager_entries"]
+
+
+def end_stale_sessions(app) -> None:
+    """At start-up: end, on every machine, the sessions of managers whose PIN changed or who
+    are no longer in MANAGER_PINS (each machine checks every request against its own list)."""
+    try:
+        ended = app.extensions["state"].manager_sessions_keep(list(entries(app)))
+    except StateUnavailable:
+        return
+    if ended:
+        log.warning("manager view: %d session(s) ended: their MANAGER_PINS entry changed", ended)
+
+
 def signed_in() -> dict | None:
-    manager = session.get("manager")
-    if isinstance(manager, dict) and manager.get("until", 0) > time.time():
-        return manager
-    return None
+    """The signed-in manager: a session recorded in the shared state (so that signing out, or
+    a changed PIN, ends it on every machine at once), under an entry MANAGER_PINS still has."""
+    if "manager" in g:
+        return g.manager
+    g.manager = None
+    cookie = session.get("manager")
+    if not isinstance(cookie, dict) or not isinstance(cookie.get("sid"), str):
+        return None
+    try:
+        recorded = current_app.extensions["state"].manager_session(cookie["sid"])
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s %s", exc, web.log_context())
+        return None
+    if recorded is None or recorded["entry"] not in entries():
+        return None
+    g.manager = {"name": recorded["name"], "store": recorded["store"], "sid": cookie["sid"],
+                 "until": recorded["until"]}  # fmt: skip
+    return g.manager
 
 
 def _scope(manager: dict) -> list[str] | None:
@@ -130,21 +168,38 @@ def login():
     if match is None:
         return _page("manager/login.html", "manager-login", status, form=form)
     manager = managers[match]
-    session["manager"] = {
-        "name": manager["name"],
-        "store": manager["store"],
-        "until": time.time() + SESSION_SECONDS,
-    }
+    sid = secrets.token_urlsafe(24)
+    entry = next(h for h, m in entries().items() if m is manager)
+    try:
+        current_app.extensions["state"].manager_session_add(
+            sid, manager["name"], manager["store"], entry, time.time() + SESSION_SECONDS
+        )
+    except StateUnavailable as exc:
+        log.error("state database unavailable: %s %s", exc, web.log_context())
+        form.pin.errors = [_("Setup cannot be opened right now. Try again in a moment.")]
+        return _page("manager/login.html", "manager-login", 503, form=form)
+    session["manager"] = {"sid": sid}
+    g.pop("manager", None)
     log.info(
         "manager view: %s signed in (stores %s) %s",
         manager["name"], manager["store"], web.log_context(),
     )  # fmt: skip
-    return redirect(url_for(".start"), code=303)
+    response = redirect(url_for(".start"), code=303)
+    pins.remember_known(response)
+    return response
 
 
 @bp.post("/logout")
 def logout():
+    """Ends the session on every machine: a copy of the cookie opens nothing any more."""
+    manager = signed_in()
     session.pop("manager", None)
+    if manager is not None:
+        try:
+            current_app.extensions["state"].manager_session_end(manager["sid"])
+        except StateUnavailable as exc:
+            log.error("state database unavailable: %s %s", exc, web.log_context())
+        log.info("manager view: %s signed out %s", manager["name"], web.log_context())
     return redirect(url_for(".start"), code=303)
 
 

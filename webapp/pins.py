@@ -2,15 +2,20 @@
 
 Each PIN form allows PIN_ATTEMPTS tries per device (its enrolment, else its browser) and
 PIN_ATTEMPTS_PER_ADDRESS per client address within PIN_WINDOW, and PIN_FAILURES_PER_HOUR wrong
-PINs for the whole deployment: the wrong PIN that reaches that cap locks the form for everyone
-for the rest of the hour and says so in one ERROR line, which operations alert on. Staff and
-manager PINs are counted apart.
+PINs for the whole deployment. The wrong PIN that reaches that cap says so in one ERROR line,
+which operations alert on, and for the rest of the hour only browsers that proved themselves
+before may try (still within their own limits): a device enrolled with the staff PIN, and, for
+the manager's view, a browser where a manager signed in before. Everyone else is refused. So
+guessing from many addresses stops at the cap, and a stranger who spends it locks out nobody
+who was already working: the managers and the tablets in the stores go on. What waits for the
+hour to pass is enrolling a brand-new device. Staff and manager PINs are counted apart.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 
 from flask import current_app, request
 from flask_babel import gettext as _
@@ -65,13 +70,41 @@ def refusal(kind: str) -> tuple[int, str] | None:
     except StateUnavailable as exc:
         log.error("state database unavailable: %s", exc)
         return 503, _("Setup cannot be opened right now. Try again in a moment.")
-    if failures >= current_app.config["PIN_FAILURES_PER_HOUR"]:
+    if failures >= current_app.config["PIN_FAILURES_PER_HOUR"] and not known(kind, device):
         return 429, _(
             "PIN entry is locked for now after too many wrong PINs. Try again in an hour."
         )
     if not allowed:
         return 429, _("Too many attempts. Wait five minutes and try again.")
     return None
+
+
+KNOWN_COOKIE = "manager-known"  # set where a manager signed in: that browser may try later
+KNOWN_DAYS = 400
+
+
+def known(kind: str, device) -> bool:
+    """A browser that proved itself before: an enrolled device, or (for the manager's view)
+    one where a manager signed in."""
+    if device is not None and device.bound and device.id:
+        return True
+    if kind != "manager":
+        return False
+    cookie = request.cookies.get(known_cookie_name())
+    return bool(cookie) and signed.unseal(cookie, KNOWN_COOKIE, KNOWN_DAYS * 86400) is not None
+
+
+def known_cookie_name() -> str:
+    return f"__Host-{KNOWN_COOKIE}" if current_app.config["HTTPS"] else KNOWN_COOKIE
+
+
+def remember_known(response) -> None:
+    """A manager signed in here: this browser may still try while strangers are refused."""
+    response.set_cookie(
+        known_cookie_name(), signed.seal({"at": int(time.time())}, KNOWN_COOKIE),
+        max_age=KNOWN_DAYS * 86400, secure=current_app.config["HTTPS"], httponly=True,
+        samesite="Lax", path="/",
+    )  # fmt: skip
 
 
 def count_wrong(kind: str) -> None:
@@ -84,7 +117,8 @@ def count_wrong(kind: str) -> None:
         return
     if failures == cap:
         log.error(
-            "%s PIN entry locked for the whole deployment: %d wrong PINs within an hour "
+            "%s PIN entry locked for the whole deployment but for enrolled devices and "
+            "browsers where a manager signed in before: %d wrong PINs within an hour "
             "(PIN_FAILURES_PER_HOUR) %s",
             kind, failures, web.log_context(),
         )  # fmt: skip
