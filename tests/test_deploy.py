@@ -314,6 +314,56 @@ def test_the_app_behind_nginx_sees_each_clients_own_address(behind_nginx):
     assert spoofed == "throttled", "a forged X-Forwarded-For is not believed"
 
 
+def _largest_entry(page: str) -> dict[str, str]:
+    """Every text field of the form at its maxlength, in letters of three bytes each (UTF-8),
+    with the email left invalid so that the entry comes back to be corrected."""
+    inputs = re.findall(r"<input[^>]*>", page)
+    lengths = {
+        re.search(r'name="([^"]+)"', tag).group(1): re.search(r'maxlength="(\d+)"', tag).group(1)
+        for tag in inputs
+        if "maxlength=" in tag
+    }
+    assert {"firstName", "lastName", "email"} <= set(lengths), "the form's own limits"
+    entry = {name: "ẞ" * int(length) for name, length in lengths.items()}
+    entry["email"] = ("ẞ" * (int(lengths["email"]) - 12)) + "@example.com"
+    return {**VALID_FORM, **entry}
+
+
+@pytest.mark.parametrize("where", ["/", "/language"])
+def test_a_kiosk_gets_the_largest_entry_back_through_nginx(behind_nginx, where):
+    """After an error (or a change of language) a kiosk's entry comes back on the next page.
+    It used to travel in a cookie that, with every field full of non-ASCII letters, outgrew
+    nginx's header buffer: a bare 502. The cookie now holds only an id."""
+    kiosk = behind_nginx.client("127.0.0.5")
+    kiosk.cookies.set("__Host-device", device_cookie(PRODUCTION_SECRET, "kiosk"),
+                      domain="127.0.0.1")  # fmt: skip
+    page = kiosk.get(behind_nginx.url + "?lang=en", timeout=10).text
+    fields = {**_largest_entry(page), **hidden(page), "lang": "fi"}
+    sent = kiosk.post(behind_nginx.url.rstrip("/") + where, data=fields, timeout=30,
+                      allow_redirects=False)  # fmt: skip
+    assert sent.status_code == 303, sent.status_code
+    assert len(kiosk.cookies.get("__Host-entry")) < 40, "the cookie holds an id, not the entry"
+    back = kiosk.get(behind_nginx.url, timeout=10)
+    assert back.status_code == 200
+    assert outcome(back.text) == ("invalid" if where == "/" else "form")
+    assert 'value="' + "ẞ" * 50 + '"' in back.text, "what was typed is there again"
+    again = kiosk.get(behind_nginx.url, timeout=10)
+    assert "ẞ" not in again.text, "shown once, then gone"
+
+
+def test_what_the_readme_says_of_slow_bodies_is_what_the_nginx_site_does():
+    """client_body_timeout bounds the silence between two reads, not a body's whole time (a
+    body trickled a byte every 4 s stayed open past 100 s): the README must not promise more."""
+    site = (ROOT / "deploy" / "nginx" / "engage-signup.conf").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert re.search(r"^\s*client_body_timeout 10s;", site, re.M)
+    assert re.search(r"^\s*proxy_request_buffering on;", site, re.M), "no app thread waits"
+    assert re.search(r"^\s*limit_conn engage_signup_per_address 64;", site, re.M)
+    assert "headers or body take over 10 s" not in readme
+    assert "whose body falls silent for 10 s between two reads" in readme
+    assert "at most 64 of them per address" in readme
+
+
 def test_plain_http_is_sent_to_https(behind_nginx):
     answer = requests.get(
         f"http://127.0.0.1:{behind_nginx.http_port}/", allow_redirects=False, timeout=5

@@ -369,8 +369,10 @@ def _event(outcome: flow.Outcome, device) -> dict:
 
 
 def _keep_entry(outcome: str, fields=(), note: str | None = None):
-    """Redirect to the form, which shows what this POST sent once more, sealed in a cookie:
-    no POST stays in the browser's history for Back, Forward or Reload to send again."""
+    """Redirect to the form, which shows what this POST sent once more: no POST stays in the
+    browser's history for Back, Forward or Reload to send again. The entry is sealed (Fernet
+    under SECRET_KEY) and kept in the shared state for ENTRY_SECONDS, read once; the cookie holds
+    only its random id, so however much was typed, no header grows past what a proxy takes."""
     entry = {
         "outcome": outcome,
         "fields": list(fields),
@@ -378,9 +380,22 @@ def _keep_entry(outcome: str, fields=(), note: str | None = None):
         "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
         "for": signed.client_id(),
     }
+    sealed, value = signed.seal(entry, "entry"), secrets.token_urlsafe(18)
+    try:
+        current_app.extensions["state"].entry_put(value, sealed, ENTRY_SECONDS)
+    except StateUnavailable as exc:
+        _state_fault(exc)
+        # The state database is down: the entry travels in the cookie itself where it fits
+        # well inside a proxy's header buffer (nginx's default: 4 KB), else it is not kept.
+        value = SEALED_PREFIX + sealed if len(sealed) <= SEALED_COOKIE_MAX else ""
     response = redirect(url_for(".form"), code=303)
-    response.set_cookie(_entry_cookie(), signed.seal(entry, "entry"), **_cookie_flags())
+    if value:
+        response.set_cookie(_entry_cookie(), value, **_cookie_flags())
     return response
+
+
+SEALED_PREFIX = "s:"
+SEALED_COOKIE_MAX = 2048
 
 
 _TOKENS = ("csrf_token", "submission", "lang")
@@ -395,8 +410,18 @@ def _mark(form, fields, note: str | None) -> None:
 
 
 def _take_entry() -> dict | None:
-    """The entry a kiosk's last POST sealed for this page, if it is this browser's and fresh."""
-    sealed = request.cookies.get(_entry_cookie())
+    """The entry a kiosk's last POST kept for this page, if it is this browser's and fresh."""
+    value = request.cookies.get(_entry_cookie()) or ""
+    if value.startswith(SEALED_PREFIX):  # kept in the cookie while the state database was down
+        sealed = value.removeprefix(SEALED_PREFIX)
+    elif not value or len(value) > 64:
+        return None
+    else:
+        try:
+            sealed = current_app.extensions["state"].entry_take(value)
+        except StateUnavailable as exc:
+            _state_fault(exc)
+            return None
     entry = signed.unseal(sealed, "entry", ENTRY_SECONDS) if sealed else None
     if not isinstance(entry, dict) or entry.get("for") != session.get("client_id"):
         return None
