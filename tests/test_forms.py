@@ -15,7 +15,7 @@ from .conftest import VALID_FORM, enrol
 @pytest.fixture
 def validate(app):
     def _validate(**overrides):
-        data = {**VALID_FORM, "submission": "a-fresh-one-time-token", **overrides}
+        data = {**VALID_FORM, "submission": "a-fresh-one-time-token-1", **overrides}
         data = {k: v for k, v in data.items() if v is not None}
         with app.test_request_context("/", method="POST", data=data):
             form = app.extensions["signup_form"](meta={"csrf": False})
@@ -129,7 +129,7 @@ def test_the_configured_key_field_is_required_and_checked(app_config, key, field
     with app.test_request_context("/", method="POST", data={**VALID_FORM, "email": ""}):
         form_class = app.extensions["signup_form"]
         for value, ok in (("", False), (valid, True), (invalid, False)):
-            data = {**VALID_FORM, "submission": "a-fresh-one-time-token", field: value}
+            data = {**VALID_FORM, "submission": "a-fresh-one-time-token-1", field: value}
             form = form_class(meta={"csrf": False}, formdata=None, data=data)
             form.countryCode.choices = [SelectChoice("SE")]
             form.consent_fields()[0].data = True

@@ -14,6 +14,7 @@ from cryptography.fernet import Fernet
 from webapp import ConfigError, create_app
 
 from .conftest import (
+    VALID_FORM,
     english_visitor,
     enrol,
     hidden_fields,
@@ -208,6 +209,55 @@ def test_the_consent_export_downloads_as_csv(chain, engine):
     rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True))))
     assert len(rows) == 4 and rows[0]["contact_id"] == engine.contacts()[0]["id"]
     assert "export@example.com" not in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [("2026-01-01", "9999-12-31"), ("2026-02-01", "2026-01-01"), ("x", "y")]
+)
+def test_the_consent_export_answers_400_with_the_form_back_for_dates_it_cannot_use(
+    chain, start, end
+):
+    """`to=9999-12-31` made the day after it overflow (a 500): now the form comes back, with
+    what was chosen and what to change; the command line refuses in one line."""
+    browser, _ = manager(chain, "48291573")
+    answer = browser.get(f"/manager/consents.csv?store=101&from={start}&to={end}")
+    assert answer.status_code == 400 and outcome_of(answer) == "manager"
+    html = answer.get_data(as_text=True)
+    assert "the first no later than the last" in text_of(answer)
+    assert f'name="to" type="date" value="{end}"' in html
+    if start != "x":
+        result = chain.test_cli_runner().invoke(
+            args=["consents", "export", "--store", "101", "--from", start, "--to", end]
+        )
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "Invalid value for '--from' / '--to'" in result.output
+
+
+def test_no_exported_cell_can_run_as_a_spreadsheet_formula(chain, engine):
+    """OWASP's CSV-injection rule: a cell that begins with =, +, -, @, a tab or a CR is written
+    with a ' in front. The submission token is the client's to send, so it is checked against
+    the format the app issues, and refused otherwise."""
+    from webapp.consent_records import as_csv
+
+    cells = ["=HYPERLINK(1)", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
+    out = as_csv([{"text_label": cell} for cell in cells])
+    written = [row["text_label"] for row in csv.DictReader(io.StringIO(out, newline=""))]
+    assert written[:6] == ["'=HYPERLINK(1)", "'+1", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx"]
+    assert written[6:] == ["plain", "a=b"]
+    browser = enrol(chain.test_client(), chain)
+    browser.get("/?lang=en")
+
+    def send(email: str, token: str) -> str:
+        hidden = hidden_fields(browser.get("/").get_data(as_text=True))
+        fields = {**VALID_FORM, "email": email, **hidden, "submission": token}
+        return outcome_of(browser.post("/", data=fields, follow_redirects=True))
+
+    assert send("a@example.com", "-" * 10 + "=cmd|x" * 3) == "invalid", "not a token we issue"
+    assert send("b@example.com", "-" + "A" * 23) == "created", "one we could have issued"
+    browser, _ = manager(chain, "48291573")
+    exported = browser.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-12-31")
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    assert {row["submission"] for row in rows} == {"'-" + "A" * 23}
 
 
 def test_manager_pins_are_limited_like_the_staff_pin(chain, caplog):

@@ -155,9 +155,14 @@ class ConsentRecords:
     ) -> list[dict[str, Any]]:
         """The records (with the full text each points to and where the sign-up went) of one
         contact, or of a store between two dates (UTC, `end` included)."""
+        if start and end and start > end:
+            raise ExportDates("the first day comes after the last")
+        try:
+            since = _epoch(start) if start else None
+            until = _epoch(end + dt.timedelta(days=1)) if end else None
+        except OverflowError:
+            raise ExportDates("a day outside the calendar this export can count") from None
         submissions = self.store.consent_submissions_of(contact_id) if contact_id else None
-        since = _epoch(start) if start else None
-        until = _epoch(end + dt.timedelta(days=1)) if end else None
         records = self.store.consent_records(
             submissions=submissions, store=store, since=since, until=until
         )
@@ -213,14 +218,32 @@ FIELDS = (
 )  # fmt: skip
 
 
+class ExportDates(ValueError):
+    """The dates asked for cannot make an export (the message says why, without a value)."""
+
+
+# A cell a spreadsheet would read as a formula (OWASP's CSV injection rule): =, +, -, @, a tab
+# or a carriage return first. Such a cell is written with a ' in front, which the spreadsheet
+# shows as text; a reader of the CSV itself sees the ' and knows why.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no"
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def as_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\r\n")  # RFC 4180
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {k: ("yes" if v is True else "no" if v is False else v) for k, v in row.items()}
-        )
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return out.getvalue()
 
 
@@ -252,12 +275,15 @@ def cli() -> None:
 def export(contact, store, start, end, kind) -> None:
     if not contact and not store:
         raise click.ClickException("name a --contact, or a --store (with --from and --to)")
-    rows = current_app.extensions["consent_records"].export(
-        contact_id=contact,
-        store=store,
-        start=start.date() if start else None,
-        end=end.date() if end else None,
-    )
+    try:
+        rows = current_app.extensions["consent_records"].export(
+            contact_id=contact,
+            store=store,
+            start=start.date() if start else None,
+            end=end.date() if end else None,
+        )
+    except ExportDates as exc:
+        raise click.BadParameter(str(exc), param_hint="'--from' / '--to'") from None
     log.info("consent records exported on the command line: %d rows", len(rows))
     click.echo(as_json(rows) if kind == "json" else as_csv(rows), nl=False)
 

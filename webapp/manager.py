@@ -204,7 +204,7 @@ def logout():
 
 
 # --- the figures ----------------------------------------------------------------------------------
-def dashboard(manager: dict):
+def dashboard(manager: dict, export_error: str | None = None):
     state = current_app.extensions["state"]
     zone = zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
     now = dt.datetime.now(zone)
@@ -287,6 +287,7 @@ def dashboard(manager: dict):
         days=DAYS,
         today_date=midnight.date().isoformat(),
         first_date=(midnight - dt.timedelta(days=DAYS - 1)).date().isoformat(),
+        export_error=export_error,
     )
 
 
@@ -455,9 +456,12 @@ def consents_csv():
     try:
         start = dt.date.fromisoformat(request.args.get("from", ""))
         end = dt.date.fromisoformat(request.args.get("to", ""))
-    except ValueError:
-        abort(400)
-    rows = current_app.extensions["consent_records"].export(store=store, start=start, end=end)
+        rows = current_app.extensions["consent_records"].export(store=store, start=start, end=end)
+    except ValueError:  # not a date, the days the wrong way round, or past the calendar's end
+        g.outcome = "manager"
+        page, _status = dashboard(manager, export_error=_("Choose a first and a last day, the "
+                                  "first no later than the last."))  # fmt: skip
+        return page, 400
     log.info(
         "manager view: %s exported %d consent record(s) of store %s %s",
         manager["name"], len(rows), store, web.log_context(),
