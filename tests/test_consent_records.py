@@ -84,6 +84,9 @@ def test_each_signup_records_what_was_shown_in_its_language_and_mode(
     assert shown, "the preferences have a heading and a hint"
     words = " ".join(html.unescape(part) for part in shown.groups())
     assert {by_item[p]["text_context"] for p in ("acceptsEmail", "acceptsSms")} == {words}
+    # Every word beside the box, the link to the terms ("Läs villkoren") among them.
+    link = re.search(r'<a class="terms" href="[^"]+"[^>]*>([^<]+)</a>', page.form_page)
+    assert consent["text_terms_link"] == html.unescape(link.group(1)) != ""
     for row in rows:
         assert (row["store"], row["mode"], row["submission"]) == ("101", mode, token)
         assert row["delivery"] == "sent" and row["contact_id"] == contact["id"]

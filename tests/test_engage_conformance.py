@@ -240,6 +240,28 @@ def test_a_consent_the_tenant_does_not_have_makes_readyz_say_so(tenant, caplog):
     assert any("CONSENTS" in e for e in errors_in(caplog))
 
 
+def test_a_required_consent_with_no_terms_anywhere_makes_readyz_say_so(tenant, engine):
+    """A consent that start-up could not check (Engage did not answer then) is checked by
+    /readyz: required, no url, and no terms in Engage means nothing to read."""
+    engine.consents[0]["metaData"]["conditionText"] = {}
+    consents = [{"id": "memberConsent", "required": True, "label": {"en": "Terms"}}]
+    ready = english_browser(tenant(CONSENTS=consents)).get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["consents"] == (
+        "required, with no url and no terms in Engage: memberConsent"
+    )
+    assert ready.get_json()["check"] == "CONSENTS"
+
+
+def test_terms_in_another_language_are_shown_rather_than_none(tenant, engine):
+    """Engage keeps the terms in English only: a Finnish customer reads those, not nothing."""
+    engine.consents[0]["metaData"]["conditionText"] = {"en-GB": "<p>English terms only.</p>"}
+    consents = [{"id": "memberConsent", "required": True, "label": {"en": "Terms"}}]
+    browser = english_browser(tenant(CONSENTS=consents))
+    browser.get("/?lang=fi")
+    assert "English terms only." in text_of(browser.get("/"))
+
+
 def test_without_a_terms_url_engages_terms_are_shown_cleaned(tenant, engine):
     from webapp.config import DEFAULT_CONSENTS
 

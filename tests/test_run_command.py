@@ -309,3 +309,28 @@ def test_the_operator_command_line_says_a_configuration_error_in_one_line(tmp_pa
         "(https://<tenant>.voyado.com), or start with `python3 dev.py run` to use the built-in "
         "Engage simulator"
     ]
+
+
+def test_a_required_consent_with_nothing_to_read_stops_start_up(tmp_path):
+    """The shipped default consent has no url: where Engage keeps no terms for it either, the
+    person would tick "I accept the membership terms" with nothing to read. One line names
+    CONSENTS; with terms in Engage (or a url) the same start-up goes on."""
+    from webapp.simulator import Engine, serve
+
+    bare = [{"id": "memberConsent", "name": "Member terms", "metaData": {"conditionText": {}}}]
+    simulator = serve(Engine(consents=bare))
+    try:
+        env = {**os.environ, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_API_KEY": "key",
+               "SECRET_KEY": "s" * 32, "STAFF_PIN": "4711", "STATE_DB":
+               str(tmp_path / "state.sqlite3")}  # fmt: skip
+        env.pop("CONSENTS", None)
+        result = subprocess.run([sys.executable, "-m", "webapp.serve"], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        simulator.stop()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "engage-signup: configuration error: CONSENTS: required consent memberConsent has no "
+        "url and Engage keeps no terms for it (conditionText): give it a url, or its terms in "
+        "Engage, so that the person can read what they accept"
+    )

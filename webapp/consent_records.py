@@ -70,6 +70,8 @@ def shown_on(form, language: str, consent_texts: dict[str, dict], context: str) 
             body["terms_url"] = text["url"]
         if text.get("terms"):
             body["terms"] = str(text["terms"])
+        if text.get("link_text"):
+            body["terms_link_text"] = str(text["link_text"])
         shown.append(
             Shown(
                 "consent",
@@ -190,6 +192,7 @@ class ConsentRecords:
                     "text_hash": record["text_hash"],
                     "text_label": body.get("label", ""),
                     "text_terms_url": body.get("terms_url", ""),
+                    "text_terms_link": body.get("terms_link_text", ""),
                     "text_terms": body.get("terms", ""),
                     "text_context": body.get("context", ""),
                     "store": record["store"],
@@ -213,7 +216,8 @@ class ConsentRecords:
 
 FIELDS = (
     "record", "at_utc", "submission", "kind", "item", "given", "language", "text_source",
-    "text_hash", "text_label", "text_terms_url", "text_terms", "text_context", "store", "device",
+    "text_hash", "text_label", "text_terms_url", "text_terms_link", "text_terms", "text_context",
+    "store", "device",
     "mode", "app_version", "delivery", "delivered_at_utc", "contact_id", "outbox_ref",
 )  # fmt: skip
 

@@ -15,6 +15,7 @@ import time
 
 import nh3
 from flask import current_app
+from flask_babel import gettext as _
 from markupsafe import Markup
 
 from .engage import EngageError
@@ -47,7 +48,14 @@ def consent_texts(language: str) -> dict[str, dict]:
                 sources = ["engage"]
         terms = None
         if not consent.get("url"):
-            condition = _in_language(meta.get("conditionText"), language)
+            # The terms in the person's language; where Engage keeps none in it, those of
+            # another language rather than a box to tick with nothing to read.
+            conditions = meta.get("conditionText")
+            condition = (
+                _in_language(conditions, language)
+                or _in_language(conditions, "en")
+                or _any_language(conditions)
+            )
             terms = _clean(condition) if condition else None
             if terms and "engage" not in sources:
                 sources.append("engage")
@@ -55,6 +63,9 @@ def consent_texts(language: str) -> dict[str, dict]:
             "label": label,
             "url": consent.get("url"),
             "terms": terms,
+            # The words of the link to the terms, beside the box: the page shows them, and
+            # the consent record keeps them with the rest.
+            "link_text": _("Read the terms") if consent.get("url") or terms else None,
             "source": "+".join(sources),  # where the words came from, for consent records
         }
     return texts
@@ -67,6 +78,31 @@ def unknown_consent_ids() -> list[str] | None:
     if not current_app.extensions["consent_cache"].get("read"):
         return None
     return [c["id"] for c in current_app.config["CONSENTS"] if c["id"] not in definitions]
+
+
+def missing_terms() -> list[str] | None:
+    """Required consents that have neither a `url` nor terms in Engage (conditionText in any
+    language): the person would tick "I accept the terms" with nothing to read, and the
+    consent record would prove a tick, not what was agreed to. None: Engage did not answer."""
+    required = [c for c in current_app.config["CONSENTS"] if c["required"] and not c.get("url")]
+    if not required:
+        return []
+    definitions = _engage_definitions()
+    if not current_app.extensions["consent_cache"].get("read"):
+        return None
+    return [
+        c["id"]
+        for c in required
+        if not _any_language((definitions.get(c["id"], {}).get("metaData") or {}).get(
+            "conditionText"
+        ))
+    ]  # fmt: skip
+
+
+def _any_language(texts) -> str | None:
+    if not isinstance(texts, dict):
+        return None
+    return next((t.strip() for t in texts.values() if isinstance(t, str) and t.strip()), None)
 
 
 def _uses_engage() -> bool:

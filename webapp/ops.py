@@ -9,7 +9,7 @@ import time
 from flask import Blueprint, current_app, jsonify
 
 from . import signup as flow
-from .consents import unknown_consent_ids
+from .consents import missing_terms, unknown_consent_ids
 from .engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
 from .store import StateUnavailable
 
@@ -124,7 +124,11 @@ def _ask_engage() -> dict:
         return {"engage": "unreachable"}
     result: dict = {"engage": "ok"}
     unknown = unknown_consent_ids()
+    untold = missing_terms()
     if unknown:
         result["consents"] = "not in the tenant: " + ", ".join(unknown)
+        result["check"] = "CONSENTS"
+    elif untold:
+        result["consents"] = "required, with no url and no terms in Engage: " + ", ".join(untold)
         result["check"] = "CONSENTS"
     return result

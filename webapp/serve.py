@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["WEB_THREADS"] = str(args.threads)  # the app sizes its database pool by it
     try:
         checked = create_app()  # check the configuration once, before any worker starts
+        _terms_to_read(checked)
     except ConfigError as exc:
         print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
@@ -69,6 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"engage-signup is running: open {url}", flush=True)  # noqa: T201
     _serve(args)
     return 0
+
+
+def _terms_to_read(app) -> None:
+    """A required consent must come with terms to read: a `url` in CONSENTS, or terms that
+    Engage keeps for it. Checked once here (the only start-up step that asks Engage); when
+    Engage cannot be asked now, /readyz keeps asking."""
+    from .consents import missing_terms
+
+    with app.app_context():
+        missing = missing_terms()
+    if missing is None:
+        log.warning("consents: Engage did not answer, so their terms are checked by /readyz")
+    elif missing:
+        raise ConfigError(
+            "CONSENTS",
+            f"required consent {', '.join(missing)} has no url and Engage keeps no terms for it "
+            "(conditionText): give it a url, or its terms in Engage, so that the person can "
+            "read what they accept",
+        )
 
 
 def configure_logging(level: str, stream=None) -> None:

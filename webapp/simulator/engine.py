@@ -54,7 +54,19 @@ DEFAULT_CONSENTS = [
             "linkText": {"sv-SE": "medlemsvillkoren", "fi-FI": "jäsenehdot",
                          "nb-NO": "medlemsvilkårene", "da-DK": "medlemsbetingelserne",
                          "en-GB": "membership terms"},
-            "conditionText": {"en-GB": "<p>Acme membership terms.</p>"},
+            # Demo terms in every language of the form, so that training shows them.
+            "conditionText": {
+                "sv-SE": "<p>Acmes medlemsvillkor (övning): du får erbjudanden och samlar "
+                         "poäng. Du kan när som helst avsluta medlemskapet.</p>",
+                "fi-FI": "<p>Acmen jäsenehdot (harjoitus): saat etuja ja keräät pisteitä. "
+                         "Voit lopettaa jäsenyyden milloin tahansa.</p>",
+                "nb-NO": "<p>Acmes medlemsvilkår (opplæring): du får tilbud og samler poeng. "
+                         "Du kan når som helst avslutte medlemskapet.</p>",
+                "da-DK": "<p>Acmes medlemsbetingelser (øvelse): du får tilbud og samler "
+                         "point. Du kan til enhver tid opsige medlemskabet.</p>",
+                "en-GB": "<p>Acme membership terms (training): you get offers and collect "
+                         "points. You can end your membership at any time.</p>",
+            },
         },
     },
     {
