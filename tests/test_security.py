@@ -219,6 +219,38 @@ def test_the_request_id_in_the_response_is_the_one_in_its_log_lines(sim_app, cap
     assert re.fullmatch(r"[0-9a-f]{16}", hostile.headers["X-Request-Id"])  # replaced, not echoed
 
 
+def test_log_lines_carry_the_devices_own_store_and_the_client_address(
+    simulated_app, engine, caplog
+):
+    """In a chain every device serves its own store: STORE_EXTERNAL_ID is only the default.
+    Each line names the store of the device that asked, and the client's address as nginx
+    passes it (TRUSTED_PROXIES=1), the manager's sign-in and "shown to" lines included."""
+    from cryptography.fernet import Fernet
+
+    app = simulated_app(TRUSTED_PROXIES=1, MANAGER_PINS="m201@201:48291573",
+                        OUTBOX_KEYS=Fernet.generate_key().decode())  # fmt: skip
+    caplog.set_level(logging.INFO)
+    proxied = {"REMOTE_ADDR": "127.0.0.1"}
+    headers = {"X-Forwarded-For": "192.0.2.17"}
+    till = enrol(app.test_client(), app, "staff", "201")
+    till.get("/?lang=en", environ_base=proxied, headers=headers)
+    page = till.get("/", environ_base=proxied, headers=headers).get_data(as_text=True)
+    till.post("/", data={**VALID_FORM, **hidden_fields(page)}, environ_base=proxied,
+              headers=headers)  # fmt: skip
+    lines = [r.getMessage() for r in caplog.records]
+    posted = [line for line in lines if line.startswith("request method=POST path=/ ")]
+    assert posted and all("store=201 client=192.0.2.17 " in line for line in posted)
+    calls = [line for line in lines if line.startswith("engage call")]
+    assert calls and all("store=201 client=192.0.2.17 " in line for line in calls)
+    caplog.clear()
+    manager = till  # the same tablet opens the manager's view
+    login = manager.get("/manager/", environ_base=proxied, headers=headers).get_data(as_text=True)
+    manager.post("/manager/login", data={"pin": "48291573", **hidden_fields(login)},
+                 environ_base=proxied, headers=headers)  # fmt: skip
+    signed_in = [r.getMessage() for r in caplog.records if "signed in" in r.getMessage()]
+    assert signed_in == [signed_in[0]] and "client=192.0.2.17 " in signed_in[0]
+
+
 # --- hostile input --------------------------------------------------------------------------
 FIELDS = ("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode",
           "acceptsEmail", "acceptsSms", "acceptsPostal", "consent-memberConsent")  # fmt: skip
