@@ -248,3 +248,58 @@ def test_an_invalid_form_records_nothing(records_app):
     assert (
         app.extensions["state"].engine.run("SELECT count(*) FROM consent_records").rows[0][0] == 0
     )
+
+
+# --- what the records must hold to (issue #27) ---------------------------------------------
+def _records_of(app, submission: str) -> list[dict]:
+    return app.extensions["state"].consent_records(submissions=[submission])
+
+
+def test_a_double_tap_a_resubmit_or_a_used_token_records_each_decision_once(records_app):
+    """One token, one record per decision: the same form sent twice (a double tap, the
+    browser's resubmit) adds nothing, and other details under a used token record nothing."""
+    app = records_app()
+    browser = enrol(app.test_client(), app)
+    browser.get("/?lang=en")
+    hidden = hidden_fields(browser.get("/").get_data(as_text=True))
+    first = {**VALID_FORM, "email": "once@example.com", **hidden}
+    for _ in range(2):
+        assert browser.post("/", data=first).status_code == 303
+    other = {**first, "email": "someone.else@example.com", "firstName": "Other"}
+    assert outcome_of(browser.post("/", data=other)) == "invalid", "a used token, other details"
+    records = _records_of(app, hidden["submission"])
+    assert sorted(r["item"] for r in records) == sorted(
+        ["memberConsent", "acceptsEmail", "acceptsSms", "acceptsPostal"]
+    ), "each decision once"
+    total = app.extensions["state"].engine.run("SELECT count(*) FROM consent_records").rows[0][0]
+    assert total == 4, "nothing recorded under the used token for the other details"
+
+
+@pytest.mark.parametrize("change", ["url", "conditionText"])
+def test_a_change_of_the_terms_alone_gives_a_new_hash(records_app, engine, change):
+    """The same label, other terms (a new terms url, or new terms in Engage): a new text hash,
+    and the older records keep the terms they were given under."""
+    if change == "url":
+        before = [{**TEST_CONSENTS[0], "url": "https://acme.example/terms-2025"}]
+        after = [{**TEST_CONSENTS[0], "url": "https://acme.example/terms-2026"}]
+        old_app, new_app = records_app(CONSENTS=before), records_app(CONSENTS=after)
+    else:
+        consent = [{"id": "memberConsent", "required": True, "label": TEST_CONSENTS[0]["label"]}]
+        old_app = new_app = records_app(CONSENTS=consent)
+    old_token, _ = sign_up(old_app, email="terms.before@example.com")
+    if change == "conditionText":
+        engine.consents[0]["metaData"]["conditionText"]["en-GB"] = "<p>New terms.</p>"
+        new_app.extensions["consent_cache"].clear()
+    new_token, _ = sign_up(new_app, email="terms.after@example.com")
+    old = next(r for r in export(new_app, store="101") if r["submission"] == old_token)
+    new = next(r for r in export(new_app, store="101") if r["submission"] == new_token)
+    assert old["item"] == new["item"] == "memberConsent"
+    assert old["text_label"] == new["text_label"]
+    assert old["text_hash"] != new["text_hash"]
+    if change == "url":
+        assert (old["text_terms_url"], new["text_terms_url"]) == (
+            "https://acme.example/terms-2025",
+            "https://acme.example/terms-2026",
+        )
+    else:
+        assert "New terms." not in old["text_terms"] and new["text_terms"] == "<p>New terms.</p>"

@@ -20,6 +20,8 @@ import pytest
 import requests
 
 from webapp.config import SCHEMA
+from webapp.store import open_store
+from webapp.store.migrations import LATEST
 
 from .conftest import (
     PRODUCTION_SECRET,
@@ -462,3 +464,66 @@ def test_the_systemd_unit_is_valid(tmp_path):
         if "engage-signup.service" in line and "user" not in line.lower()
     ]  # fmt: skip
     assert problems == [], result.stdout + result.stderr
+
+
+# --- PostgreSQL: what the engine must hold to (issue #27) -----------------------------------------
+def test_migrations_wait_for_the_advisory_lock_another_machine_holds(pg_database, tmp_path):
+    """Another machine is migrating (it holds the lock): this one waits for it, touching
+    nothing, and goes on once the lock is released. The overlap is forced, not left to
+    start-up timing."""
+    import threading
+
+    import psycopg
+
+    from webapp.store.postgres import MIGRATION_LOCK
+
+    holder = psycopg.connect(pg_database)  # a transaction, as a migrating machine holds it
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+    opened: dict = {}
+    config = {"DATABASE_URL": pg_database, "WEB_THREADS": 2}
+    opening = threading.Thread(
+        target=lambda: opened.update(store=open_store(config, instance_path=str(tmp_path)))
+    )
+    opening.start()
+    with psycopg.connect(pg_database, autocommit=True) as watcher:
+
+        def waiting() -> bool:
+            return (
+                watcher.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()[0]
+                == 1
+            )
+
+        wait_until(waiting, "the migration never asked for the lock")
+        tables = watcher.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchone()[0]
+    assert opening.is_alive() and tables == 0, "it waits, and has made nothing meanwhile"
+    holder.commit()  # the other machine is done
+    holder.close()
+    opening.join(timeout=60)
+    assert opened["store"].schema_version() == LATEST
+    opened["store"].close()
+
+
+def test_durable_transactions_commit_with_synchronous_commit_on(tmp_path):
+    """The consent record and a kept sign-up must outlive a crash of PostgreSQL: inside a
+    durable transaction synchronous_commit is on, whatever the session's own (off) is. Seen
+    on a PostgreSQL started with production defaults, from inside the transaction."""
+    from .conftest import PostgresServer
+
+    server = PostgresServer(durable=True)
+    try:
+        store = open_store({"DATABASE_URL": server.url, "WEB_THREADS": 2},
+                           instance_path=str(tmp_path))  # fmt: skip
+        with store.engine.durable() as tx:
+            tx.run("INSERT INTO health (name, at) VALUES "
+                   "('durable:' || current_setting('synchronous_commit'), 0)")  # fmt: skip
+        store.engine.run("INSERT INTO health (name, at) VALUES "
+                         "('plain:' || current_setting('synchronous_commit'), 0)")  # fmt: skip
+        seen = {row[0] for row in store.engine.run("SELECT name FROM health").rows}
+        store.close()
+    finally:
+        server.stop()
+    assert seen == {"durable:on", "plain:off"}

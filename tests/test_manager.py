@@ -349,3 +349,43 @@ def test_manager_pins_are_checked_at_start_up(app_config):
             create_app({**app_config, "MANAGER_PINS": value})
     with pytest.raises(ConfigError, match="must not be the staff PIN"):
         create_app({**app_config, "STAFF_PIN": "47114711", "MANAGER_PINS": "A@101:47114711"})
+
+
+# --- what the manager's view must hold to (issue #27) ---------------------------------------
+def test_a_one_store_manager_asking_for_another_store_sees_none_of_its_figures(chain, engine):
+    signup = till(chain, "101")
+    for n in range(3):
+        signup(email=f"store101.{n}@example.com")
+    till(chain, "201")(email="store201@example.com")
+    bo, _ = manager(chain, "73920461")  # Bo@201
+    page = bo.get("/manager/?store=101")
+    html = page.get_data(as_text=True)
+    rows = dict(re.findall(r'<tr><th scope="row">([^<]+)</th><td>(\d+)</td>', html))
+    assert rows == {"New members": "1"}, "store 201's one sign-up, never store 101's three"
+    assert 'value="101"' not in html, "store 101 is not even offered"
+
+
+def test_the_consent_csv_of_one_store_holds_only_that_stores_rows(chain, engine):
+    till(chain, "101")(email="only.here@example.com")
+    till(chain, "201")(email="elsewhere@example.com")
+    till(chain, "301")(email="further@example.com")
+    crm, _ = manager(chain, "91827364")
+    answer = crm.get("/manager/consents.csv?store=201&from=2020-01-01&to=2099-12-31")
+    rows = list(csv.DictReader(io.StringIO(answer.get_data(as_text=True), newline="")))
+    assert len(rows) == 4 and {row["store"] for row in rows} == {"201"}
+    assert {row["contact_id"] for row in rows} == {
+        c["id"] for c in engine.contacts() if c["attributes"]["email"] == "elsewhere@example.com"
+    }
+
+
+def test_a_managers_session_ends_after_session_seconds(chain):
+    from webapp.manager import SESSION_SECONDS
+
+    browser, _ = manager(chain, "48291573")
+    assert outcome_of(browser.get("/manager/")) == "manager"
+    state = chain.extensions["state"]
+    clock = state.clock
+    state.clock = lambda: clock() + SESSION_SECONDS - 5
+    assert outcome_of(browser.get("/manager/")) == "manager", "still within its minutes"
+    state.clock = lambda: clock() + SESSION_SECONDS + 1
+    assert outcome_of(browser.get("/manager/")) == "manager-login", "the PIN is asked again"

@@ -20,7 +20,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from webapp import ConfigError, create_app
-from webapp.outbox import BACKOFF, LEASE_SECONDS
+from webapp.outbox import BACKOFF, LEASE_SECONDS, Worker
+from webapp.signup import Outcome
 
 from .conftest import (
     VALID_FORM,
@@ -560,3 +561,136 @@ def test_two_instances_on_one_postgresql_replay_each_signup_once(
     assert max(stored.values()) == 1
     creates = [r.body["email"] for r in engine.requests("/api/v3/contacts", "POST")]
     assert len(creates) == len(set(creates)), "no create sent twice for anyone"
+
+
+# --- what the replay workers must hold to (issue #27) ---------------------------------------------
+def _steps(app, submission: str) -> list[str]:
+    """The consent records' delivery steps of one sign-up, oldest first."""
+    return [d["state"] for d in app.extensions["state"].consent_deliveries([submission])]
+
+
+def _kept_one(app, engine, email: str) -> tuple[dict, str]:
+    """One sign-up kept while Engage is down; the outbox item and its submission token."""
+    engage_down(engine)
+    submitter(english_browser(app))(email=email)
+    engine.clear_faults()
+    (item,) = app.extensions["state"].outbox_items()
+    return item, item["submission"]
+
+
+def test_a_replay_that_meets_a_create_in_progress_waits_and_is_done_once_found(kept, engine):
+    """409 ContactWithKeyIsBeingCreated: someone else's create of this person is running. The
+    item waits (its consent delivery still `kept`), and the next replay finds the contact."""
+    app = kept()
+    item, submission = _kept_one(app, engine, "busy@example.com")
+    engine.inject("status", on="create", status=409, token="ContactWithKeyIsBeingCreated")
+    assert replay_all(app, rounds=1) == ["in-progress"]
+    (waiting,) = app.extensions["state"].outbox_items()
+    assert (waiting["id"], waiting["state"]) == (item["id"], "waiting")
+    assert _steps(app, submission) == ["kept"]
+    engine.add_contact({"email": "busy@example.com"})  # the other create finished
+    assert replay_all(app) == ["existing"]
+    assert app.extensions["state"].outbox_items() == []
+    assert _steps(app, submission) == ["kept", "already-member"]
+    assert emails_in(engine)["busy@example.com"] == 1
+
+
+def close_breaker(app) -> None:
+    """Engage is back, and a live sign-up said so: the breaker the outage opened closes."""
+    state, name = app.extensions["state"], app.extensions["breaker"].NAME
+    state.breaker_record(name, ok=True, threshold=3, cooldown=30)
+    assert not state.breaker_is_open(name)
+
+
+def _open_breaker(app) -> None:
+    breaker = app.extensions["breaker"]
+    for _ in range(breaker.threshold):
+        breaker.record(Outcome("unavailable", cause="EngageServerError"))
+    assert app.extensions["state"].breaker_is_open(breaker.NAME)
+
+
+def test_while_the_breaker_is_open_the_replay_workers_claim_and_send_nothing(kept, engine):
+    app = kept()
+    item, _ = _kept_one(app, engine, "patient@example.com")
+    state = app.extensions["state"]
+    state.outbox_retry()
+    _open_breaker(app)
+    calls = len(engine.requests())
+    worker = Worker(app)
+    assert [worker.step() for _ in range(5)] == [1.0] * 5, "each round: the breaker, then wait"
+    (still,) = state.outbox_items()
+    assert still["attempts"] == item["attempts"] == 0, "nothing was claimed"
+    assert len(engine.requests()) == calls, "no Engage request"
+    clock = state.clock
+    state.clock = lambda: clock() + app.config["BREAKER_COOLDOWN"] + 1  # the breaker closes
+    assert worker.step() == 0.0
+    assert state.outbox_items() == [] and emails_in(engine)["patient@example.com"] == 1
+
+
+def test_replays_respect_the_breaker_and_their_failures_open_it(kept, engine):
+    app = kept(BREAKER_THRESHOLD=3)
+    state, breaker = app.extensions["state"], app.extensions["breaker"]
+    engage_down(engine)
+    for n in range(3):
+        submitter(english_browser(app))(email=f"down{n}@example.com")
+    close_breaker(app)
+    assert replay_all(app, rounds=3) == ["unavailable"] * 3, "Engage still down"
+    assert state.breaker_is_open(breaker.NAME), "three failed replays opened it"
+    calls = len(engine.requests())
+    state.outbox_retry()
+    assert app.extensions["outbox"].replay_one(app, sleep=lambda s: None) == "unavailable"
+    assert len(engine.requests()) == calls, "answered by the open breaker, Engage not asked"
+    assert {i["last_error"] for i in state.outbox_items()} >= {"CircuitOpen"}
+
+
+@pytest.mark.shared_state
+def test_the_replay_cap_holds_across_threads_and_instances(kept, engine):
+    """OUTBOX_REPLAY_PER_SECOND=2 with many due items: three workers in each of two app
+    instances, round after round within one second (a frozen clock), send two in all."""
+    one, two = kept(OUTBOX_REPLAY_PER_SECOND=2), kept(OUTBOX_REPLAY_PER_SECOND=2)
+    engage_down(engine)
+    for n in range(8):
+        submitter(english_browser(one))(email=f"many{n}@example.com")
+    engine.clear_faults()
+    close_breaker(one)
+    now = time.time()
+    for app in (one, two):
+        app.extensions["state"].clock = lambda: now
+    one.extensions["state"].outbox_retry()
+    workers = [Worker(app) for app in (one, two) for _ in range(3)]
+    for _ in range(4):
+        for worker in workers:
+            worker.step()
+    assert len(engine.requests("/api/v3/contacts", "POST")) == 2
+    assert len(one.extensions["state"].outbox_items()) == 6
+
+
+def test_expiry_counts_from_when_the_signup_was_kept_not_from_its_last_try(kept, engine):
+    app = kept(OUTBOX_DAYS=7)
+    item, submission = _kept_one(app, engine, "old@example.com")
+    state, outbox = app.extensions["state"], app.extensions["outbox"]
+    engage_down(engine)
+    start = time.time()
+    for day in range(1, 7):  # tried again every day, failing every time
+        state.clock = lambda day=day: start + day * 86400
+        state.outbox_retry()
+        assert outbox.replay_one(app, sleep=lambda s: None) == "unavailable"
+        assert outbox.expire() == 0
+    state.clock = lambda: start + 7 * 86400 + 60
+    assert outbox.expire() == 1, "seven days after it was kept, however often it was tried"
+    assert state.outbox_items() == []
+    assert _steps(app, submission) == ["kept", "expired"]
+
+
+def test_deliveries_are_appended_step_by_step(kept, engine):
+    """Nothing is updated: kept then sent, kept then discarded, each step read in order."""
+    app = kept()
+    _, sent = _kept_one(app, engine, "sent@example.com")
+    assert _steps(app, sent) == ["kept"]
+    assert replay_all(app) == ["created"]
+    assert _steps(app, sent) == ["kept", "sent"]
+    item, dropped = _kept_one(app, engine, "dropped@example.com")
+    app.extensions["outbox"].discard(item)
+    assert _steps(app, dropped) == ["kept", "discarded"]
+    contact = app.extensions["state"].consent_deliveries([sent])[-1]["contact_id"]
+    assert contact == engine.contacts()[0]["id"]

@@ -170,9 +170,10 @@ def login():
     manager = managers[match]
     sid = secrets.token_urlsafe(24)
     entry = next(h for h, m in entries().items() if m is manager)
+    state = current_app.extensions["state"]
     try:
-        current_app.extensions["state"].manager_session_add(
-            sid, manager["name"], manager["store"], entry, time.time() + SESSION_SECONDS
+        state.manager_session_add(
+            sid, manager["name"], manager["store"], entry, state.clock() + SESSION_SECONDS
         )
     except StateUnavailable as exc:
         log.error("state database unavailable: %s %s", exc, web.log_context())

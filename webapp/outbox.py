@@ -247,34 +247,38 @@ class Worker(threading.Thread):
         super().__init__(name="engage-signup-outbox", daemon=True)
         self.app = app
         self.stopping = threading.Event()
+        self.last_expiry = float("-inf")
 
     def run(self) -> None:
+        while not self.stopping.is_set():
+            self.stopping.wait(self.step())
+
+    def step(self) -> float:
+        """One round of the loop: expire when due, then claim and send one item unless the
+        breaker is open or the deployment's cap is reached. Returns the seconds to wait."""
         outbox: Outbox = self.app.extensions["outbox"]
         state = self.app.extensions["state"]
         per_second = self.app.config["OUTBOX_REPLAY_PER_SECOND"]
-        last_expiry = 0.0
-        while not self.stopping.is_set():
-            try:
-                if time.monotonic() - last_expiry > EXPIRE_EVERY:
-                    outbox.expire()
-                    last_expiry = time.monotonic()
-                # While the breaker is open Engage is left alone: nothing is claimed.
-                if state.breaker_is_open(flow.Breaker.NAME):
-                    self.stopping.wait(1.0)
-                    continue
-                # A shared cap over every worker on every machine: replays never crowd out
-                # live sign-ups or approach Engage's rate limit.
-                if not state.hits([("outbox-replay", per_second, 1.0)]):
-                    self.stopping.wait(1.0 / per_second)
-                    continue
-                if outbox.replay_one(self.app, sleep=self.stopping.wait) is None:
-                    self.stopping.wait(IDLE_SECONDS)
-            except StateUnavailable as exc:
-                log.error("outbox: state database unavailable: %s", exc)
-                self.stopping.wait(IDLE_SECONDS * 5)
-            except Exception:  # noqa: BLE001 - the worker must outlive one bad item
-                log.exception("outbox: replay failed unexpectedly")
-                self.stopping.wait(IDLE_SECONDS * 5)
+        try:
+            if time.monotonic() - self.last_expiry > EXPIRE_EVERY:
+                outbox.expire()
+                self.last_expiry = time.monotonic()
+            # While the breaker is open Engage is left alone: nothing is claimed.
+            if state.breaker_is_open(flow.Breaker.NAME):
+                return 1.0
+            # A shared cap over every worker on every machine: replays never crowd out live
+            # sign-ups or approach Engage's rate limit.
+            if not state.hits([("outbox-replay", per_second, 1.0)]):
+                return 1.0 / per_second
+            if outbox.replay_one(self.app, sleep=self.stopping.wait) is None:
+                return IDLE_SECONDS
+            return 0.0
+        except StateUnavailable as exc:
+            log.error("outbox: state database unavailable: %s", exc)
+            return IDLE_SECONDS * 5
+        except Exception:  # noqa: BLE001 - the worker must outlive one bad item
+            log.exception("outbox: replay failed unexpectedly")
+            return IDLE_SECONDS * 5
 
     def stop(self) -> None:
         self.stopping.set()
