@@ -99,6 +99,8 @@ def test_only_the_allowed_hosts_are_served(app_config):
         ("stores.acme.se", 200),
         ("evil.example", 400),
         ("signup.acme.se.evil.example", 400),
+        ("evilstores.acme.se", 400),  # the suffix without its dot is another domain
+        ("xsignup.acme.se", 400),
     ]:
         assert browser.get("/healthz", headers={"Host": host}).status_code == status, host
 
@@ -315,6 +317,42 @@ def test_other_details_under_a_used_token_never_see_the_first_persons_outcome(si
     assert outcome_of(sim_client.post("/", data=again, follow_redirects=True)) == "created"
     emails = [c["attributes"]["email"] for c in engine.contacts()]
     assert sorted(emails) == ["a@example.com", "b@example.com"]
+
+
+@pytest.mark.parametrize("changed", [{"firstName": "Bertil"}, {"mobilePhone": "070-174 06 99"}])
+def test_the_same_key_with_other_details_under_a_used_token_is_given_back(
+    sim_client, engine, changed
+):
+    """The key is the same, but not the rest (another name or phone: the next person at a
+    till whose browser resent the form, or a retrying client): token-used, never the first
+    outcome, and nothing sent to Engage."""
+    token = hidden_fields(sim_client.get("/").get_data(as_text=True))
+    first = sim_client.post("/", data={**VALID_FORM, "email": "same@example.com", **token})
+    assert first.status_code == 303
+    calls = len(engine.requests())
+    other = sim_client.post(
+        "/", data={**VALID_FORM, "email": "same@example.com", **changed, **token}
+    )
+    assert other.status_code == 400 and outcome_of(other) == "invalid"
+    assert "already been used for another sign-up" in text_of(other)
+    assert len(engine.requests()) == calls
+
+
+def test_engage_is_never_asked_before_the_consent_record_is_written(sim_app, engine):
+    """What the person was shown and chose is on record before Engage hears of them: when the
+    record cannot be written, nothing is sent, and the person keeps their details."""
+    from webapp.store import StateUnavailable
+
+    state = sim_app.extensions["state"]
+
+    def refuse(*args, **kwargs):
+        raise StateUnavailable("disk full")
+
+    state.consent_record = refuse
+    page = submitter(english_browser(sim_app))(email="recorded.first@example.com")
+    assert outcome_of(page) == "unavailable"
+    assert 'value="recorded.first@example.com"' in page.get_data(as_text=True)
+    assert engine.requests() == [], "no find, no create"
 
 
 # --- 8. limits that cannot be got around ----------------------------------------------------------

@@ -389,3 +389,25 @@ def test_a_managers_session_ends_after_session_seconds(chain):
     assert outcome_of(browser.get("/manager/")) == "manager", "still within its minutes"
     state.clock = lambda: clock() + SESSION_SECONDS + 1
     assert outcome_of(browser.get("/manager/")) == "manager-login", "the PIN is asked again"
+
+
+def test_a_managers_correction_is_looked_up_before_anything_is_created(chain, engine):
+    """The corrected details belong to someone already in Engage (the customer's real
+    address): the replay finds them and creates nobody."""
+    signup = till(chain)
+    engine.inject("status", on="any", status=503, times=2)
+    assert outcome_of(signup(email="typo@exampel.com")) == "queued"
+    engine.inject("status", status=422)
+    state, outbox = chain.extensions["state"], chain.extensions["outbox"]
+    state.outbox_retry()
+    assert outbox.replay_one(chain, sleep=lambda s: None) == "rejected"
+    engine.add_contact({"email": "real@example.com"})
+    browser, _ = manager(chain, "48291573")
+    ref = re.search(r"items/([A-Z2-7-]+)/show", browser.get("/manager/").get_data(as_text=True))[1]
+    corrected = {"csrf_token": token(browser), "email": "real@example.com", "countryCode": "SE"}
+    fixed = browser.post(f"/manager/items/{ref}/correct", data=corrected)
+    assert fixed.status_code == 303
+    creates = len(engine.requests("/api/v3/contacts", "POST"))
+    assert outbox.replay_one(chain, sleep=lambda s: None) == "existing"
+    assert len(engine.requests("/api/v3/contacts", "POST")) == creates, "found, not created"
+    assert [c["attributes"]["email"] for c in engine.contacts()] == ["real@example.com"]
