@@ -783,3 +783,25 @@ def test_a_store_manager_works_through_the_day_in_the_browser(browser, serve, en
     shot(bo, "manager-other-store")
     other.close()
     context.close()
+
+
+# --- what a cashier, a customer and a manager stumbled on (issue #23) -----------------------------
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+@pytest.mark.parametrize("mode", ["staff", "kiosk"])
+def test_enter_in_a_field_signs_up(browser, serve, mode, javascript):
+    """The on-screen keyboard's Go, or Enter at a keyboard, in any field sends the sign-up:
+    the language buttons in the header come first in the page and must not be the form's
+    default button (they used to be: Enter sent POST /language and nothing was said)."""
+    base = serve(DEVICE_MODE="kiosk") if mode == "kiosk" else serve()
+    context = browser.new_context(viewport=LANDSCAPE, java_script_enabled=javascript)
+    if mode == "staff":
+        enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    fill_person(page, email=f"enter.{mode}.{javascript}@example.com")
+    with page.expect_navigation():
+        page.press("#mobilePhone", "Enter")
+    page.wait_for_load_state()
+    assert outcome(page) == ("thanks" if mode == "kiosk" else "created")
+    assert page.get_attribute("html", "lang") == "en"
+    context.close()
