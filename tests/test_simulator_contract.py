@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from .conftest import cycle_garbage
+from .conftest import cycle_garbage, wait_until
 
 HEADERS = {"apikey": "k", "User-Agent": "contract-test/1.0", "Content-Type": "application/json"}
 MEMBER = {"contactType": "Member", "email": "eva@example.com", "countryCode": "SE"}
@@ -136,10 +136,9 @@ def test_create_while_the_same_key_is_being_created_is_409_being_created(http, e
     engine.inject("latency", seconds=0.5)
     slow = threading.Thread(target=create, args=(http,))
     slow.start()
-    deadline = time.monotonic() + 3
-    while not engine.requests("/api/v3/contacts"):
-        assert time.monotonic() < deadline, "the first create never arrived"
-        time.sleep(0.01)
+    # Until the first create holds the latency fault (and so is the slow one): not merely seen
+    wait_until(lambda: [r for r in engine.requests("/api/v3/contacts") if r.faults],
+               "the first create never took its latency")  # fmt: skip
     response = create(http)
     slow.join()
     assert response.status_code == 409

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,7 +79,7 @@ class SQLiteEngine:
             self._local.conn = None
         try:
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            _wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
             raise StateUnavailable(f"SQLite cannot open {self.path}: {exc}") from exc
@@ -129,3 +130,19 @@ class SQLiteEngine:
         if conn is not None:
             conn.db.close()
             self._local.conn = None
+
+
+def _wal(db: sqlite3.Connection, seconds: float = 10.0) -> None:
+    """WAL mode, for every worker at once on a new file. Changing the journal mode needs the
+    file to itself and answers "database is locked" at once, without waiting, while another
+    process does the same: several workers starting together on a new file met that. It is
+    tried again until `seconds` have passed (once one has set it, the file stays in WAL)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
