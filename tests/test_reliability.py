@@ -159,10 +159,17 @@ def test_submissions_per_device_are_limited_across_workers(simulator, engine, ap
     ],
 )
 def test_health_endpoints_are_cheap_and_carry_no_personal_data(sim_client, path, expected, engine):
+    """...and name the version they run, and the commit where it is known (a checkout's HEAD,
+    or APP_COMMIT)."""
+    import subprocess
+
+    from webapp import __version__
+
     response = sim_client.get(path)
     assert response.status_code == 200
     assert response.is_json
-    assert response.get_json() == expected
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert response.get_json() == {**expected, "version": __version__, "commit": head.strip()}
 
 
 def test_readyz_says_not_ready_when_engage_cannot_be_reached(sim_client, engine):

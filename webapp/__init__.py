@@ -12,7 +12,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import manager, ops, setup, views, web
+from . import manager, metrics, ops, setup, views, web
 from .config import ConfigError, load_config
 from .consent_records import ConsentRecords
 from .consent_records import cli as consents_cli
@@ -101,7 +101,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
         read_timeout=app.config["ENGAGE_READ_TIMEOUT"],
         create_timeout=app.config["ENGAGE_CREATE_TIMEOUT"],
         retry_seconds=app.config["ENGAGE_RETRY_SECONDS"],
-        observer=lambda method, path, status, elapsed: web.add_engage_time(elapsed),
+        observer=_engage_observer,
         log_context=web.log_context,
     )
     try:
@@ -139,8 +139,14 @@ def _build(config: dict[str, Any] | None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     app.register_blueprint(manager.bp)
+    metrics.init_app(app)
     manager.end_stale_sessions(app)
     return app
+
+
+def _engage_observer(method: str, path: str, status, token, elapsed: float) -> None:
+    web.add_engage_time(elapsed)
+    metrics.engage_call(method, path, status, token, elapsed)
 
 
 def from_the_command_line() -> bool:

@@ -159,6 +159,22 @@ def _manager_pins(value: Any) -> tuple[dict, ...]:
     return tuple(managers)
 
 
+def _networks(value: Any) -> tuple:
+    """METRICS_ALLOW: addresses or networks (CIDR), comma-separated."""
+    import ipaddress
+
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    networks = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an address or a network like 10.0.0.0/8") from None
+    return tuple(networks)
+
+
 def _timezone(value: Any) -> str:
     import zoneinfo
 
@@ -245,6 +261,13 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # Set by the launcher when it runs the built-in simulator: shows the training banner.
     "TRAINING_MODE": (_bool, False),
     "LOG_LEVEL": (_choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+    # Log lines as text (key=value) or as one JSON object per line (python-json-logger).
+    "LOG_FORMAT": (_choice("text", "json"), "text"),
+    # /metrics for Prometheus: on unless turned off; open to METRICS_ALLOW's addresses
+    # (loopback by default) and to whoever sends METRICS_TOKEN as a bearer token.
+    "METRICS": (_bool, True),
+    "METRICS_TOKEN": (_str, ""),
+    "METRICS_ALLOW": (_networks, _networks("127.0.0.1,::1")),
     # Served over HTTPS (directly or behind a TLS proxy): Secure __Host- cookies and HSTS.
     # Default: on, except in training mode (browsers treat http://localhost as secure).
     "HTTPS": (_bool, None),
@@ -353,6 +376,8 @@ def _check_required(config: dict[str, Any]) -> None:
             "on /setup/ (or set DEVICE_MODE=kiosk and STORE_EXTERNAL_ID to serve every "
             "device as a kiosk of that store)",
         )
+    if config["METRICS_TOKEN"] and len(config["METRICS_TOKEN"]) < 16:
+        raise ConfigError("METRICS_TOKEN", "too short; use at least 16 random characters")
     if len(config["SECRET_KEY"]) < 16:
         raise ConfigError("SECRET_KEY", "too short; use at least 16 random characters")
     if config["STAFF_PIN"] and config["STAFF_PIN"] in {m["pin"] for m in config["MANAGER_PINS"]}:

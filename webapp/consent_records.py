@@ -30,6 +30,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 TEXT_FORMAT = 1  # how a shown text is written down for its hash; a new format, a new number
@@ -120,6 +122,7 @@ class ConsentRecords:
             for s in shown
         ]  # fmt: skip
         self.store.consent_record(texts, records)
+        metrics.consent_records(len(records))
 
     def delivered(
         self,

@@ -8,6 +8,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
+from . import metrics
 from . import signup as flow
 from .consents import missing_terms, unknown_consent_ids
 from .engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
@@ -33,8 +34,14 @@ PROBE_VALUES = {
 
 @bp.get("/healthz")
 def healthz():
-    """The process is alive and answering."""
-    return jsonify(status="ok")
+    """The process is alive and answering, and which version (and commit) it runs."""
+    return jsonify(status="ok", **_version())
+
+
+def _version() -> dict:
+    from . import __version__, version
+
+    return {"version": __version__, "commit": version.commit() or "unknown"}
 
 
 @bp.get("/readyz")
@@ -59,7 +66,9 @@ def readyz():
         "state": "ok" if state_ok else "unavailable",
         "breaker": "unknown" if breaker_open is None else "open" if breaker_open else "closed",
         **outbox,
+        **_version(),
     }  # fmt: skip
+    metrics.ready(body["status"] == "ok")
     if engage.get("check") and outbox.get("check"):
         body["check"] = f"{engage['check']}, {outbox['check']}"
     return jsonify(body), 200 if body["status"] == "ok" else 503

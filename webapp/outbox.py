@@ -33,6 +33,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from . import metrics
 from . import signup as flow
 from .store import StateUnavailable
 
@@ -174,6 +175,7 @@ class Outbox:
             sleep=sleep,
         )
         said = outcome.cause or outcome.name
+        metrics.replay(outcome.name)
         self.store.event(
             store=item["store"], device=item["device"], mode=item["mode"], outcome=outcome.name,
             cause=outcome.cause, replay=True,

@@ -20,7 +20,7 @@ import time
 from flask import current_app, request
 from flask_babel import gettext as _
 
-from . import devices, signed, web
+from . import devices, metrics, signed, web
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ def count_wrong(kind: str) -> None:
         log.error("state database unavailable: %s", exc)
         return
     if failures == cap:
+        metrics.pin_lockout(kind)
         log.error(
             "%s PIN entry locked for the whole deployment but for enrolled devices and "
             "browsers where a manager signed in before: %d wrong PINs within an hour "

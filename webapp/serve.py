@@ -22,14 +22,13 @@ import os
 import subprocess
 import sys
 
-from . import ConfigError, background, create_app, training
+from . import ConfigError, background, create_app, logs, training
 
 log = logging.getLogger("webapp.serve")
 
 
 WORKERS = 2
 THREADS = 16  # measured: 16 beat 8 (queueing) and 32 (more threads, more GIL contention)
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     if not os.environ.get("ENGAGE_BASE_URL"):
         _start_training_simulator()
+    if sys.platform != "win32":
+        _metrics_folder()
+    log_start("server")
     os.environ["WEB_THREADS"] = str(args.threads)  # the app sizes its database pool by it
     try:
         checked = create_app()  # check the configuration once, before any worker starts
@@ -91,18 +93,52 @@ def _terms_to_read(app) -> None:
         )
 
 
-def configure_logging(level: str, stream=None) -> None:
-    """Log lines as LOG_FORMAT shows them, to stderr (or `stream`).
+def configure_logging(level: str, stream=None, log_format: str | None = None) -> None:
+    """Log lines as text (key=value) or JSON (LOG_FORMAT), to stderr (or `stream`)."""
+    logs.configure(level, log_format or os.environ.get("LOG_FORMAT", "text"), stream)
 
-    What no format here shows is not collected for every record, as the logging HOWTO's
-    "Optimization" section describes: the calling file and line (a walk up the stack), the
-    thread and the multiprocessing process name. gunicorn's own lines show the process id, so
-    that stays. Measured in one process: the form page went from 157 to 150 us.
-    """
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logMultiprocessing = False
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=stream)
+
+def _metrics_folder() -> None:
+    """gunicorn's workers are processes: prometheus-client's multiprocess mode keeps each
+    worker's values in files of one folder, which every scrape adds up. A folder of this start's
+    own (an operator's PROMETHEUS_MULTIPROC_DIR is emptied instead): the last start's files
+    would count again. Set before the app is built, as prometheus-client reads it then."""
+    import shutil
+    import tempfile
+
+    if os.environ.get("METRICS", "true").strip().lower() in ("0", "false", "no", "off"):
+        return
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return
+    folder = tempfile.mkdtemp(prefix="engage-signup-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    launcher = os.getpid()
+    atexit.register(lambda: os.getpid() == launcher and shutil.rmtree(folder, True))
+
+
+def _worker_exited(server, worker) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges no longer count."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def log_start(kind: str) -> None:
+    """Each process says what it runs, and which settings it was given (names, not values)."""
+    from . import __version__, version
+    from .config import SCHEMA
+
+    given = sorted(name for name in SCHEMA if name in os.environ)
+    log.info(
+        "engage-signup %s (commit %s) %s starting pid=%d settings=%s",
+        __version__, version.commit() or "unknown", kind, os.getpid(), ",".join(given) or "-",
+    )  # fmt: skip
 
 
 def _start_training_simulator() -> None:
@@ -203,7 +239,11 @@ def _serve(args: argparse.Namespace) -> None:
                 "accesslog": None,  # our own request line (no query strings, no personal data)
                 "errorlog": "-",
                 "proc_name": "engage-signup",
+                "child_exit": _worker_exited,
             }
+            json_logs = logs.gunicorn_config(os.environ.get("LOG_FORMAT", "text"))
+            if json_logs:
+                options["logconfig_dict"] = json_logs
             if "control_socket_disable" in self.cfg.settings:
                 # gunicorn 25.1+ opens a control socket at one fixed path per user: a second
                 # instance on the machine would take it over. We do not use it.
@@ -212,6 +252,7 @@ def _serve(args: argparse.Namespace) -> None:
                 self.cfg.set(key, value)
 
         def load(self):
+            log_start("worker")
             app = create_app()
             background.start(app)  # this worker's outbox replays and housekeeping
             # What start-up made (Flask, templates, translations, country names, form classes)

@@ -30,7 +30,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.datastructures import MultiDict
 
-from . import consent_records, devices, signed, web
+from . import consent_records, devices, metrics, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
@@ -325,6 +325,7 @@ def _present(
     g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
     if not duplicate and not counted:
         _count(outcome, device)
+    metrics.signup_time(web.request_seconds(), device.mode)
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
         # the result cookie, never anything the person typed; on a kiosk, only "thanks".
@@ -363,6 +364,8 @@ def _count(outcome: flow.Outcome, device) -> None:
 
 
 def _event(outcome: flow.Outcome, device) -> dict:
+    """The sign-up's count, for the manager's figures and for the metrics."""
+    metrics.signup(outcome.name, device.store_id, device.mode)
     return {"store": device.store_id, "device": device.id, "mode": device.mode,
             "outcome": outcome.name,
             "cause": outcome.cause if outcome.cause != "StateUnavailable" else None}  # fmt: skip

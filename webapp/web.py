@@ -137,6 +137,12 @@ def add_state_time(seconds: float) -> None:
             timing[2] += seconds
 
 
+def request_seconds() -> float:
+    """Seconds since this request reached the app (the Edge middleware's clock)."""
+    timing = request.environ.get(TIMING)
+    return time.perf_counter() - timing[0] if timing is not None else 0.0
+
+
 def log_context() -> str:
     """Store and request id for log lines written while serving a request."""
     if not has_request_context():

@@ -78,7 +78,8 @@ class EngageClient:
         create_timeout: float = 15.0,
         retry_seconds: float = 1.0,
         pool_size: int = 16,
-        observer: Callable[[str, str, int | None, float], None] | None = None,
+        # (method, path, HTTP status or None, Engage's error token or None, seconds)
+        observer: Callable[[str, str, int | None, str | None, float], None] | None = None,
         log_context: Callable[[], str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
@@ -259,7 +260,7 @@ class EngageClient:
                 self.log_context() if self.log_context else "",
             )  # fmt: skip
             if self.observer is not None:
-                self.observer(method, path, status, elapsed)
+                self.observer(method, path, status, error.code if error else None, elapsed)
 
     def _send(self, method: str, path: str, *, timeout: float, **kwargs) -> requests.Response:
         """Send one request; transport failures become EngageError subclasses."""

@@ -359,6 +359,24 @@ class Store:
             {"id": item_id, "payload": payload},
         )
 
+    def outbox_summary(self) -> dict[str, Any]:
+        """Items per state and per last error, and when the oldest waiting one was kept: one
+        statement, for the metrics."""
+        rows = self.engine.run(
+            "SELECT state, last_error, count(*), min(created) FROM outbox "
+            "GROUP BY state, last_error"
+        ).rows
+        states: dict[str, int] = {}
+        by_error: dict[str, int] = {}
+        oldest = None
+        for state, error, count, first in rows:
+            states[state] = states.get(state, 0) + count
+            if error:
+                by_error[error] = by_error.get(error, 0) + count
+            if state == "waiting" and (oldest is None or first < oldest):
+                oldest = first
+        return {"states": states, "by_error": by_error, "oldest": oldest}
+
     def outbox_count(self) -> int:
         return self.engine.run("SELECT count(*) FROM outbox").rows[0][0]
 
