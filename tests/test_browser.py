@@ -8,6 +8,7 @@ Screenshots of each outcome at tablet size go to test-artifacts/screenshots/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -807,3 +808,58 @@ def test_enter_in_a_field_signs_up(browser, serve, mode, javascript):
     assert outcome(page) == ("thanks" if mode == "kiosk" else "created")
     assert page.get_attribute("html", "lang") == "en"
     context.close()
+
+
+# --- the membership card in the customer's phone (issue #25) ------------------------------------
+def decoded_codes(page, selector: str) -> list[str]:
+    """What a phone's camera reads off `selector` on the screen: Chromium's screenshot of it,
+    decoded by zxing-cpp."""
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(page.locator(selector).screenshot()))
+    return [code.text for code in zxingcpp.read_barcodes(image)]
+
+
+def test_the_tills_card_qr_code_opens_the_members_card(browser, serve, engine):
+    """After a sign-up the till shows a QR code; a phone that scans it opens the link Engage
+    gave for that member, which (in training, the simulator's) shows the card."""
+    from webapp.simulator.engine import DEMO_WALLET_CARD
+
+    base = serve(WALLET_CARD_ID=DEMO_WALLET_CARD)
+    context = browser.new_context(viewport=LANDSCAPE)
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="scan.my.card@example.com")
+    submit(page)
+    assert outcome(page) == "created"
+    shot(page, "created-with-wallet-card")
+    (link,) = decoded_codes(page, "[data-wallet] svg")
+    contact = next(c for c in engine.contacts()
+                   if c["attributes"]["email"] == "scan.my.card@example.com")  # fmt: skip
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/_simulator/wallet/[a-z2-9]{24}", link)
+    assert link not in page.content(), "in the QR code only, not as text or a link"
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    card = phone.new_page()
+    card.goto(link)
+    assert card.locator("[data-pretend-card]").is_visible()
+    assert contact["attributes"]["memberNumber"] in card.inner_text("[data-pretend-card]")
+    phone.close()
+    context.close()
+
+
+def test_a_kiosk_page_never_carries_a_card(page, serve, engine):
+    from webapp.simulator.engine import DEMO_WALLET_CARD
+
+    base = serve(DEVICE_MODE="kiosk", WALLET_CARD_ID=DEMO_WALLET_CARD)
+    engine.add_contact({"email": "member.at.kiosk@example.com"})
+    for email in ("new.at.kiosk@example.com", "member.at.kiosk@example.com"):
+        page.goto(base + "/?lang=en")
+        fill_person(page, email=email)
+        submit(page)
+        assert outcome(page) == "thanks"
+        assert page.locator("[data-wallet], svg.qr").count() == 0
+    assert engine.requests("/api/v3/wallet/pass/urls") == []

@@ -175,6 +175,17 @@ def _networks(value: Any) -> tuple:
     return tuple(networks)
 
 
+def _card_id(value: Any) -> str:
+    """WALLET_CARD_ID: the card's id from Engage's Design Studio, a GUID."""
+    text = str(value).strip().lower()
+    if text and not re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text
+    ):
+        raise ValueError("must be the card's id from Engage's Design Studio, like "
+                         "0e6b1c2d-7a8f-4e3b-9c1d-5a6f7e8d9c0b")  # fmt: skip
+    return text
+
+
 def _timezone(value: Any) -> str:
     import zoneinfo
 
@@ -325,6 +336,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # longest general limitation period in the Nordics (Sweden's), as a consent given at sign-up
     # may be relied on for as long as the membership lasts (README: Consent records).
     "CONSENT_RECORD_DAYS": (_integer(30, 36_500), 3650),
+    # The membership card offered on a staff tablet after created and existing (off unset).
+    "WALLET_CARD_ID": (_card_id, ""),
     # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the
     # person's language, falling back to CONSENTS labels).
     "CONSENT_TEXTS": (_choice("config", "engage"), "config"),

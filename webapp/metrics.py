@@ -149,6 +149,8 @@ def _endpoint(method: str, path: str) -> str:
         return "consents"
     if path == "/api/v3/stores":
         return "stores"
+    if path == "/api/v3/wallet/pass/urls":
+        return "wallet"
     return OTHER
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 from . import ConfigError, background, create_app, logs, training
+from .simulator.engine import DEMO_WALLET_CARD
 
 log = logging.getLogger("webapp.serve")
 
@@ -55,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         _start_training_simulator()
     if sys.platform != "win32":
         _metrics_folder()
-    log_start("server")
     os.environ["WEB_THREADS"] = str(args.threads)  # the app sizes its database pool by it
     try:
         checked = create_app()  # check the configuration once, before any worker starts
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
+    log_start("server")  # once the settings are known to be right: an error stays one line
     # Workers make their own connections: none of the check's may cross a fork.
     checked.extensions["state"].close()
     checked.extensions["engage"].close()
@@ -178,6 +179,8 @@ def _start_training_simulator() -> None:
         # And shows the manager's view, for every store, with a PIN of its own.
         MANAGER_PINS=os.environ.get("MANAGER_PINS") or kept["MANAGER_PINS"],
         STAFF_PIN=os.environ.get("STAFF_PIN") or "1234",
+        # The simulator's wallet card: after a sign-up the till shows its QR code.
+        WALLET_CARD_ID=os.environ.get("WALLET_CARD_ID", DEMO_WALLET_CARD),
         TRAINING_MODE="true",
     )
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"

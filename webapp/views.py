@@ -30,10 +30,12 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.datastructures import MultiDict
 
-from . import consent_records, devices, metrics, signed, web
+from . import codes, consent_records, devices, metrics, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
+from .engage import EngageError
+from .engage.client import WALLET_TIMEOUT
 from .i18n import LANGUAGES, countries, current_language, outcome_messages
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
@@ -520,6 +522,9 @@ def done():
     heading, text = outcome_messages(kiosk=kiosk, unapproved=unapproved)[name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
+    wallet = None
+    if show_number and device is not None and device.bound and not device.kiosk:
+        wallet = _wallet_card(result.get("contact_id"))
     return render_template(
         "signup/done.html",
         outcome=name,
@@ -531,7 +536,35 @@ def done():
         other_type=result.get("other_type") if show_number else None,
         matches=result.get("matches") if name == flow.AMBIGUOUS else None,
         reference=result.get("reference") if name == flow.QUEUED else None,
+        wallet=wallet,
     )
+
+
+def _wallet_card(contact_id: str | None):
+    """The QR code of this member's wallet link (WALLET_CARD_ID), for a staff tablet's page
+    after created or existing: asked for now, when the sign-up has its outcome, only for the
+    page that shows it, and never kept (no log, no URL of ours, no store). Any failure leaves
+    the page without the card, and one WARNING line; the sign-up is as it was, and the
+    breaker does not count it."""
+    card = current_app.config["WALLET_CARD_ID"]
+    if not card:
+        return None
+    if not contact_id:
+        log.warning("wallet card: Engage gave no contact id for this member %s", web.log_context())
+        return None
+    try:
+        link = current_app.extensions["engage"].pass_url(card, contact_id)
+    except EngageError as exc:
+        check = " (check WALLET_CARD_ID)" if exc.status_code in (400, 404) else ""
+        said = (f"no answer within {WALLET_TIMEOUT:g} s" if exc.status_code is None
+                and getattr(exc, "timed_out", False) else str(exc))  # fmt: skip
+        log.warning("wallet card: no link from Engage: %s%s %s", said, check, web.log_context())
+        return None
+    if link is None:
+        log.warning("wallet card: Engage's answer named no link for this member (check "
+                    "WALLET_CARD_ID) %s", web.log_context())  # fmt: skip
+        return None
+    return codes.qr_svg(link, _("Membership card for the phone's wallet"))
 
 
 def _new_form(**kwargs):

@@ -62,6 +62,10 @@ for _name in (
 CONTACTS_PATH = "/api/v3/contacts"
 FIND_PATH = "/api/v3/contacts/id"
 STORES_PATH = "/api/v3/stores"
+PASS_URLS_PATH = "/api/v3/wallet/pass/urls"
+# A wallet link is asked for on the result page, after the sign-up has its outcome: a short
+# wait, then the page goes on without the card.
+WALLET_TIMEOUT = 2.0
 
 
 class EngageClient:
@@ -162,6 +166,23 @@ class EngageClient:
         response = self._request("GET", STORES_PATH, timeout=self.read_timeout)
         body = assumptions.parse_body(response.text)
         return [s for s in body if isinstance(s, dict)] if isinstance(body, list) else []
+
+    def pass_url(self, card_id: str, contact_id: str) -> str | None:
+        """The link that adds `contact_id`'s membership card to a phone's wallet (POST
+        /api/v3/wallet/pass/urls, engage-api.md §13), or None when Engage's answer names no
+        web link (https, or http as the training simulator's) for that contact. Raises
+        EngageError (its own timeout is WALLET_TIMEOUT; never resent: nobody waits for a
+        second try). The link is a key to the member's card:
+        it is returned, never logged."""
+        response = self._call(
+            "POST", PASS_URLS_PATH, json={"cardId": card_id, "contactIds": [contact_id]},
+            timeout=WALLET_TIMEOUT,
+        )  # fmt: skip
+        body = assumptions.parse_body(response.text)
+        link = body.get(contact_id) if isinstance(body, dict) else None
+        if isinstance(link, str) and link.startswith(("https://", "http://")) and len(link) < 2000:
+            return link
+        return None
 
     def get_consents(self) -> list[dict[str, Any]]:
         """The tenant's consent definitions: v3 first, then the documented v2 path."""

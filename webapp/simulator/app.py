@@ -4,6 +4,7 @@ admin API under /_simulator/ for faults, recorded requests and state (simulator 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import time
 from html import escape
@@ -159,6 +160,8 @@ class SimulatorApp:
         self._answer_after(request, delay)
         if scope == "find":
             return self._find(request)
+        if scope == "wallet":
+            return self._pass_urls(request)
         if request.method != "GET":
             return error(405, "MethodNotAllowed", "Method not allowed.")
         if request.path == "/api/v3/stores":
@@ -201,6 +204,53 @@ class SimulatorApp:
             return error(409, "MultipleMatches", "More than one contact matched.",
                          {"multipleMatchesFound": found})  # fmt: skip
         return ok(found[0])  # a JSON string literal, quotes included (§1.2)
+
+    def _pass_urls(self, request: Request) -> Response:
+        """POST /api/v3/wallet/pass/urls (engage-api.md §13): each known contact's one link.
+        ASSUMPTION: the error statuses are not documented; 400 for a body that is not
+        {"cardId": ..., "contactIds": [...]}, 404 for a card or contacts the tenant lacks."""
+        body = request.get_json(silent=True)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("cardId"), str)
+            or not (
+                isinstance(body.get("contactIds"), list)
+                and all(isinstance(c, str) for c in body["contactIds"])
+                and body["contactIds"]
+            )
+        ):
+            return error(400, "InvalidRequest", "Give a cardId and a list of contactIds.")
+        if body["cardId"] not in self.engine.wallet_cards:
+            return error(404, "CardNotFound", "No wallet card with that id.")
+        base = request.host_url.rstrip("/")
+        links = {}
+        for contact_id in body["contactIds"]:
+            token = self.engine.pass_url_token(contact_id)
+            if token:
+                links[contact_id] = f"{base}/_simulator/wallet/{token}"
+        if not links:
+            return error(404, "ContactNotFound", "None of those contacts exist.")
+        return ok(links)
+
+    def wallet_page(self, token: str) -> Response:
+        """What a pass link opens: here a pretend card (Engage's own redirects to Apple or
+        Google Wallet), so that training shows the whole journey."""
+        contact = self.engine.pass_owner(token)
+        if contact is None:
+            return Response("No such pass.", status=404, content_type="text/plain")
+        number = html.escape(str(contact["attributes"].get("memberNumber", "")))
+        page = (
+            "<!doctype html><html lang=en><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'>"
+            "<title>Membership card</title><body style='font-family:sans-serif;margin:2rem'>"
+            "<div data-pretend-card style='max-width:22rem;padding:1.5rem;border-radius:1rem;"
+            "background:#1f5f4a;color:#fff'><p style='margin:0;font-size:.9rem'>Acme "
+            "membership card (training: a pretend card; Engage's link adds the real one to "
+            "Apple Wallet or Google Wallet)</p>"
+            f"<p style='font-size:1.6rem;margin:.8rem 0 0'>Member <strong>{number}</strong></p>"
+            "</div></body></html>"
+        )
+        return Response(page, content_type="text/html; charset=utf-8")
 
     @staticmethod
     def _any(value: str) -> tuple[str, str]:
@@ -303,6 +353,8 @@ class SimulatorApp:
     # --- admin (simulator only) ----------------------------------------------------------------
     def admin(self, request: Request) -> Response:
         path, method = request.path.rstrip("/"), request.method
+        if path.startswith("/_simulator/wallet/") and method == "GET":
+            return self.wallet_page(path.rsplit("/", 1)[1])
         if path == "/_simulator/faults" and method == "POST":
             try:
                 fault = self.engine.inject(**(request.get_json(silent=True) or {}))
@@ -377,6 +429,8 @@ def _store_name(contact: dict) -> str:
 def _scope(request: Request) -> str:
     if request.method == "POST" and request.path == "/api/v3/contacts":
         return "create"
+    if request.method == "POST" and request.path == "/api/v3/wallet/pass/urls":
+        return "wallet"
     if request.method == "GET" and request.path == "/api/v3/contacts/id":
         return "find"
     return "read"

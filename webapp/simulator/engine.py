@@ -122,7 +122,9 @@ def valid_ssn(value: str) -> bool:
     return False
 
 
-SCOPES = ("any", "find", "create", "read")
+SCOPES = ("any", "find", "create", "read", "wallet")
+# The wallet card this tenant has designed (Design Studio's card id, engage-api.md §13).
+DEMO_WALLET_CARD = "0e6b1c2d-7a8f-4e3b-9c1d-5a6f7e8d9c0b"
 
 
 class DropConnection(Exception):
@@ -232,6 +234,8 @@ class Engine:
         self._requests: list[Recorded] = []
         self._buckets: dict[str, tuple[float, float]] = {}
         self._member_number = 999_000_000
+        self.wallet_cards = {DEMO_WALLET_CARD}
+        self._passes: dict[str, str] = {}  # pass token -> contact id (one link per contact)
         if self.state_file and self.state_file.exists():
             self._load()
         for contact in contacts or []:
@@ -323,6 +327,24 @@ class Engine:
                 for cid in ids
                 if contact_type in (None, self._contacts[cid]["meta"]["contactType"])
             ]
+
+    def pass_url_token(self, contact_id: str) -> str | None:
+        """The token of `contact_id`'s one pass link, or None for a contact this tenant lacks."""
+        with self._lock:
+            if contact_id not in self._contacts:
+                return None
+            for token, owner in self._passes.items():
+                if owner == contact_id:
+                    return token
+            token = "".join(self._random.choice("abcdefghijkmnpqrstuvwxyz23456789")
+                            for _ in range(24))  # fmt: skip
+            self._passes[token] = contact_id
+            return token
+
+    def pass_owner(self, token: str) -> dict | None:
+        with self._lock:
+            contact_id = self._passes.get(token)
+        return self.get(contact_id) if contact_id else None
 
     def get(self, contact_id: str) -> dict | None:
         with self._lock:
