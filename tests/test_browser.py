@@ -863,3 +863,20 @@ def test_a_kiosk_page_never_carries_a_card(page, serve, engine):
         assert outcome(page) == "thanks"
         assert page.locator("[data-wallet], svg.qr").count() == 0
     assert engine.requests("/api/v3/wallet/pass/urls") == []
+
+
+def test_no_focus_box_is_painted_on_the_result_heading_but_the_keyboard_keeps_its_ring(page, serve):
+    """Focus goes to the heading so that a screen reader reads it first; a yellow box around
+    it looked like a glitch (and printed). Tab still shows where the keyboard is."""
+    base = enrolled(page, serve())
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="no.box@example.com")
+    submit(page)
+    assert page.evaluate("document.activeElement.id") == "result-heading"
+    ring = page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, s.boxShadow]; })()"
+    )
+    assert ring == ["none", "none"]
+    page.keyboard.press("Tab")
+    assert page.evaluate("getComputedStyle(document.activeElement).boxShadow") != "none"

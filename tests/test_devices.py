@@ -194,7 +194,7 @@ def test_a_staff_tablet_keeps_nothing_in_autofill_and_offers_new_customer(client
     for name in ("firstName", "lastName", "email", "mobilePhone", "birthDay", "zipCode"):
         tag = re.search(rf'<input[^>]*name="{name}"[^>]*>', html).group(0)
         assert 'autocomplete="off"' in tag, name
-    assert "New customer" in text_of(client.get("/"))
+    assert "Next customer" in text_of(client.get("/"))
     assert 'class="kiosk"' not in html
 
 

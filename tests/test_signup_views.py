@@ -160,7 +160,8 @@ def test_a_rejected_field_is_marked_and_linked_from_the_summary(submit, engage_a
         json={"errorCode": "ValidationError", "messageDetails": {"email": "x"}},
     )
     html = submit().get_data(as_text=True)
-    assert '<a href="#email">This wasn&#39;t accepted – please check it</a>' in html
+    # The summary names the field (GOV.UK's pattern), not "this wasn't accepted".
+    assert '<a href="#email">The email address wasn&#39;t accepted – please check it</a>' in html
     assert 'aria-describedby="email-error"' in html
 
 
@@ -171,7 +172,7 @@ def test_several_matches_send_the_person_to_staff(submit, engage_api):
     page = submit()
     assert outcome_of(page) == "ambiguous"
     assert "merge the contacts below" in text_of(page)
-    assert "a b New customer" in text_of(page), "the contacts that matched are listed"
+    assert "a b Next customer" in text_of(page), "the contacts that matched are listed"
     assert methods(engage_api) == ["GET"]
 
 

@@ -406,10 +406,26 @@ SEALED_COOKIE_MAX = 2048
 _TOKENS = ("csrf_token", "submission", "lang")
 
 
+# What the error summary (and the field) says of a value Engage refused: the field named, as
+# GOV.UK's pattern does, in each language's own words for it.
+REFUSED = {
+    "firstName": _l("The first name wasn't accepted – please check it"),
+    "lastName": _l("The last name wasn't accepted – please check it"),
+    "email": _l("The email address wasn't accepted – please check it"),
+    "mobilePhone": _l("The mobile number wasn't accepted – please check it"),
+    "countryCode": _l("The country wasn't accepted – please check it"),
+    "birthDay": _l("The date of birth wasn't accepted – please check it"),
+    "zipCode": _l("The postcode wasn't accepted – please check it"),
+    "socialSecurityNumber": _l("The personal identity number wasn't accepted – please check it"),
+    "externalId": _l("The customer number wasn't accepted – please check it"),
+}
+
+
 def _mark(form, fields, note: str | None) -> None:
     for name in fields:
         if name in form:
-            form[name].errors = [*form[name].errors, _("This wasn't accepted – please check it")]
+            said = REFUSED.get(name) or _("This wasn't accepted – please check it")
+            form[name].errors = [*form[name].errors, str(said)]
     if note:
         form.form_errors.append(str(NOTES[note]))
 
