@@ -18,7 +18,17 @@
     }
   });
 
-  // Staff: "New customer" next to a filled form asks for a second tap, so a stray tap never
+  // A Nordic postcode is digits: the keypad for it, the full keyboard for other countries.
+  var country = document.getElementById("countryCode");
+  var postcode = document.getElementById("zipCode");
+  if (country && postcode && postcode.dataset.numericIn) {
+    country.addEventListener("change", function () {
+      var numeric = postcode.dataset.numericIn.split(" ").indexOf(country.value) >= 0;
+      postcode.setAttribute("inputmode", numeric ? "numeric" : "text");
+    });
+  }
+
+  // Staff: "Next customer" next to a filled form asks for a second tap, so a stray tap never
   // wipes what the cashier typed.
   var clear = document.querySelector(".clear-form");
   if (clear) {

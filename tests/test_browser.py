@@ -880,3 +880,20 @@ def test_no_focus_box_is_painted_on_the_result_heading_but_the_keyboard_keeps_it
     assert ring == ["none", "none"]
     page.keyboard.press("Tab")
     assert page.evaluate("getComputedStyle(document.activeElement).boxShadow") != "none"
+
+
+def test_the_postcode_keypad_follows_the_country_chosen(page, serve):
+    base = enrolled(page, serve())
+    page.goto(base + "/?lang=en")
+    assert page.get_attribute("#zipCode", "inputmode") == "numeric", "a store in Sweden"
+    page.select_option("#countryCode", "DE")
+    assert page.get_attribute("#zipCode", "inputmode") == "text"
+    page.select_option("#countryCode", "NO")
+    assert page.get_attribute("#zipCode", "inputmode") == "numeric"
+    page.fill("#zipCode", "01500")
+    fill_person(page, email="postcode@example.com")
+    submit(page)
+    assert outcome(page) == "invalid"
+    assert "Enter a Norwegian postcode of four digits, like 0150" in page.inner_text(
+        "#error-summary"
+    )

@@ -171,3 +171,55 @@ def test_personal_numbers_are_checked_and_written_as_engage_takes_them(typed, co
     from webapp.forms import personal_number
 
     assert personal_number(typed, country, today=dt.date(2026, 12, 2)) == engage_gets
+
+
+# --- postcodes and short dates (issue #23) -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("country", "typed", "sent"),
+    [("SE", "123 45", "123 45"), ("SE", "12345", "123 45"), ("FI", "00100", "00100"),
+     ("NO", "0150", "0150"), ("DK", "1050", "1050"), ("DE", "10115 Berlin", "10115 Berlin"),
+     ("GB", "SW1A 1AA", "SW1A 1AA")],
+)  # fmt: skip
+def test_a_postcode_is_checked_against_the_country_and_sent_as_engage_takes_it(
+    validate, country, typed, sent
+):
+    form = validate(countryCode=country, zipCode=typed)
+    assert not form.errors
+    assert form.normalized("zipCode") == sent
+
+
+@pytest.mark.parametrize(
+    ("country", "typed"),
+    [("SE", "ABCDEFGHIJK"), ("SE", "1234"), ("SE", "123456"), ("FI", "0010"), ("NO", "01500"),
+     ("DK", "10 5")],
+)  # fmt: skip
+def test_a_nordic_postcode_of_the_wrong_shape_is_refused_before_engage_sees_it(
+    validate, country, typed
+):
+    form = validate(countryCode=country, zipCode=typed)
+    assert "zipCode" in form.errors
+    assert "postcode of" in str(form.errors["zipCode"][0])
+
+
+@pytest.mark.parametrize(
+    ("typed", "language", "born"),
+    [("900131", "sv", dt.date(1990, 1, 31)), ("310190", "fi", dt.date(1990, 1, 31)),
+     ("310190", "nb", dt.date(1990, 1, 31)), ("310190", "da", dt.date(1990, 1, 31)),
+     ("010120", "da", dt.date(2020, 1, 1)), ("311390", "fi", None), ("901331", "sv", None)],
+)  # fmt: skip
+def test_six_digits_are_a_date_as_the_language_writes_a_short_one(typed, language, born):
+    """YYMMDD in Swedish (as a personnummer begins), DDMMYY in Finnish, Norwegian and Danish;
+    the century that puts the date in the past."""
+    assert parse_birth_date(typed, language) == born
+
+
+def test_the_postcode_opens_the_keypad_for_a_nordic_country_only(app):
+    browser = enrol(app.test_client(), app)
+    browser.get("/?lang=en")
+    html = browser.get("/").get_data(as_text=True)
+    assert (
+        'inputmode="numeric"'
+        in html.split('id="zipCode"')[0].rsplit("<input", 1)[1]
+        + (html.split('id="zipCode"')[1].split(">", 1)[0])
+    ), "the store is in Sweden"
+    assert "For example 1990-01-31, or just the digits: 19900131" in html

@@ -96,7 +96,9 @@ class BirthDate:
     def __call__(self, form, field):
         if not field.data:
             return
-        born = parse_birth_date(field.data)
+        from .i18n import current_language
+
+        born = parse_birth_date(field.data, current_language())
         if born is None:
             raise ValidationError(self.message)
         today = dt.date.today()
@@ -107,8 +109,13 @@ class BirthDate:
         field.normalized = born.isoformat()
 
 
-def parse_birth_date(text: str) -> dt.date | None:
+def parse_birth_date(text: str, language: str = "en") -> dt.date | None:
+    """The date typed, in any of the forms above, or six digits as the page's language writes
+    a short date: YYMMDD in Swedish (as a personnummer begins), DDMMYY in Finnish, Norwegian and
+    Danish (and English). The century is the one that puts the date in the past."""
     text = text.strip()
+    if re.fullmatch(r"\d{6}", text):
+        return _six_digits(text, language)
     patterns = (
         (r"(\d{4})[-./ ]?(\d{1,2})[-./ ]?(\d{1,2})", "ymd"),
         (r"(\d{1,2})[-./ ](\d{1,2})[-./ ](\d{4})", "dmy"),
@@ -126,6 +133,47 @@ def parse_birth_date(text: str) -> dt.date | None:
         except ValueError:
             return None
     return None
+
+
+def _six_digits(text: str, language: str) -> dt.date | None:
+    first, middle, last = int(text[:2]), int(text[2:4]), int(text[4:])
+    year, month, day = (first, middle, last) if language == "sv" else (last, middle, first)
+    today = dt.date.today()
+    for century in (2000, 1900):
+        try:
+            born = dt.date(century + year, month, day)
+        except ValueError:
+            return None
+        if born < today:
+            return born
+    return None
+
+
+# The Nordic postcodes: all digits, so the page opens a number keypad for them. Sweden's five
+# are written "123 45" or "12345" and sent as Engage's own example writes them ("123 45",
+# engage-api.md §3); Finland's five, Norway's and Denmark's four are sent as typed. Elsewhere a
+# postcode is free text.
+POSTCODE_DIGITS = {"SE": 5, "FI": 5, "NO": 4, "DK": 4}
+POSTCODE_MESSAGES = {
+    "SE": _l("Enter a Swedish postcode of five digits, like 123 45"),
+    "FI": _l("Enter a Finnish postcode of five digits, like 00100"),
+    "NO": _l("Enter a Norwegian postcode of four digits, like 0150"),
+    "DK": _l("Enter a Danish postcode of four digits, like 1050"),
+}
+
+
+class Postcode:
+    """The postcode checked against the country chosen; `field.normalized` as Engage takes it."""
+
+    def __call__(self, form, field):
+        country = form.countryCode.data if "countryCode" in form else None
+        digits = POSTCODE_DIGITS.get(country)
+        if not field.data or digits is None:
+            return
+        compact = field.data.replace(" ", "")
+        if not re.fullmatch(rf"\d{{{digits}}}", compact):
+            raise ValidationError(POSTCODE_MESSAGES[country])
+        field.normalized = f"{compact[:3]} {compact[3:]}" if country == "SE" else compact
 
 
 class SocialSecurityNumber:
@@ -293,7 +341,11 @@ class SignupForm(FlaskForm):
     zipCode = StringField(
         _l("Postcode"),
         filters=[_collapse],
-        validators=[Optional(), Length(max=12, message=_l("Enter a postcode like 123 45"))],
+        validators=[
+            Optional(),
+            Length(max=12, message=_l("Enter a postcode like 123 45")),
+            Postcode(),
+        ],
     )
     # One-time token: a second POST carrying it shows the first one's outcome, never a create.
     submission = HiddenField(

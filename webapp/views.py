@@ -36,6 +36,7 @@ from .consents import consent_texts
 from .devices import current_device
 from .engage import EngageError
 from .engage.client import WALLET_TIMEOUT
+from .forms import POSTCODE_DIGITS
 from .i18n import LANGUAGES, countries, current_language, outcome_messages
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
@@ -135,6 +136,7 @@ def _page_context():
             "thanks": config["KIOSK_THANKS_SECONDS"],
         },
         "entry_outcomes": ENTRY_OUTCOMES,
+        "postcode_digits": POSTCODE_DIGITS,
         "preference_words": PREFERENCE_WORDS,
     }
 
