@@ -90,18 +90,39 @@
     idleTimer = window.setTimeout(warn, idleMs);
   }
   ["keydown", "pointerdown", "input", "touchstart"].forEach(function (name) {
-    document.addEventListener(name, active, { passive: true, capture: true });
+    document.addEventListener(name, function (event) {
+      // A tap on the warning's own buttons is theirs to answer (Continue, or Start over).
+      if (warning && !warning.hidden && warning.contains(event.target)) { return; }
+      active();
+    }, { passive: true, capture: true });
   });
   document.getElementById("idle-continue").addEventListener("click", active);
+  document.getElementById("idle-start-over").addEventListener("click", function (event) {
+    event.preventDefault();
+    wipe();
+  });
   // The thank-you screen goes back to an empty form by itself (later if someone is using it;
   // a timed <meta> refresh could not be extended, which fails WCAG 2.2.1).
   var result = document.querySelector("[data-return-after]");
   if (result) {
-    var back = null;
+    var back = null, remaining = 0;
+    var note = document.getElementById("return-note");
+    var say = function () {  // the seconds left, in the sentence for one or for more
+      if (!note) { return; }
+      var sentence = remaining === 1 ? note.dataset.one : note.dataset.other;
+      note.textContent = sentence.replace("{n}", String(remaining));
+    };
+    var step = function () {
+      remaining -= 1;
+      if (remaining <= 0) { window.location.replace(body.dataset.start); return; }
+      say();
+      back = window.setTimeout(step, 1000);
+    };
     var restart = function () {
       window.clearTimeout(back);
-      back = window.setTimeout(function () { window.location.replace(body.dataset.start); },
-                               Number(result.dataset.returnAfter) * 1000);
+      remaining = Number(result.dataset.returnAfter);
+      say();
+      back = window.setTimeout(step, 1000);
     };
     ["keydown", "pointerdown", "touchstart"].forEach(function (name) {
       document.addEventListener(name, restart, { passive: true, capture: true });

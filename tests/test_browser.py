@@ -897,3 +897,70 @@ def test_the_postcode_keypad_follows_the_country_chosen(page, serve):
     assert "Enter a Norwegian postcode of four digits, like 0150" in page.inner_text(
         "#error-summary"
     )
+
+
+# --- the customer alone at a kiosk (issue #23) ----------------------------------------------------
+def test_a_kiosk_has_a_start_over_that_asks_again_when_the_form_holds_anything(page, serve):
+    base = serve(DEVICE_MODE="kiosk")
+    page.goto(base + "/?lang=en")
+    start_over = page.locator("[data-start-over]")
+    assert start_over.inner_text() == "Start over"
+    page.fill("#email", "changed.my.mind@example.com")
+    start_over.click()
+    assert start_over.inner_text() == "Tap again to clear the form"
+    assert page.input_value("#email") == "changed.my.mind@example.com", "nothing lost yet"
+    with page.expect_navigation():
+        start_over.click()
+    assert outcome(page) == "form" and page.input_value("#email") == ""
+
+
+def test_the_idle_warning_offers_start_over_at_once(page, serve):
+    base = serve(DEVICE_MODE="kiosk", KIOSK_IDLE_SECONDS=60, KIOSK_COUNTDOWN_SECONDS=15)
+    page.clock.install()
+    page.goto(base + "/?lang=en")
+    page.fill("#email", "walked.away@example.com")
+    page.clock.run_for("01:01")
+    assert page.locator("#idle-warning").is_visible()
+    with page.expect_navigation():
+        page.click("#idle-start-over")
+    page.wait_for_load_state()
+    assert page.input_value("#email") == ""
+
+
+def test_the_thank_you_screen_says_the_seconds_left(page, serve):
+    base = serve(DEVICE_MODE="kiosk", KIOSK_THANKS_SECONDS=5)
+    page.clock.install()
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="counting@example.com")
+    submit(page)
+    assert outcome(page) == "thanks"
+    assert page.inner_text("#return-note") == "This screen goes back to the start in 5 seconds."
+    page.clock.run_for("00:03")
+    assert page.inner_text("#return-note") == "This screen goes back to the start in 2 seconds."
+    page.clock.run_for("00:01")
+    assert page.inner_text("#return-note") == "This screen goes back to the start in 1 second."
+    with page.expect_navigation():
+        page.clock.run_for("00:02")
+
+
+@pytest.mark.parametrize("where", ["thank-you", "an entry sent back"])
+def test_without_javascript_a_kiosk_still_goes_back_to_an_empty_form(browser, serve, where):
+    """No script to count: the page's own refresh (in <noscript>) takes it back to the start,
+    after KIOSK_THANKS_SECONDS on the thank-you screen, after the idle time and countdown on a
+    page that shows what someone sent."""
+    base = serve(DEVICE_MODE="kiosk", KIOSK_THANKS_SECONDS=3, KIOSK_ERROR_IDLE_SECONDS=5,
+                 KIOSK_COUNTDOWN_SECONDS=3)  # fmt: skip
+    context = browser.new_context(viewport=LANDSCAPE, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="no.script@example.com" if where == "thank-you" else "not an email")
+    submit(page)
+    assert outcome(page) == ("thanks" if where == "thank-you" else "invalid")
+    if where == "thank-you":
+        assert "goes back to the start in 3 seconds" in page.inner_text("main")
+    with page.expect_navigation(timeout=30_000):  # the page's refresh, by itself
+        pass
+    page.wait_for_load_state()
+    assert outcome(page) == "form"
+    assert page.locator("#email").input_value() == ""
+    context.close()
