@@ -18,6 +18,36 @@
     }
   });
 
+  // The member number: one tap copies it (Clipboard API where the page may use it); where it
+  // may not, the number is selected for the cashier to copy.
+  Array.prototype.forEach.call(document.querySelectorAll("[data-copy]"), function (button) {
+    var target = document.getElementById(button.dataset.copy);
+    if (!target) { return; }
+    button.hidden = false;
+    var label = button.textContent;
+    function select() {
+      var range = document.createRange();
+      range.selectNodeContents(target);
+      var selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+    }
+    function said(text) {
+      button.textContent = text;
+      window.setTimeout(function () { button.textContent = label; }, 2500);
+    }
+    button.addEventListener("click", function () {
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(target.textContent.trim()).then(
+          function () { said(button.dataset.copied); },
+          function () { select(); said(button.dataset.selected); });
+      } else {
+        select();
+        said(button.dataset.selected);
+      }
+    });
+  });
+
   // A Nordic postcode is digits: the keypad for it, the full keyboard for other countries.
   var country = document.getElementById("countryCode");
   var postcode = document.getElementById("zipCode");

@@ -964,3 +964,29 @@ def test_without_javascript_a_kiosk_still_goes_back_to_an_empty_form(browser, se
     assert outcome(page) == "form"
     assert page.locator("#email").input_value() == ""
     context.close()
+
+
+# --- the cashier's member number (issue #23) ----------------------------------------------------
+def test_the_member_number_scans_as_code_128_and_copies_in_one_tap(browser, serve, engine):
+    """A till's scanner reads the barcode into the POS; one tap copies the number (the
+    Clipboard API, allowed here), and where the page may not write the clipboard the number is
+    selected for Ctrl+C."""
+    base = serve()
+    allowed = ["clipboard-read", "clipboard-write"]
+    context = browser.new_context(viewport=LANDSCAPE, permissions=allowed)
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="scan.my.number@example.com")
+    submit(page)
+    number = page.inner_text("#member-number")
+    assert re.fullmatch(r"\d{9}", number)
+    assert decoded_codes(page, "[data-member-number] svg.barcode") == [number]
+    page.click("[data-copy]")
+    page.locator("[data-copy]", has_text="Copied").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == number
+    page.evaluate("Object.defineProperty(navigator, 'clipboard', {value: undefined})")
+    page.click("[data-copy]")
+    assert page.evaluate("window.getSelection().toString().trim()") == number
+    shot(page, "created-member-number")
+    context.close()

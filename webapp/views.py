@@ -555,6 +555,10 @@ def done():
         matches=result.get("matches") if name == flow.AMBIGUOUS else None,
         reference=result.get("reference") if name == flow.QUEUED else None,
         wallet=wallet,
+        # The member number as a Code 128 barcode, for a till's scanner to read into the POS.
+        barcode=codes.code128_svg(result["member_number"], _("Member number as a barcode"))
+        if show_number and not kiosk and result.get("member_number")
+        else None,
     )
 
 
