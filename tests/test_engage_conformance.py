@@ -155,7 +155,7 @@ def test_someone_stored_as_another_contact_type(tenant, engine, setting, creates
     assert len(engine.requests("/api/v3/contacts", "POST")) == creates
     if setting == "any":
         assert outcome_of(page) == "existing"
-        assert "a contact of type Contact, not Member" in text_of(page)
+        assert "registered as Contact, not Member" in text_of(page)
     else:
         assert outcome_of(page) == "created"
         emails = [c["attributes"]["email"] for c in engine.contacts()]

@@ -99,7 +99,7 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     browser = requests.Session()
     browser.trust_env = False
     page = browser.get(app_url + "?lang=en", timeout=5)
-    assert "Training mode: nothing is sent to Engage" in page.text
+    assert "Training mode: nothing is sent to the membership system" in page.text
     # Staff tablets are enrolled with the staff PIN, which training mode shows.
     assert 'data-outcome="setup-needed"' in page.text
     assert "Training mode: the staff PIN is 1234." in page.text

@@ -121,7 +121,12 @@ def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
         (504, {"errorCode": "RequestTimeOut"}, "timeout", "Nothing was saved. Send again"),
         (429, None, "unavailable", "Finish the purchase without a member"),
         (401, None, "unavailable", "Finish the purchase without a member"),
-        (422, {"errorCode": "ValidationError"}, "rejected", "Engage did not accept these details"),
+        (
+            422,
+            {"errorCode": "ValidationError"},
+            "rejected",
+            "The membership system did not accept these details",
+        ),
         (400, {"errorCode": "NoData"}, "unavailable", "Finish the purchase without a member"),
     ],
 )
@@ -171,7 +176,7 @@ def test_several_matches_send_the_person_to_staff(submit, engage_api):
     )
     page = submit()
     assert outcome_of(page) == "ambiguous"
-    assert "merge the contacts below" in text_of(page)
+    assert "merge the members below" in text_of(page)
     assert "a b Next customer" in text_of(page), "the contacts that matched are listed"
     assert methods(engage_api) == ["GET"]
 
@@ -300,9 +305,25 @@ def test_a_found_contact_without_a_member_number_shows_its_contact_id_to_staff(s
     engage_api.get(f"{CREATE}/{CONTACT_ID}", status_code=503)
     page = submit()
     assert outcome_of(page) == "existing"
-    assert f"Contact id in Engage {CONTACT_ID}" in text_of(page)
+    assert f"Contact id in the membership system {CONTACT_ID}" in text_of(page)
 
 
 def test_a_staff_tablet_puts_the_cursor_in_the_key_field(client):
     html = client.get("/").get_data(as_text=True)
     assert re.search(r'<input[^>]*autofocus[^>]*name="email"', html)
+
+
+@pytest.mark.parametrize("status", [404, 409, 422, 504, 503])
+def test_a_cashiers_screen_speaks_of_the_membership_system_never_of_engage(
+    submit, engage_api, status
+):
+    """Cashiers know "the membership system" (kundklubben); "Engage" is for the manager's view
+    and the logs."""
+    engage_api.get(FIND, status_code=404)
+    body = {409: {"errorCode": "ContactWithKeyIsBeingCreated"}, 422: {"errorCode": "X"}}
+    if status == 404:
+        engage_api.post(CREATE, status_code=201, json=created_body())
+    else:
+        engage_api.post(CREATE, status_code=status, json=body.get(status, {}))
+    page = submit()
+    assert "Engage" not in text_of(page), outcome_of(page)

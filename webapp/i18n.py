@@ -169,42 +169,42 @@ def outcome_messages(*, kiosk: bool, unapproved: bool = False) -> dict[str, tupl
             _("Already being registered"),
             _(
                 "Another till or the web shop is registering these details right now. Finish "
-                "the purchase without a member; the membership will be in Engage in a minute."
+                "the purchase without a member; the membership is ready within a minute."
             ),
         ),
         "queued": (
             _("Saved: it will be registered shortly"),
             _(
-                "Engage cannot take it right now, so the sign-up is saved and will be sent "
-                "within minutes. Finish the purchase without a member number; the customer "
-                "needs to do nothing more."
+                "The membership system cannot take it right now, so the sign-up is saved and "
+                "will be sent within minutes. Finish the purchase without a member number; the "
+                "customer needs to do nothing more."
             ),
         ),
         "ambiguous": (
             _("Several memberships match"),
             _(
-                "These details belong to more than one contact in Engage, so none was chosen. "
-                "Finish the purchase without a member, and ask whoever looks after Engage to "
-                "merge the contacts below."
+                "These details belong to more than one member, so none was chosen. Finish the "
+                "purchase without a member, and ask whoever looks after the membership system "
+                "to merge the members below."
             ),
         ),
         "rejected": (
-            _("Engage did not accept these details"),
+            _("The membership system did not accept these details"),
             _("Check the marked fields with the customer and send again."),
         ),
         "rejected-unmarked": (
-            _("Engage did not accept these details"),
-            _("Engage did not say which detail. Check them with the customer and send again."),
+            _("The membership system did not accept these details"),
+            _("It did not say which detail. Check them with the customer and send again."),
         ),
         "timeout": (
-            _("Engage took too long"),
+            _("The membership system took too long"),
             _(
                 "Nothing was saved. Send again; if it happens again, finish the purchase "
                 "without a member."
             ),
         ),
         "unavailable": (
-            _("Engage cannot be reached"),
+            _("The membership system cannot be reached"),
             _(
                 "Nothing was saved. Finish the purchase without a member; the customer can "
                 "sign up another time."
