@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 
 from flask import (
     Blueprint,
@@ -30,7 +29,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.datastructures import MultiDict
 
-from . import codes, consent_records, devices, metrics, signed, web
+from . import codes, devices, metrics, signed, submission, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
@@ -38,7 +37,6 @@ from .engage import EngageError
 from .engage.client import WALLET_TIMEOUT
 from .forms import POSTCODE_DIGITS
 from .i18n import LANGUAGES, countries, current_language, outcome_messages
-from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,22 +44,13 @@ log = logging.getLogger(__name__)
 bp = Blueprint("signup", __name__)
 
 # Outcomes that end the person's part: shown on a result page after a redirect.
-FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS, flow.QUEUED)
+FINAL_OUTCOMES = submission.FINAL_OUTCOMES
 # What a kiosk shows for every final outcome.
 THANKS = "thanks"
 STORE_LANGUAGE = "store"  # ?lang=store: the store's own language again
 # Pages that show an entry that was sent: a kiosk clears them sooner than a half-filled form.
 ENTRY_OUTCOMES = ("invalid", flow.REJECTED, flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
-ATTRIBUTES = (
-    *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
-    *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
-)
-# The words above the preference checkboxes, per kind of device (kiosk: True): the page shows
-# them, and each preference's consent record keeps them.
-PREFERENCE_WORDS = {
-    True: (_l("What may we send you?"), _l("You can change this at any time.")),
-    False: (_l("Offers the customer wants"), _l("The customer can change this at any time.")),
-}
+PREFERENCE_WORDS = submission.PREFERENCE_WORDS  # the page shows them; the records keep them
 ENTRY_SECONDS = 120  # a kiosk's sealed entry is shown on the very next page, or never
 # Form-level notes that an answer can carry (a sealed kiosk entry holds only the key).
 NOTES = {
@@ -173,162 +162,24 @@ def submit():
     device = current_device()
     if device is None:
         return redirect(url_for(".form"), code=303)
-    if device.kiosk:
+    channel = submission.channel_of(device)
+    if channel.private:
         request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
     form = _new_form(formdata=request.form)  # the fields sent as text, never files
     if request.files:  # no browser sends this form's fields as files: malformed, not a signup
-        return _present(form, flow.Outcome("invalid", cause="FileField"), note="malformed")
+        outcome = submission.count(flow.Outcome("invalid", cause="FileField"), channel)
+        return _present(form, outcome, note="malformed")
     if not form.validate_on_submit():
-        return _present(form, flow.Outcome("invalid"))
-    state = current_app.extensions["state"]
-    token = form.submission.data
-    digest = signed.digest(_submitted(form), "submission")
-    try:
-        if not _within_rate_limits(device):
-            return _present(form, flow.Outcome("throttled"))
-        earlier = state.claim_submission(token, digest)
-    except StateUnavailable as exc:
-        # No Engage call without the double-submit guard: the person keeps their details.
-        return _present(form, _state_fault(exc))
-    if earlier is not None:
-        if earlier.digest is not None and earlier.digest != digest:
-            # Someone else's details under a used token: never show them the first outcome.
-            return _present(form, flow.Outcome("invalid", cause="TokenUsed"), note="token-used")
-        # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
-        return _present(form, _wait_for(token, earlier), duplicate=True)
-
-    signup, shown = _signup_from(form)
-    try:  # what the person was shown and chose is on record before Engage is asked
-        current_app.extensions["consent_records"].record(
-            token, shown, store=device.store_id, device=device.id, mode=device.mode
-        )
-    except StateUnavailable as exc:
-        return _present(form, _state_fault(exc))
-
-    started = current_app.extensions["answer_times"].clock()
-    engage = current_app.extensions["engage"]
-    outcome = flow.register(
-        engage,
-        signup,
-        breaker=current_app.extensions["breaker"],
-        settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
-    )
-    if outcome.name == flow.EXISTING and not device.kiosk:
-        # The cashier attaches the purchase: show the member number of who was found.
-        outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
-    g.engage_cause = outcome.cause
-    outcome = _keep_for_later(signup, outcome, device, token)
-    _finish(token, outcome, device)
-    _even_out(outcome, started, kiosk=device.kiosk)
-    return _present(form, outcome, counted=True)
+        return _present(form, submission.count(flow.Outcome("invalid"), channel))
+    sent = submission.submit(channel, form)
+    return _present(form, sent.outcome, duplicate=sent.duplicate, note=sent.note)
 
 
-DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept"}
-
-
-def _finish(token: str, outcome: flow.Outcome, device) -> None:
-    """Write down, in one transaction, the outcome for a repeat of this form, where the sign-up
-    (and so its consents) went, beside the consent records, and its count for the manager."""
-    found = outcome.name in (flow.CREATED, flow.EXISTING)
-    delivery = current_app.extensions["consent_records"].delivery(
-        token,
-        DELIVERY.get(outcome.name, "not-sent"),
-        contact_id=outcome.contact_id if found else None,
-        outbox_ref=outcome.reference,
-    )
-    try:
-        current_app.extensions["state"].finish_signup(
-            token, outcome.name, outcome.member_number, delivery=delivery,
-            event=_event(outcome, device),
-        )  # fmt: skip
-    except StateUnavailable as exc:
-        _state_fault(exc)  # Engage has answered: the person is still told what happened
-
-
-def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, device, token: str) -> flow.Outcome:
-    """Engage could not take it now: with the outbox on, keep it and say it will be done."""
-    outbox = current_app.extensions.get("outbox")
-    if outbox is None or outcome.name not in KEPT_OUTCOMES or outcome.cause in NOT_KEPT_CAUSES:
-        return outcome
-    try:
-        ref = outbox.keep(signup, device_id=device.id, mode=device.mode, submission=token)
-    except StateUnavailable as exc:
-        return _state_fault(exc)
-    log.info("kept in the outbox: reference %s after %s %s", ref, outcome.name, web.log_context())
-    return flow.Outcome(flow.QUEUED, cause=outcome.cause, reference=ref)
-
-
-def _submitted(form) -> dict:
-    """What the person sent, as a submission token is bound to it."""
-    return {f.name: f.data for f in form if f.name not in ("csrf_token", "submission")}
-
-
-def _state_fault(exc: StateUnavailable) -> flow.Outcome:
-    if not g.get("state_fault_logged"):  # one ERROR line per request, however many writes failed
-        log.error("state database unavailable: %s %s", exc, web.log_context())
-        g.state_fault_logged = True
-    g.engage_cause = "StateUnavailable"
-    return flow.Outcome(flow.UNAVAILABLE, cause="StateUnavailable")
-
-
-def _signup_from(form) -> tuple[flow.Signup, list[consent_records.Shown]]:
-    """The sign-up to send, and what the form showed beside each checkbox."""
-    config = current_app.config
-    device = current_device()
-    language = current_language()
-    context = " ".join(str(words) for words in PREFERENCE_WORDS[device.kiosk])
-    shown = consent_records.shown_on(form, language, consent_texts(language), context)
-    channel = f"{device.mode} device in store {device.store_id}"
-    version = current_app.extensions["consent_records"].version
-    consents = [
-        (s.item, consent_records.comment(channel, s.hash, version))
-        for s in shown
-        if s.kind == "consent" and s.given
-    ]
-    values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
-    signup = flow.Signup(
-        contact=flow.build_contact(
-            values, contact_type=config["CONTACT_TYPE"], lang=language, consents=consents
-        ),
-        key=config["CONTACT_KEY"],
-        contact_type=config["CONTACT_TYPE"],
-        store_external_id=device.store_id,
-        create_as_unapproved=_unapproved(device),
-        find_contact_type=config["CONTACT_TYPE"] if config["FIND_CONTACT_TYPE"] == "same" else None,
-        form_fields=frozenset(name for name in ATTRIBUTES if name in form),
-    )
-    return signup, shown
-
-
-def _unapproved(device) -> bool:
-    """Created unapproved (for a double opt-in in Engage): offers apply once confirmed."""
-    config = current_app.config
-    return config["CREATE_AS_UNAPPROVED"] or (device.kiosk and config["KIOSK_CREATE_AS_UNAPPROVED"])
-
-
-def _even_out(outcome: flow.Outcome, started: float, *, kiosk: bool) -> None:
-    """On a kiosk, a found member (one call to Engage) must not answer faster than a new one
-    (a find and a create): every final answer but a create waits as long as a create takes."""
-    times = current_app.extensions["answer_times"]
-    if outcome.name == flow.CREATED:
-        times.created(times.clock() - started)
-    elif kiosk and outcome.name in FINAL_OUTCOMES:
-        times.hold(started)
-
-
-def _present(
-    form,
-    outcome: flow.Outcome,
-    duplicate: bool = False,
-    note: str | None = None,
-    counted: bool = False,
-):
+def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | None = None):
     """The answer to a POST: the result page (after a redirect) or the form back, filled in.
-    `counted`: its event is written already (_finish)."""
+    The outcome is counted already (webapp/submission.py)."""
     device = current_device()
     g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
-    if not duplicate and not counted:
-        _count(outcome, device)
     metrics.signup_time(web.request_seconds(), device.mode)
     if outcome.name in FINAL_OUTCOMES:
         # Post/Redirect/Get. Only the outcome and Engage's member number and contact id go in
@@ -358,23 +209,6 @@ def _present(
     return _render_form(form, outcome.name, unmarked=outcome.name == flow.REJECTED and not fields)
 
 
-def _count(outcome: flow.Outcome, device) -> None:
-    """One event per sign-up for the manager's figures: store, device, mode, outcome, what
-    Engage said. A fault of the state database is already said, and never stops the answer."""
-    try:
-        current_app.extensions["state"].event(**_event(outcome, device))
-    except StateUnavailable as exc:
-        _state_fault(exc)
-
-
-def _event(outcome: flow.Outcome, device) -> dict:
-    """The sign-up's count, for the manager's figures and for the metrics."""
-    metrics.signup(outcome.name, device.store_id, device.mode)
-    return {"store": device.store_id, "device": device.id, "mode": device.mode,
-            "outcome": outcome.name,
-            "cause": outcome.cause if outcome.cause != "StateUnavailable" else None}  # fmt: skip
-
-
 def _keep_entry(outcome: str, fields=(), note: str | None = None):
     """Redirect to the form, which shows what this POST sent once more: no POST stays in the
     browser's history for Back, Forward or Reload to send again. The entry is sealed (Fernet
@@ -391,7 +225,7 @@ def _keep_entry(outcome: str, fields=(), note: str | None = None):
     try:
         current_app.extensions["state"].entry_put(value, sealed, ENTRY_SECONDS)
     except StateUnavailable as exc:
-        _state_fault(exc)
+        submission.state_fault(exc)
         # The state database is down: the entry travels in the cookie itself where it fits
         # well inside a proxy's header buffer (nginx's default: 4 KB), else it is not kept.
         value = SEALED_PREFIX + sealed if len(sealed) <= SEALED_COOKIE_MAX else ""
@@ -443,7 +277,7 @@ def _take_entry() -> dict | None:
         try:
             sealed = current_app.extensions["state"].entry_take(value)
         except StateUnavailable as exc:
-            _state_fault(exc)
+            submission.state_fault(exc)
             return None
     entry = signed.unseal(sealed, "entry", ENTRY_SECONDS) if sealed else None
     if not isinstance(entry, dict) or entry.get("for") != session.get("client_id"):
@@ -462,38 +296,6 @@ def _form_from_entry(entry: dict):
     fields = entry.get("fields") or ()
     _mark(form, fields, entry.get("note"))
     return _render_form(form, outcome, unmarked=outcome == flow.REJECTED and not fields)
-
-
-def _wait_for(token: str, earlier) -> flow.Outcome:
-    """The outcome of the first request with this token, once it has one."""
-    state = current_app.extensions["state"]
-    config = current_app.config
-    # The first request can take find + create + settle + a second find.
-    deadline = (
-        time.monotonic() + 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
-    )
-    deadline += config["ENGAGE_SETTLE_SECONDS"] + 2
-    try:
-        while earlier.outcome is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            earlier = state.submission(token) or earlier
-    except StateUnavailable as exc:
-        return _state_fault(exc)
-    if earlier.outcome is None:  # the first request died without an answer: say so safely
-        return flow.Outcome(flow.UNAVAILABLE, cause="DuplicateStillRunning")
-    return flow.Outcome(earlier.outcome, member_number=earlier.member_number)
-
-
-def _within_rate_limits(device) -> bool:
-    """Per device (its enrolment, else this browser) and per address, on every machine."""
-    config = current_app.config
-    who = f"device:{device.id}" if device.id else f"browser:{signed.client_id()}"
-    return current_app.extensions["state"].hits(
-        [
-            (who, config["SUBMIT_LIMIT_PER_DEVICE"], 60),
-            (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
-        ]
-    )
 
 
 def _result_cookie() -> str:
@@ -536,7 +338,7 @@ def done():
     kiosk = name == THANKS or (device is not None and device.kiosk)
     if kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
-    unapproved = device is not None and _unapproved(device)
+    unapproved = device is not None and submission.unapproved(device.mode)
     heading, text = outcome_messages(kiosk=kiosk, unapproved=unapproved)[name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)

@@ -1,0 +1,273 @@
+"""A submitted sign-up, from a checked form to its outcome: the one way through for the till's
+form, the kiosk and the customer's own phone (scan to join). The views only turn requests into
+a call here and the outcome into a page.
+
+In order: the limits (per device or browser, per handoff, per address), the one-time
+submission token (a double tap or a resubmit never creates twice; other details under a used
+token are given back), the consent record (before Engage is asked), the flow (find; create
+only if nobody was found: webapp/signup.py), the member number for staff, the outbox when
+Engage cannot take it now, and the sign-up's end written in one transaction (its outcome for a
+repeat, its way to Engage beside the consent records, the manager's count). A channel that
+must reveal nothing about anyone (a kiosk, a phone) answers every final outcome no sooner than
+a create would (webapp/padding.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from flask import current_app, g, request
+from flask_babel import lazy_gettext as _l
+
+from . import consent_records, metrics, signed, web
+from . import signup as flow
+from .consents import consent_texts
+from .i18n import current_language
+from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
+
+# Outcomes that end the person's part: shown on a result page after a redirect.
+FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS, flow.QUEUED)
+ATTRIBUTES = (
+    *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
+    *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
+)
+# The words above the preference checkboxes, by who reads them (the customer alone: True; a
+# cashier: False): the page shows them, and each preference's consent record keeps them.
+PREFERENCE_WORDS = {
+    True: (_l("What may we send you?"), _l("You can change this at any time.")),
+    False: (_l("Offers the customer wants"), _l("The customer can change this at any time.")),
+}
+DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept"}
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where a sign-up comes from: the store and device it counts for, its mode (staff,
+    kiosk, phone), and the key its own rate limit counts against. `private`: the person is
+    alone with a public screen (a kiosk, their phone), so nothing may tell one outcome from
+    another, not even timing, and no member number is shown."""
+
+    store_id: str
+    device_id: str
+    mode: str
+    limit_key: str
+    private: bool
+
+    @property
+    def customer_alone(self) -> bool:
+        return self.private
+
+
+def channel_of(device) -> Channel:
+    """The channel of a till or a kiosk (an enrolled device, or this browser on a kiosk)."""
+    who = f"device:{device.id}" if device.id else f"browser:{signed.client_id()}"
+    return Channel(device.store_id, device.id, device.mode, who, private=device.kiosk)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    outcome: flow.Outcome
+    note: str | None = None  # a form-level note to show with the form (token-used)
+    duplicate: bool = False  # a repeat of an earlier POST: its outcome, nothing sent again
+
+
+def submit(channel: Channel, form, *, extra_limits=()) -> Submitted:
+    """Send a checked sign-up form on its way; its outcome (and it is counted)."""
+    state = current_app.extensions["state"]
+    token = form.submission.data
+    digest = signed.digest(submitted_values(form), "submission")
+    try:
+        if not _within_rate_limits(channel, extra_limits):
+            return Submitted(_counted(flow.Outcome("throttled"), channel))
+        earlier = state.claim_submission(token, digest)
+    except StateUnavailable as exc:
+        # No Engage call without the double-submit guard: the person keeps their details.
+        return Submitted(_counted(state_fault(exc), channel))
+    if earlier is not None:
+        if earlier.digest is not None and earlier.digest != digest:
+            # Someone else's details under a used token: never show them the first outcome.
+            outcome = _counted(flow.Outcome("invalid", cause="TokenUsed"), channel)
+            return Submitted(outcome, note="token-used")
+        # A double tap, a resubmit or a reload: never a second create, show the first's outcome.
+        return Submitted(_wait_for(token, earlier), duplicate=True)
+
+    signup, shown = signup_from(form, channel)
+    try:  # what the person was shown and chose is on record before Engage is asked
+        current_app.extensions["consent_records"].record(
+            token, shown, store=channel.store_id, device=channel.device_id, mode=channel.mode
+        )
+    except StateUnavailable as exc:
+        return Submitted(_counted(state_fault(exc), channel))
+
+    times = current_app.extensions["answer_times"]
+    started = times.clock()
+    engage = current_app.extensions["engage"]
+    outcome = flow.register(
+        engage,
+        signup,
+        breaker=current_app.extensions["breaker"],
+        settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
+    )
+    if outcome.name == flow.EXISTING and not channel.private:
+        # The cashier attaches the purchase: show the member number of who was found.
+        outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
+    g.engage_cause = outcome.cause
+    outcome = _keep_for_later(signup, outcome, channel, token)
+    _finish(token, outcome, channel)
+    _even_out(outcome, started, private=channel.private)
+    return Submitted(outcome)
+
+
+def count(outcome: flow.Outcome, channel: Channel) -> flow.Outcome:
+    """Count an outcome the submission never reached (our own checks refused the form)."""
+    return _counted(outcome, channel)
+
+
+def _counted(outcome: flow.Outcome, channel: Channel) -> flow.Outcome:
+    """One event per sign-up for the manager's figures (store, device, mode, outcome, what
+    Engage said). A fault of the state database is already said, and never stops the answer."""
+    try:
+        current_app.extensions["state"].event(**_event(outcome, channel))
+    except StateUnavailable as exc:
+        state_fault(exc)
+    return outcome
+
+
+def _event(outcome: flow.Outcome, channel: Channel) -> dict:
+    """The sign-up's count, for the manager's figures and for the metrics."""
+    metrics.signup(outcome.name, channel.store_id, channel.mode)
+    return {"store": channel.store_id, "device": channel.device_id, "mode": channel.mode,
+            "outcome": outcome.name,
+            "cause": outcome.cause if outcome.cause != "StateUnavailable" else None}  # fmt: skip
+
+
+def _finish(token: str, outcome: flow.Outcome, channel: Channel) -> None:
+    """Write down, in one transaction, the outcome for a repeat of this form, where the sign-up
+    (and so its consents) went, beside the consent records, and its count for the manager."""
+    found = outcome.name in (flow.CREATED, flow.EXISTING)
+    delivery = current_app.extensions["consent_records"].delivery(
+        token,
+        DELIVERY.get(outcome.name, "not-sent"),
+        contact_id=outcome.contact_id if found else None,
+        outbox_ref=outcome.reference,
+    )
+    try:
+        current_app.extensions["state"].finish_signup(
+            token, outcome.name, outcome.member_number, delivery=delivery,
+            event=_event(outcome, channel),
+        )  # fmt: skip
+    except StateUnavailable as exc:
+        state_fault(exc)  # Engage has answered: the person is still told what happened
+
+
+def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, channel: Channel, token: str):
+    """Engage could not take it now: with the outbox on, keep it and say it will be done."""
+    outbox = current_app.extensions.get("outbox")
+    if outbox is None or outcome.name not in KEPT_OUTCOMES or outcome.cause in NOT_KEPT_CAUSES:
+        return outcome
+    try:
+        ref = outbox.keep(signup, device_id=channel.device_id, mode=channel.mode,
+                          submission=token)  # fmt: skip
+    except StateUnavailable as exc:
+        return state_fault(exc)
+    log.info("kept in the outbox: reference %s after %s %s", ref, outcome.name, web.log_context())
+    return flow.Outcome(flow.QUEUED, cause=outcome.cause, reference=ref)
+
+
+def submitted_values(form) -> dict:
+    """What the person sent, as a submission token is bound to it."""
+    return {f.name: f.data for f in form if f.name not in ("csrf_token", "submission")}
+
+
+def state_fault(exc: StateUnavailable) -> flow.Outcome:
+    if not g.get("state_fault_logged"):  # one ERROR line per request, however many writes failed
+        log.error("state database unavailable: %s %s", exc, web.log_context())
+        g.state_fault_logged = True
+    g.engage_cause = "StateUnavailable"
+    return flow.Outcome(flow.UNAVAILABLE, cause="StateUnavailable")
+
+
+def signup_from(form, channel: Channel) -> tuple[flow.Signup, list[consent_records.Shown]]:
+    """The sign-up to send, and what the form showed beside each checkbox."""
+    config = current_app.config
+    language = current_language()
+    context = " ".join(str(words) for words in PREFERENCE_WORDS[channel.customer_alone])
+    shown = consent_records.shown_on(form, language, consent_texts(language), context)
+    said = f"{channel.mode} device in store {channel.store_id}"
+    version = current_app.extensions["consent_records"].version
+    consents = [
+        (s.item, consent_records.comment(said, s.hash, version))
+        for s in shown
+        if s.kind == "consent" and s.given
+    ]
+    values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
+    signup = flow.Signup(
+        contact=flow.build_contact(
+            values, contact_type=config["CONTACT_TYPE"], lang=language, consents=consents
+        ),
+        key=config["CONTACT_KEY"],
+        contact_type=config["CONTACT_TYPE"],
+        store_external_id=channel.store_id,
+        create_as_unapproved=unapproved(channel.mode),
+        find_contact_type=config["CONTACT_TYPE"] if config["FIND_CONTACT_TYPE"] == "same" else None,
+        form_fields=frozenset(name for name in ATTRIBUTES if name in form),
+    )
+    return signup, shown
+
+
+def unapproved(mode: str) -> bool:
+    """Created unapproved (for a double opt-in in Engage): offers apply once confirmed."""
+    config = current_app.config
+    customer_alone = mode in ("kiosk", "phone")
+    return config["CREATE_AS_UNAPPROVED"] or (
+        customer_alone and config["KIOSK_CREATE_AS_UNAPPROVED"]
+    )
+
+
+def _even_out(outcome: flow.Outcome, started: float, *, private: bool) -> None:
+    """Where nothing may tell one person's outcome from another's, a found member (one call to
+    Engage) must not answer faster than a new one (a find and a create): every final answer
+    but a create waits as long as a create takes."""
+    times = current_app.extensions["answer_times"]
+    if outcome.name == flow.CREATED:
+        times.created(times.clock() - started)
+    elif private and outcome.name in FINAL_OUTCOMES:
+        times.hold(started)
+
+
+def _wait_for(token: str, earlier) -> flow.Outcome:
+    """The outcome of the first request with this token, once it has one."""
+    state = current_app.extensions["state"]
+    config = current_app.config
+    # The first request can take find + create + settle + a second find.
+    deadline = (
+        time.monotonic() + 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
+    )
+    deadline += config["ENGAGE_SETTLE_SECONDS"] + 2
+    try:
+        while earlier.outcome is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            earlier = state.submission(token) or earlier
+    except StateUnavailable as exc:
+        return state_fault(exc)
+    if earlier.outcome is None:  # the first request died without an answer: say so safely
+        return flow.Outcome(flow.UNAVAILABLE, cause="DuplicateStillRunning")
+    return flow.Outcome(earlier.outcome, member_number=earlier.member_number)
+
+
+def _within_rate_limits(channel: Channel, extra=()) -> bool:
+    """Per device (its enrolment, else this browser, else the handoff) and per address, on
+    every machine; `extra` (key, limit, seconds) limits of the channel's own."""
+    config = current_app.config
+    return current_app.extensions["state"].hits(
+        [
+            (channel.limit_key, config["SUBMIT_LIMIT_PER_DEVICE"], 60),
+            (f"address:{request.remote_addr}", config["SUBMIT_LIMIT_PER_ADDRESS"], 60),
+            *extra,
+        ]
+    )
