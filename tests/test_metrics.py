@@ -107,7 +107,7 @@ def test_signups_and_engage_calls_are_counted_by_outcome_store_and_mode(simulate
     assert grew("engage_signup_signup_seconds_count", mode="staff") == 3
     assert grew("engage_signup_signup_seconds_count", mode="kiosk") == 1
     assert grew("engage_signup_consent_records_total") == 16, "four sign-ups of four decisions"
-    for typed in ("metrics.new", "known@", "metrics.kiosk", "Anna", "Andersson", "070"):
+    for typed in ("metrics.new", "known@", "metrics.kiosk", "Anna", "Andersson", "+467"):
         assert typed not in text, typed
     assert all(key != "device" for (_, labels) in after for key, _ in labels), "no device ids"
 
