@@ -76,6 +76,24 @@
     });
   }
 
+  // Scan to join: a waiting till asks for its handoff's status now and then (a cheap answer),
+  // and shows the outcome as soon as there is one. Without JavaScript the page refreshes.
+  var handoff = document.querySelector("[data-status-url]");
+  if (handoff && handoff.dataset.status !== "closed") {
+    var poll = function () {
+      var request = new XMLHttpRequest();
+      request.open("GET", handoff.dataset.statusUrl);
+      request.onload = function () {
+        var now = request.status === 200 ? JSON.parse(request.responseText).status : null;
+        if (now && now !== handoff.dataset.status) { window.location.reload(); return; }
+        window.setTimeout(poll, Number(handoff.dataset.poll) * 1000);
+      };
+      request.onerror = function () { window.setTimeout(poll, Number(handoff.dataset.poll) * 1000); };
+      request.send();
+    };
+    window.setTimeout(poll, Number(handoff.dataset.poll) * 1000);
+  }
+
   // A page restored from the back-forward cache must not show a previous person's entry.
   window.addEventListener("pageshow", function (event) {
     if (event.persisted) { window.location.reload(); }

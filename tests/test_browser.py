@@ -990,3 +990,52 @@ def test_the_member_number_scans_as_code_128_and_copies_in_one_tap(browser, serv
     assert page.evaluate("window.getSelection().toString().trim()") == number
     shot(page, "created-member-number")
     context.close()
+
+
+# --- scan to join (issue #24) ---------------------------------------------------------------------
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_learns_it(
+    browser, serve, engine, javascript
+):
+    """Two browsers: the till (1024x768) and the customer's phone (390x844, touch). The QR code
+    on the till decodes to the address the phone opens; the phone's sign-up creates the person
+    once, the phone says thanks, and the till shows the member number without the cashier
+    touching anything (polling, or without JavaScript its own refresh)."""
+    base = serve()
+    till_context = browser.new_context(viewport={"width": 1024, "height": 768},
+                                       java_script_enabled=javascript)  # fmt: skip
+    enrolled(till_context, base)
+    till = till_context.new_page()
+    till.goto(base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-handoff-start]")
+    assert outcome(till) == "handoff-waiting"
+    shot(till, f"handoff-till-waiting-{'js' if javascript else 'nojs'}")
+    (scanned,) = decoded_codes(till, ".handoff__qr svg")
+    assert scanned == till.inner_text("[data-handoff-link]").strip()
+    phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                        has_touch=True, java_script_enabled=javascript)  # fmt: skip
+    phone = phone_context.new_page()
+    phone.goto(scanned)
+    assert phone.url == base + "/j/", "the token is gone from the address"
+    assert outcome(phone) == "form"
+    if javascript:
+        no_serious_accessibility_violations(phone)
+    assert phone.get_attribute("#email", "type") == "email"
+    phone.fill("#email", f"scanned.{javascript}@example.com")
+    phone.check("#consent-memberConsent")
+    phone.tap("main button[type=submit]") if javascript else phone.click("main button[type=submit]")
+    phone.wait_for_url(base + "/j/done")
+    assert outcome(phone) == "thanks"
+    assert "Show this screen to the cashier." in phone.inner_text("main")
+    shot(phone, f"handoff-phone-thanks-{'js' if javascript else 'nojs'}")
+    till.wait_for_url(base + "/done", timeout=30_000)  # by itself: polling or refresh
+    assert outcome(till) == "created"
+    contact = next(c for c in engine.contacts()
+                   if c["attributes"]["email"] == f"scanned.{javascript}@example.com")  # fmt: skip
+    assert contact["attributes"]["memberNumber"] in till.inner_text("#member-number")
+    assert len(engine.requests("/api/v3/contacts", "POST")) == 1
+    phone.goto(scanned)
+    assert outcome(phone) == "handoff-closed", "a photo of the screen is worth one sign-up"
+    till_context.close()
+    phone_context.close()

@@ -205,7 +205,8 @@ class Nginx:
             (DEPLOY / "nginx" / "engage-signup.conf").read_text(),
             {"SERVER_NAME": "signup.test", "HTTPS_PORT": f"127.0.0.1:{self.https_port}",
              "HTTP_PORT": f"127.0.0.1:{self.http_port}", "TLS_CERT": str(cert),
-             "TLS_KEY": str(key), "APP_ADDRESS": app_address},
+             "TLS_KEY": str(key), "APP_ADDRESS": app_address,
+             "ACCESS_LOG": str(folder / "access.log")},
         )  # fmt: skip
         (folder / "site.conf").write_text(site)
         temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -364,6 +365,23 @@ def test_what_the_readme_says_of_slow_bodies_is_what_the_nginx_site_does():
     assert "headers or body take over 10 s" not in readme
     assert "whose body falls silent for 10 s between two reads" in readme
     assert "at most 64 of them per address" in readme
+
+
+def test_the_access_log_never_holds_a_scan_to_join_token(behind_nginx):
+    """A handoff's token is a key to it for minutes: nginx's log names the address instead."""
+    token = "tok" + "A1b2C3d4" * 5
+    browser = behind_nginx.client("127.0.0.6")
+    browser.get(behind_nginx.url + f"j/{token}", timeout=10)
+    browser.get(behind_nginx.url + "handoff/tillid0123456789/status", timeout=10)
+    browser.get(behind_nginx.url + "j/done", timeout=10)
+    log = wait_until(
+        lambda: (behind_nginx.folder / "access.log").read_text().count("\n") >= 3 and (
+            behind_nginx.folder / "access.log").read_text(), "nginx wrote no access log"
+    )  # fmt: skip
+    assert token not in log and "tillid0123456789" not in log
+    assert '"GET /j/<token> HTTP/1.1" 410' in log or '"GET /j/<token> HTTP/1.1" 404' in log
+    assert '"GET /handoff/<id>/status HTTP/1.1"' in log
+    assert '"GET /j/done HTTP/1.1"' in log, "the pages without a token are logged as they are"
 
 
 def test_plain_http_is_sent_to_https(behind_nginx):

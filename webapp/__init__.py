@@ -12,7 +12,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import manager, metrics, ops, setup, views, web
+from . import handoff, manager, metrics, ops, setup, views, web
 from .config import ConfigError, load_config
 from .consent_records import ConsentRecords
 from .consent_records import cli as consents_cli
@@ -139,6 +139,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
     app.register_blueprint(ops.bp)
     app.register_blueprint(setup.bp)
     app.register_blueprint(manager.bp)
+    app.register_blueprint(handoff.bp)
     metrics.init_app(app)
     manager.end_stale_sessions(app)
     return app

@@ -336,6 +336,8 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     # longest general limitation period in the Nordics (Sweden's), as a consent given at sign-up
     # may be relied on for as long as the membership lasts (README: Consent records).
     "CONSENT_RECORD_DAYS": (_integer(30, 36_500), 3650),
+    # Scan to join: minutes a handoff from a till to a customer's phone lasts; 0 turns it off.
+    "HANDOFF_MINUTES": (_integer(0, 60), 10),
     # The membership card offered on a staff tablet after created and existing (off unset).
     "WALLET_CARD_ID": (_card_id, ""),
     # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the

@@ -41,6 +41,12 @@ class Device:
     def kiosk(self) -> bool:
         return self.mode == "kiosk"
 
+    @property
+    def private(self) -> bool:
+        """The customer alone with a public screen (a kiosk, or their own phone through scan to
+        join): nothing may tell one person's outcome from another's."""
+        return self.mode in ("kiosk", "phone")
+
 
 def cookie_name() -> str:
     return SECURE_COOKIE if current_app.config["HTTPS"] else COOKIE

@@ -66,7 +66,7 @@ class Channel:
 def channel_of(device) -> Channel:
     """The channel of a till or a kiosk (an enrolled device, or this browser on a kiosk)."""
     who = f"device:{device.id}" if device.id else f"browser:{signed.client_id()}"
-    return Channel(device.store_id, device.id, device.mode, who, private=device.kiosk)
+    return Channel(device.store_id, device.id, device.mode, who, private=device.private)
 
 
 @dataclass(frozen=True)

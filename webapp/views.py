@@ -186,7 +186,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
         # the result cookie, never anything the person typed; on a kiosk, only "thanks".
         result = (
             {"name": THANKS}
-            if device.kiosk
+            if device.private
             else {
                 "name": outcome.name,
                 "member_number": outcome.member_number,
@@ -196,13 +196,13 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
                 "reference": outcome.reference,
             }
         )
-        response = redirect(url_for(".done"), code=303)
+        response = redirect(_done_url(device), code=303)
         response.set_cookie(
             _result_cookie(), signed.result_value(result, signed.client_id()), **_cookie_flags()
         )
         return response
     fields = outcome.fields if outcome.name == flow.REJECTED and not duplicate else ()
-    if device.kiosk:
+    if device.private:
         return _keep_entry(outcome.name, fields, note)
     _mark(form, fields, note)
     form.submission.data = new_submission_token()  # trying again is a new submission
@@ -229,10 +229,23 @@ def _keep_entry(outcome: str, fields=(), note: str | None = None):
         # The state database is down: the entry travels in the cookie itself where it fits
         # well inside a proxy's header buffer (nginx's default: 4 KB), else it is not kept.
         value = SEALED_PREFIX + sealed if len(sealed) <= SEALED_COOKIE_MAX else ""
-    response = redirect(url_for(".form"), code=303)
+    response = redirect(_form_url(current_device()), code=303)
     if value:
         response.set_cookie(_entry_cookie(), value, **_cookie_flags())
     return response
+
+
+def _form_url(device) -> str:
+    """Where this device's form is: the phone's own address under scan to join."""
+    return (
+        url_for("handoff.phone")
+        if device is not None and device.mode == "phone"
+        else url_for(".form")
+    )
+
+
+def _done_url(device) -> str:
+    return url_for("handoff.phone_done") if device.mode == "phone" else url_for(".done")
 
 
 SEALED_PREFIX = "s:"
@@ -335,7 +348,7 @@ def done():
         return redirect(url_for(".form"), code=303)
     g.outcome = name = result["name"]
     device = current_device()
-    kiosk = name == THANKS or (device is not None and device.kiosk)
+    kiosk = name == THANKS or (device is not None and device.private)
     if kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
     unapproved = device is not None and submission.unapproved(device.mode)
@@ -343,7 +356,7 @@ def done():
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
     wallet = None
-    if show_number and device is not None and device.bound and not device.kiosk:
+    if show_number and device is not None and device.bound and not device.private:
         wallet = _wallet_card(result.get("contact_id"))
     return render_template(
         "signup/done.html",
@@ -459,7 +472,7 @@ STATUS = {"invalid": 400, "throttled": 429}
 def _render_form(form, outcome: str, unmarked: bool = False):
     g.outcome = outcome
     device = current_device()
-    messages = outcome_messages(kiosk=device is not None and device.kiosk)
+    messages = outcome_messages(kiosk=device is not None and device.private)
     heading, text = messages.get("rejected-unmarked" if unmarked else outcome, (None, None))
     return (
         render_template(

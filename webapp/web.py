@@ -50,7 +50,8 @@ class HostCheck:
             return self.wsgi_app(environ, start_response)
         log.warning(
             "request method=%s path=%s status=400 outcome=bad-host request_id=%s",
-            environ.get("REQUEST_METHOD", "-"), _printable(environ.get("PATH_INFO", "")),
+            environ.get("REQUEST_METHOD", "-"),
+            _printable(loggable_path(environ.get("PATH_INFO", ""))),
             environ.get(REQUEST_ID, "-"),
         )  # fmt: skip
         body = b"Bad request: this site is not served under that name.\n"
@@ -205,14 +206,25 @@ NO_STORE = ("Cache-Control", "no-store")
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 
+_SECRET_PATHS = re.compile(r"^/(j|handoff)/(?!done$|language$)([^/]+)")
+
+
+def loggable_path(path: str) -> str:
+    """The path as a log line may show it: a handoff's token (/j/<token>) or a till page's id
+    (/handoff/<id>) replaced by its name, so that nothing in a log can be replayed."""
+    return _SECRET_PATHS.sub(lambda m: f"/{m.group(1)}/<{'token' if m.group(1) == 'j' else 'id'}>",
+                             path)  # fmt: skip
+
+
 def _finish(response):
-    # One line per request: no query string, no form data, no personal data.
+    # One line per request: no query string, no form data, no personal data, no token.
     timing = request.environ.get(TIMING)
     if timing is not None and log.isEnabledFor(logging.INFO):
         total_ms = (time.perf_counter() - timing[0]) * 1000
         log.info(
             "request method=%s path=%s status=%s ms=%.1f engage_ms=%.1f outcome=%s engage=%s %s",
-            request.method, request.path, response.status_code, total_ms, timing[1] * 1000,
+            request.method, loggable_path(request.path), response.status_code, total_ms,
+            timing[1] * 1000,
             g.get("outcome", "-"), g.get("engage_cause") or "-", log_context(),
         )  # fmt: skip
     return response

@@ -618,6 +618,86 @@ class Store:
             {f"e{n}": e for n, e in enumerate(entries)},
         ).rowcount
 
+    # --- scan to join: handoffs ----------------------------------------------------------------
+    HANDOFF_COLUMNS = (
+        "id, till, code, store, store_name, country, device, language, created, expires, state, "
+        "phone, outcome, result"
+    )
+
+    def _handoff_row(self, rows) -> dict[str, Any] | None:
+        names = [n.strip() for n in self.HANDOFF_COLUMNS.split(",")]
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+
+    @_timed
+    def handoff_add(self, handoff: dict[str, Any]) -> None:
+        now = self.clock()
+        with self.engine.transaction() as tx:
+            tx.run("DELETE FROM handoffs WHERE expires < :old", {"old": now - 86400})
+            tx.run(
+                "INSERT INTO handoffs (id, till, code, store, store_name, country, device, "
+                "language, created, expires, state) VALUES (:id, :till, :code, :store, "
+                ":store_name, :country, :device, :language, :created, :expires, 'waiting')",
+                handoff,
+            )
+
+    @_timed
+    def handoff(self, *, id: str | None = None, till: str | None = None) -> dict | None:
+        column, value = ("id", id) if id is not None else ("till", till)
+        return self._handoff_row(self.engine.run(
+            f"SELECT {self.HANDOFF_COLUMNS} FROM handoffs WHERE {column} = :value",
+            {"value": value},
+        ).rows)  # fmt: skip
+
+    @_timed
+    def handoff_by_code(self, store: str, code: str) -> dict | None:
+        """The waiting handoff of `store` with `code`, not expired."""
+        return self._handoff_row(self.engine.run(
+            f"SELECT {self.HANDOFF_COLUMNS} FROM handoffs WHERE store = :store AND code = :code "
+            "AND state = 'waiting' AND expires > :now",
+            {"store": store, "code": code, "now": self.clock()},
+        ).rows)  # fmt: skip
+
+    @_timed
+    def handoff_codes_in_use(self, store: str) -> set[str]:
+        rows = self.engine.run(
+            "SELECT code FROM handoffs WHERE store = :store AND expires > :now "
+            "AND state IN ('waiting', 'open')",
+            {"store": store, "now": self.clock()},
+        ).rows
+        return {row[0] for row in rows}
+
+    @_timed
+    def handoff_take(self, handoff_id: str, phone: str) -> bool:
+        """This phone takes the handoff: True when it is now (or already was) this phone's."""
+        return (
+            self.engine.run(
+                "UPDATE handoffs SET state = 'open', phone = :phone WHERE id = :id "
+                "AND expires > :now AND ((state = 'waiting' AND phone IS NULL) OR "
+                "(state = 'open' AND phone = :phone))",
+                {"id": handoff_id, "phone": phone, "now": self.clock()},
+            ).rowcount
+            == 1
+        )
+
+    @_timed
+    def handoff_outcome(self, handoff_id: str, outcome: str, result: str | None, *,
+                        final: bool) -> None:  # fmt: skip
+        """What the phone's sign-up came to: final closes the handoff (one sign-up at most)."""
+        self.engine.run(
+            "UPDATE handoffs SET outcome = :outcome, result = :result, "
+            "state = CASE WHEN :final THEN 'closed' ELSE state END "
+            "WHERE id = :id AND state = 'open'",
+            {"id": handoff_id, "outcome": outcome, "result": result, "final": final},
+        )
+
+    @_timed
+    def handoff_cancel(self, till: str) -> int:
+        return self.engine.run(
+            "UPDATE handoffs SET state = 'cancelled' WHERE till = :till "
+            "AND state IN ('waiting', 'open')",
+            {"till": till},
+        ).rowcount
+
     # --- circuit breaker --------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:

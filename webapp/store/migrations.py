@@ -169,4 +169,34 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        7,
+        "scan to join: handoffs from a till to a customer's phone",
+        [
+            # `id` is the SHA-256 of the phone's token (the token itself is never stored),
+            # `till` the till page's own id, `code` the short code typed with the store's
+            # address. What the till learns: the outcome, never anything the customer typed.
+            """CREATE TABLE IF NOT EXISTS handoffs (
+                id TEXT PRIMARY KEY,
+                till TEXT NOT NULL UNIQUE,
+                code TEXT NOT NULL,
+                store TEXT NOT NULL,
+                store_name TEXT NOT NULL,
+                country TEXT NOT NULL,
+                device TEXT NOT NULL,
+                language TEXT NOT NULL,
+                created DOUBLE PRECISION NOT NULL,
+                expires DOUBLE PRECISION NOT NULL,
+                state TEXT NOT NULL,
+                phone TEXT,
+                outcome TEXT,
+                result TEXT
+            )""",
+            "CREATE INDEX IF NOT EXISTS handoffs_code ON handoffs (store, code)",
+            "CREATE INDEX IF NOT EXISTS handoffs_expires ON handoffs (expires)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
