@@ -188,3 +188,20 @@ def test_wallet_card_id_is_checked_at_start_up(app_config):
     with pytest.raises(ConfigError) as refused:
         create_app({**app_config, "WALLET_CARD_ID": "my-card"})
     assert refused.value.key == "WALLET_CARD_ID"
+
+
+def test_after_a_scan_to_join_sign_up_the_till_offers_the_card_and_the_phone_never(
+    wallet_app, engine
+):
+    from .test_handoff import link_of, phone_opens, phone_sends, start
+
+    app = wallet_app()
+    till = english_browser(app)
+    till_page = start(till)
+    phone, _ = phone_opens(app, link_of(till, till_page))
+    thanks = phone_sends(phone, email="card.from.phone@example.com")
+    assert outcome_of(thanks) == "thanks" and "data-wallet" not in thanks.get_data(as_text=True)
+    result = till.get(till_page, follow_redirects=True)
+    assert outcome_of(result) == "created"
+    assert wallet_of(result.get_data(as_text=True)), "the till shows the card, as after its own"
+    assert len(engine.requests("/api/v3/wallet/pass/urls", "POST")) == 1
