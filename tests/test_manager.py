@@ -142,8 +142,12 @@ def test_an_item_is_discarded_and_its_consent_records_say_so(chain, engine):
     chain.extensions["outbox"].replay_one(chain, sleep=lambda s: None)
     browser, _ = manager(chain, "48291573")
     ref = re.search(r"items/([A-Z2-7-]+)/show", browser.get("/manager/").get_data(as_text=True))[1]
-    assert browser.post(f"/manager/items/{ref}/discard",
-                        data={"csrf_token": token(browser)}).status_code == 303  # fmt: skip
+    asked = browser.post(f"/manager/items/{ref}/discard", data={"csrf_token": token(browser)})
+    assert asked.status_code == 200 and outcome_of(asked) == "manager-discard", "one tap asks"
+    assert len(chain.extensions["state"].outbox_items()) == 1, "nothing removed yet"
+    assert 'name="confirm" value="yes"' in asked.get_data(as_text=True), "works without JS"
+    confirmed = {"csrf_token": token(browser), "confirm": "yes"}
+    assert browser.post(f"/manager/items/{ref}/discard", data=confirmed).status_code == 303
     assert chain.extensions["state"].outbox_items() == []
     rows = chain.extensions["consent_records"].export(store="101")
     assert {r["delivery"] for r in rows} == {"discarded"} and rows[0]["outbox_ref"] == ref
@@ -179,8 +183,8 @@ def test_an_item_no_key_opens_is_shown_for_what_it_is_and_can_be_discarded(simul
     assert shown.exit_code == 1 and "Traceback" not in shown.output
     assert f"{ref} cannot be opened with this deployment's OUTBOX_KEYS" in shown.output
     assert "(cannot be opened with these OUTBOX_KEYS)" in cli.invoke(args=["outbox", "list"]).output
-    assert browser.post(f"/manager/items/{ref}/discard",
-                        data={"csrf_token": token(browser)}).status_code == 303  # fmt: skip
+    confirmed = {"csrf_token": token(browser), "confirm": "yes"}
+    assert browser.post(f"/manager/items/{ref}/discard", data=confirmed).status_code == 303
     assert state.outbox_items() == []
     assert [c["attributes"]["email"] for c in engine.contacts()] == ["new.key@example.com"]
 
@@ -411,3 +415,37 @@ def test_a_managers_correction_is_looked_up_before_anything_is_created(chain, en
     assert outbox.replay_one(chain, sleep=lambda s: None) == "existing"
     assert len(engine.requests("/api/v3/contacts", "POST")) == creates, "found, not created"
     assert [c["attributes"]["email"] for c in engine.contacts()] == ["real@example.com"]
+
+
+# --- what a store manager stumbled on (issue #23) -------------------------------------------
+def test_the_connection_line_says_what_engage_did_lately_not_only_the_breaker(chain, engine):
+    """Engage answered 503 and sign-ups were kept, while the breaker stayed closed: the line
+    says how many of the last minutes' sign-ups went unanswered."""
+    signup = till(chain)
+    for n in range(2):
+        assert outcome_of(signup(email=f"fine{n}@example.com")) == "created"
+    engine.inject("status", on="any", status=503, times=2)
+    assert outcome_of(signup(email="kept.a@example.com")) == "queued"
+    browser, _ = manager(chain, "48291573")
+    text = text_of(browser.get("/manager/"))
+    assert "1 of the last 3 sign-ups (10 minutes) went unanswered by Engage." in text
+    assert "Sending is not paused." in text
+    assert "Key to the chart" in browser.get("/manager/").get_data(as_text=True)
+    assert "Today by hour" in text
+
+
+def test_the_consent_csv_opens_in_nordic_excel(chain, engine):
+    """UTF-8 with a byte order mark (Excel reads å, ä, ö right), semicolons on request (what
+    Excel in a Nordic language splits on), and the manager's own time beside UTC."""
+    till(chain)(email="excel@example.com", firstName="Åsa")
+    crm, _ = manager(chain, "91827364")
+    answer = crm.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-12-31&sep=semicolon")
+    body = answer.get_data()
+    assert body.startswith("\ufeff".encode())
+    text = body.decode("utf-8-sig")
+    rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=";"))
+    assert len(rows) == 4 and rows[0]["store"] == "101"
+    assert rows[0]["at_local"] and rows[0]["at_local"] != rows[0]["at_utc"][:19].replace("T", " ")
+    commas = crm.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-12-31")
+    assert len(list(csv.DictReader(io.StringIO(commas.get_data().decode("utf-8-sig"),
+                                               newline="")))) == 4  # fmt: skip

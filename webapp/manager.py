@@ -51,11 +51,16 @@ log = logging.getLogger(__name__)
 bp = Blueprint("manager", __name__, url_prefix="/manager")
 
 SESSION_SECONDS = 15 * 60  # a manager's session: short, as it opens personal data
+RECENT_SECONDS = 10 * 60  # "the last minutes" of the connection line
+UNANSWERED = (flow.QUEUED, flow.TIMEOUT, flow.UNAVAILABLE)
 DAYS = 30
 EDITABLE = ("email", "mobilePhone", "socialSecurityNumber", "externalId", "firstName",
             "lastName", "birthDay", "zipCode", "countryCode")  # fmt: skip
-# Outcomes that mean the person is (or will be) a member, for the chart's colours.
+# Outcomes that mean the person is (or will be) a member, for the chart's colours; the
+# customers' own typing corrections (invalid) and "wait a minute" are neither those nor
+# problems of the service, and get a colour of their own.
 GOOD = (flow.CREATED, flow.EXISTING, flow.QUEUED, flow.IN_PROGRESS)
+NEUTRAL = ("invalid", "throttled")
 
 
 def outcome_labels() -> dict[str, str]:
@@ -217,6 +222,7 @@ def dashboard(manager: dict, export_error: str | None = None):
         stores = [chosen]
     try:
         rows = state.event_counts(stores, since)
+        recent = state.recent_outcomes(stores, time.time() - RECENT_SECONDS)
         breaker_open = state.breaker_is_open(flow.Breaker.NAME)
         items = state.outbox_items()
     except StateUnavailable as exc:
@@ -270,10 +276,15 @@ def dashboard(manager: dict, export_error: str | None = None):
         today=today,
         month=month,
         chart=_chart(hourly, labels),
+        hours=[(h, hourly[h]) for h in sorted(hourly)],
         per_device=sorted(per_device.items()),
         causes=causes.most_common(),
         replays=replays,
         breaker_open=breaker_open,
+        # What Engage's answers were like lately, for "Connection to Engage": the sign-ups of the
+        # last minutes that Engage did not answer (kept, too slow, unavailable) out of all.
+        recent_total=sum(recent.values()),
+        recent_unanswered=sum(recent.get(o, 0) for o in UNANSWERED),
         # Kept for a person, and those that no machine's keys have opened yet (to discard).
         attention=[i for i in visible if i["state"] == "attention" or i["last_error"] == UNOPENED],
         queue={
@@ -293,9 +304,10 @@ def dashboard(manager: dict, export_error: str | None = None):
 
 
 def _chart(hourly: dict[int, Counter], labels: dict[str, str]) -> Markup:
-    """Today's sign-ups per hour as a small SVG: members (dark) and problems (light) stacked.
-    No chart library reaches the browser; the table beside it holds the same figures."""
-    width, height, top = 480, 140, 12
+    """Today's sign-ups per hour as a small SVG: members (dark), corrections the customers
+    typed (grey) and problems (light), stacked, each bar's total above it. No chart library
+    reaches the browser; a legend and a table of the same figures sit beside it."""
+    width, height, top = 480, 140, 16
     most = max((sum(c.values()) for c in hourly.values()), default=0) or 1
     bar = width / 24
     parts = []
@@ -303,10 +315,11 @@ def _chart(hourly: dict[int, Counter], labels: dict[str, str]) -> Markup:
     for hour in range(24):
         counts = hourly.get(hour, Counter())
         good = sum(counts[o] for o in GOOD)
-        bad = sum(counts.values()) - good
-        total += good + bad
+        neutral = sum(counts[o] for o in NEUTRAL)
+        bad = sum(counts.values()) - good - neutral
+        total += good + neutral + bad
         y = height
-        for value, kind in ((good, "good"), (bad, "bad")):
+        for value, kind in ((good, "good"), (neutral, "neutral"), (bad, "bad")):
             if value:
                 h = (height - top) * value / most
                 y -= h
@@ -314,6 +327,11 @@ def _chart(hourly: dict[int, Counter], labels: dict[str, str]) -> Markup:
                     f'<rect class="bar bar--{kind}" x="{hour * bar + 2:.1f}" y="{y:.1f}" '
                     f'width="{bar - 4:.1f}" height="{h:.1f}"/>'
                 )
+        if sum(counts.values()):
+            parts.append(
+                f'<text class="value" x="{hour * bar + bar / 2:.1f}" y="{y - 3:.1f}" '
+                f'text-anchor="middle">{sum(counts.values())}</text>'
+            )
         if hour % 3 == 0:
             parts.append(
                 f'<text class="axis" x="{hour * bar + bar / 2:.1f}" y="{height + 14}" '
@@ -421,8 +439,12 @@ def correct(ref: str):
 
 @bp.post("/items/<ref>/discard")
 def discard(ref: str):
+    """A second step, without JavaScript too: a page that asks, then the discard itself."""
     item = _item(ref)
     manager = signed_in()
+    if request.form.get("confirm") != "yes":
+        return _page("manager/discard.html", "manager-discard", item=item,
+                     ref=reference(item["id"]), csrf=signed.csrf_token())  # fmt: skip
     current_app.extensions["outbox"].discard(item)
     log.warning(
         "manager view: outbox item %s discarded by %s %s",
@@ -468,8 +490,13 @@ def consents_csv():
         manager["name"], len(rows), store, web.log_context(),
     )  # fmt: skip
     name = f"consents-{store}-{start.isoformat()}-{end.isoformat()}.csv"
+    zone = zoneinfo.ZoneInfo(current_app.config["TIMEZONE"])
+    for row in rows:  # the manager's own time beside UTC
+        at = dt.datetime.fromisoformat(row["at_utc"]).astimezone(zone)
+        row["at_local"] = at.strftime("%Y-%m-%d %H:%M:%S")
+    semicolons = request.args.get("sep") == "semicolon"  # what Nordic Excel opens as it is
     return Response(
-        consent_records.as_csv(rows),
+        consent_records.as_csv(rows, delimiter=";" if semicolons else ",", bom=True),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}"',
                  "Cache-Control": "no-store"},

@@ -698,6 +698,19 @@ class Store:
             {"till": till},
         ).rowcount
 
+    def recent_outcomes(self, stores: list[str] | None, since: float) -> dict[str, int]:
+        """Live sign-ups since `since` (not replays), counted by outcome."""
+        where, params = ["at >= :since", "replay = 0"], {"since": since}
+        if stores is not None:
+            names = [f":s{n}" for n in range(len(stores))] or ["NULL"]
+            where.append(f"store IN ({', '.join(names)})")
+            params.update({f"s{n}": store for n, store in enumerate(stores)})
+        rows = self.engine.run(
+            f"SELECT outcome, count(*) FROM events WHERE {' AND '.join(where)} GROUP BY outcome",
+            params,
+        ).rows
+        return dict(rows)
+
     # --- circuit breaker --------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:
