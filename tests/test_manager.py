@@ -449,3 +449,28 @@ def test_the_consent_csv_opens_in_nordic_excel(chain, engine):
     commas = crm.get("/manager/consents.csv?store=101&from=2020-01-01&to=2099-12-31")
     assert len(list(csv.DictReader(io.StringIO(commas.get_data().decode("utf-8-sig"),
                                                newline="")))) == 4  # fmt: skip
+
+
+def test_a_refused_kept_item_marks_the_field_engage_named_and_no_raw_token_shows(chain, engine):
+    signup = till(chain)
+    engine.inject("status", on="any", status=503, times=2)
+    assert outcome_of(signup(email="typo@exampel.com")) == "queued"
+    engine.inject("status", status=422, body="engage")  # the simulator names the field
+    state, outbox = chain.extensions["state"], chain.extensions["outbox"]
+    state.outbox_retry()
+    assert outbox.replay_one(chain, sleep=lambda s: None) == "rejected"
+    item = state.outbox_items()[0]
+    browser, _ = manager(chain, "48291573")
+    overview = browser.get("/manager/")
+    visible = text_of(overview)
+    assert "Engage refused a detail" in visible
+    for raw in ("EngageRejected", "EngageServerError", "ValidationError"):
+        assert raw not in visible, raw
+    ref = re.search(r"items/([A-Z2-7-]+)/show", overview.get_data(as_text=True))[1]
+    shown = browser.post(f"/manager/items/{ref}/show", data={"csrf_token": token(browser)})
+    marked = item["last_error"].split(":", 1)[1].split(",")
+    assert marked, "the replay kept which fields Engage named"
+    html = shown.get_data(as_text=True)
+    for name in marked:
+        assert f'id="{name}-error"' in html
+    assert "EngageRejected" not in text_of(shown)

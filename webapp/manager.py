@@ -63,6 +63,44 @@ GOOD = (flow.CREATED, flow.EXISTING, flow.QUEUED, flow.IN_PROGRESS)
 NEUTRAL = ("invalid", "throttled")
 
 
+def cause_words(cause: str | None) -> str:
+    """What Engage (or the app) said, in the manager's language; never the raw token, which a
+    page may show in a tooltip at most."""
+    token = (cause or "").split(":", 1)[0]
+    words = {
+        "EngageServerError": _("Engage had a fault"),
+        "EngageUnavailable": _("Engage could not be reached"),
+        "NotSent": _("Engage could not be reached"),
+        "EngageTimeout": _("Engage took too long"),
+        "OutcomeUnknown": _("Engage took too long"),
+        "RequestTimeOut": _("Engage took too long"),
+        "RateLimited": _("Engage asked for fewer calls"),
+        "CircuitOpen": _("Not sent: sending was paused"),
+        "Misconfigured": _("A setting needs checking (see the log)"),
+        "NotAuthorised": _("A setting needs checking (see the log)"),
+        "MultipleMatches": _("The details are on several members"),
+        "ambiguous": _("The details are on several members"),
+        "EngageRejected": _("Engage refused a detail"),
+        "rejected": _("Engage refused a detail"),
+        "ValidationError": _("Engage refused a detail"),
+        "KeyNotInOutboxKeys": _("Cannot be opened with this deployment's keys"),
+        "ContactBeingCreated": _("Being registered elsewhere"),
+        "ContactWithKeyIsBeingCreated": _("Being registered elsewhere"),
+        "StateUnavailable": _("The app's own database had a fault"),
+        "DuplicateStillRunning": _("Sent twice at once"),
+        "FileField": _("A malformed request"),
+        "TokenUsed": _("A page used twice"),
+    }
+    return words.get(token) or (_("Another answer") if token else "-")
+
+
+def refused_fields(cause: str | None) -> list[str]:
+    """The fields Engage named when it refused a kept sign-up (outbox: 'token:field,field')."""
+    if not cause or ":" not in cause:
+        return []
+    return [name for name in cause.split(":", 1)[1].split(",") if name]
+
+
 def outcome_labels() -> dict[str, str]:
     return {
         "created": _("New members"),
@@ -293,6 +331,7 @@ def dashboard(manager: dict, export_error: str | None = None):
             "expiring": sum(1 for i in waiting if i["created"] < soon),
         },  # fmt: skip
         outbox_on="outbox" in current_app.extensions,
+        said=cause_words,
         when=lambda seconds: dt.datetime.fromtimestamp(seconds, zone).strftime("%Y-%m-%d %H:%M"),
         ref=reference,
         zone=current_app.config["TIMEZONE"],
@@ -372,7 +411,7 @@ def _unopened_page(item: dict):
     """An item no key of this deployment opens: what it is, what to do, and discard."""
     return _page("manager/item.html", "manager-item", 200, item=item, correction=None,
                  fields=[], ref=reference(item["id"]), csrf=signed.csrf_token(),
-                 unopened=True)  # fmt: skip
+                 unopened=True, said=cause_words)  # fmt: skip
 
 
 @bp.post("/items/<ref>/show")
@@ -404,9 +443,16 @@ def _form_for(signup: flow.Signup, formdata=None):
 
 
 def _correction_page(item: dict, form, status: int = 200):
+    from .views import REFUSED
+
     fields = [form[name] for name in EDITABLE if name in form]
+    if status == 200:  # first shown: the fields Engage named are marked, as on the till
+        for name in refused_fields(item["last_error"]):
+            if name in form and not form[name].errors:
+                form[name].errors = [str(REFUSED.get(name) or _("Engage refused a detail"))]
     return _page("manager/item.html", "manager-item", status, item=item, correction=form,
-                 fields=fields, ref=reference(item["id"]), csrf=signed.csrf_token())  # fmt: skip
+                 fields=fields, ref=reference(item["id"]), csrf=signed.csrf_token(),
+                 said=cause_words)  # fmt: skip
 
 
 @bp.post("/items/<ref>/correct")

@@ -189,6 +189,9 @@ class Outbox:
                 ref, outcome.name, item["store"], item["attempts"],
             )  # fmt: skip
         elif outcome.name in NEEDS_A_PERSON or outcome.cause == "Misconfigured":
+            if outcome.name == flow.REJECTED and outcome.fields:
+                # Which fields Engage named, for the manager's correction form to mark.
+                said = f"{said}:{','.join(outcome.fields)}"
             self.store.outbox_attention(item["id"], said)
             self._delivered(item, "needs-attention")
             log.warning("outbox item %s needs a person: %s (store=%s)", ref, said, item["store"])
