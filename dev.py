@@ -35,7 +35,8 @@ def ensure_env(extras: str) -> None:
         print("Creating .venv ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     target = f".[{extras}]" if extras else "."
-    print(f"Installing engage-signup{f'[{extras}]' if extras else ''} into .venv ...", flush=True)
+    what = "the app, its test tools and a browser driver" if extras else "the app"
+    print(f"Installing {what} into .venv (first time: a minute or two; it is kept) ...", flush=True)
     subprocess.run(
         [str(PYTHON), "-m", "pip", "install", "--quiet", "--editable", target],
         cwd=ROOT,

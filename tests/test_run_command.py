@@ -92,6 +92,8 @@ def wait_until_up(url: str, seconds: float = 20) -> None:
 
 def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(launched):
     simulator_url = read_until(launched, r"built-in simulator at (http://\S+)").group(1)
+    page_of_simulator = read_until(launched, r"Simulator's page \(make Engage fail\): (\S+)")
+    assert page_of_simulator.group(1) == simulator_url + "/_simulator"
     manager_pin = read_until(launched, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1)
     app_url = read_until(launched, r"open (http://\S+)").group(1)
     drain(launched)
@@ -334,3 +336,26 @@ def test_a_required_consent_with_nothing_to_read_stops_start_up(tmp_path):
         "url and Engage keeps no terms for it (conditionText): give it a url, or its terms in "
         "Engage, so that the person can read what they accept"
     )
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_a_terminate_stops_everything_without_a_fatal_error(tmp_path, signal_name):
+    """Ctrl-C in a terminal signals every process of it: the server, its workers and the
+    training simulator. All stop, and none dies with 'Fatal Python error' (the simulator's
+    stdin thread used to)."""
+    env = {**_training_env(tmp_path), "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        ending_with_tests([sys.executable, "-m", "webapp.serve"]), env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    app_url = read_until(process, r"open (http://\S+)").group(1)
+    drain(process)
+    wait_until_up(app_url)
+    os.killpg(process.pid, getattr(signal, signal_name))  # as a terminal does, to all of them
+    assert process.wait(timeout=30) in (0, -signal.SIGINT, 130)
+    process.drainer.join(timeout=10)
+    process.stdout.close()
+    output = "".join(process.lines)
+    assert "Fatal Python error" not in output and "Traceback" not in output, output[-2000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(app_url + "healthz", timeout=2)

@@ -294,3 +294,16 @@ def test_answering_leaves_nothing_for_the_cycle_collector(http):
             http("GET", "/api/v3/contacts/id", params={"email": f"c{n}@example.com", **MEMBER})
             http("POST", "/api/v3/contacts", json={**MEMBER, "email": f"c{n}@example.com"})
     assert [type(o).__qualname__ for o in left] == []
+
+
+def test_the_simulators_page_has_buttons_that_make_engage_fail_and_recover(http, engine):
+    """A newcomer in training makes Engage fail from the simulator's own page, no curl."""
+    page = http("GET", "/_simulator", headers={})
+    assert 'name="fault" value="down"' in page.text and "Faults now: none" in page.text
+    answer = http("POST", "/_simulator/ui", headers={}, data={"fault": "down"},
+                  allow_redirects=False)  # fmt: skip
+    assert answer.status_code == 303 and answer.headers["Location"] == "/_simulator"
+    assert [(f.kind, f.status, f.on) for f in engine.faults()] == [("status", 503, "any")]
+    assert "status 503 on any" in http("GET", "/_simulator", headers={}).text
+    http("POST", "/_simulator/ui", headers={}, data={"fault": ""}, allow_redirects=False)
+    assert engine.faults() == []

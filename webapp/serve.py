@@ -189,6 +189,8 @@ def _start_training_simulator() -> None:
     kept_note = f"Training secrets kept in {where} (readable by you only): a restart keeps "
     print(kept_note + "enrolled devices, PINs and kept sign-ups", flush=True)  # noqa: T201
     print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
+    # The simulator's own page, to make Engage fail or slow (also linked from the banner).
+    print(f"Simulator's page (make Engage fail): {url}/_simulator", flush=True)  # noqa: T201
     manager_pin = os.environ["MANAGER_PINS"].split(",")[0].rsplit(":", 1)[1]
     print(f"Manager's view (/manager/) PIN: {manager_pin}", flush=True)  # noqa: T201
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -83,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _set_on_eof(stop: threading.Event) -> None:
     """Read standard input to its end, then set `stop`. The end comes when every process that
-    holds the other end of the pipe has exited, however it exited."""
-    while sys.stdin.buffer.read(65536):
+    holds the other end of the pipe has exited, however it exited. os.read, not sys.stdin: a
+    daemon thread blocked inside Python's buffered reader holds its lock, and an interpreter
+    that shuts down meanwhile (Ctrl-C reaches every process of the terminal) dies with "Fatal
+    Python error: could not acquire lock for <stdin>"."""
+    while os.read(sys.stdin.fileno(), 65536):
         pass
     stop.set()
 

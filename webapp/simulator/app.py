@@ -395,6 +395,12 @@ class SimulatorApp:
             )
         if path == "/_simulator" and method == "GET":
             return self._overview()
+        if path == "/_simulator/ui" and method == "POST":  # the overview page's buttons
+            chosen = request.form.get("fault", "")
+            self.engine.clear_faults()
+            if chosen in UI_FAULTS:
+                self.engine.inject(**UI_FAULTS[chosen][1])
+            return Response(status=303, headers={"Location": "/_simulator"})
         return error(404, "NotFound", "No such simulator endpoint.")
 
     def _overview(self) -> Response:
@@ -412,14 +418,56 @@ class SimulatorApp:
             f"<td>{escape(_store_name(c))}</td></tr>"
             for c in self.engine.contacts()
         )
+        faults = (
+            ", ".join(
+                f"{f.kind} {f.status or ''} on {f.on}".replace("  ", " ")
+                for f in self.engine.faults()
+            )
+            or "none: Engage answers as it should"
+        )
+        buttons = "".join(
+            f'<button name="fault" value="{name}">{escape(label)}</button> '
+            for name, (label, _) in UI_FAULTS.items()
+        )
         html = (
             "<!doctype html><meta charset=utf-8><title>Engage simulator</title>"
-            "<h1>Engage simulator</h1><h2>Recent requests</h2><table border=1 cellpadding=4>"
+            "<h1>Engage simulator</h1>"
+            f"<p>Faults now: {escape(faults)}</p>"
+            '<form method=post action="/_simulator/ui"><p>Make Engage: '
+            f'{buttons}<button name="fault" value="">answer normally again</button></p></form>'
+            "<h2>Recent requests</h2><table border=1 cellpadding=4>"
             "<tr><th>Time<th>Method<th>Path<th>Status<th>Faults and warnings</tr>"
             f"{rows}</table><h2>Contacts</h2><table border=1 cellpadding=4>"
             f"<tr><th>Member number<th>First name<th>Email<th>Store</tr>{people}</table>"
         )
         return Response(html, content_type="text/html")
+
+
+# The overview page's buttons: what training can make Engage do, to see what the till says.
+UI_FAULTS = {
+    "down": (
+        "be down (503 to every call)",
+        {"kind": "status", "status": 503, "on": "any", "times": None},
+    ),
+    "slow": (
+        "be slow (6 s a call)",
+        {"kind": "latency", "seconds": 6.0, "on": "any", "times": None},
+    ),
+    "refuse": (
+        "refuse the next sign-up's details (422)",
+        {"kind": "status", "status": 422, "on": "create", "times": 1},
+    ),
+    "busy": (
+        "say the next person is being registered (409)",
+        {
+            "kind": "status",
+            "status": 409,
+            "on": "create",
+            "times": 1,
+            "token": "ContactWithKeyIsBeingCreated",
+        },
+    ),
+}
 
 
 def _store_name(contact: dict) -> str:

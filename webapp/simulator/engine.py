@@ -248,6 +248,10 @@ class Engine:
             self._faults.append(fault)
         return fault
 
+    def faults(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
