@@ -1039,3 +1039,21 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     assert outcome(phone) == "handoff-closed", "a photo of the screen is worth one sign-up"
     till_context.close()
     phone_context.close()
+
+
+def test_a_tall_portrait_kiosk_scales_type_and_targets_to_its_screen(browser, serve):
+    """A 1080x1920 portrait kiosk used to show a desktop page: 18 px labels in a narrow column
+    and the lower half empty."""
+    base = serve(DEVICE_MODE="kiosk")
+    context = browser.new_context(viewport={"width": 1080, "height": 1920})
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    label = page.evaluate("parseFloat(getComputedStyle(document.querySelector('label')).fontSize)")
+    field = page.locator("#email").bounding_box()
+    button = page.locator(".actions button[type=submit]").bounding_box()
+    column = page.locator("main").bounding_box()
+    assert label >= 24, label
+    assert field["height"] >= 72 and button["height"] >= 80
+    assert column["width"] >= 0.8 * 1080
+    shot(page, "kiosk-portrait-1080x1920")
+    context.close()
