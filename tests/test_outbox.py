@@ -119,7 +119,6 @@ def test_on_a_kiosk_kept_reads_exactly_like_any_other_success(kept, engine):
         (lambda e: e.inject("status", on="find", status=429), True),
         (lambda e: setattr(e, "api_key", "another"), True),  # misconfigured: kept till fixed
         (lambda e: e.inject("status", status=422), False),  # the person's to correct
-        (lambda e: [e.add_contact({"email": "p@example.com"}) for _ in range(2)], False),
         (lambda e: e.add_contact({"email": "p@example.com"}), False),  # already a member
     ],
 )
@@ -129,6 +128,27 @@ def test_only_signups_that_engage_did_not_answer_clearly_are_kept(kept, engine, 
     page = submitter(english_browser(app))(email="p@example.com")
     assert (outcome_of(page) == "queued") == kept_one
     assert len(app.extensions["state"].outbox_items()) == int(kept_one)
+
+
+def test_details_on_several_members_go_to_the_manager_with_the_contacts_to_merge(kept, engine):
+    """Not a dead end for the cashier: finish the purchase; the case waits for the store
+    manager under "needs attention", with Engage's contacts to merge (sealed with the rest)."""
+    app = kept()
+    twins = [engine.add_contact({"email": "p@example.com"})["id"] for _ in range(2)]
+    page = submitter(english_browser(app))(email="p@example.com")
+    assert outcome_of(page) == "ambiguous"
+    assert "the store manager sees the case" in text_of(page)
+    (item,) = app.extensions["state"].outbox_items(payload=True)
+    assert (item["state"], item["last_error"]) == ("attention", "MultipleMatches")
+    assert sorted(app.extensions["outbox"].matches(item["payload"])) == sorted(twins)
+    assert twins[0] not in str({k: v for k, v in item.items() if k != "payload"})
+    steps = app.extensions["state"].consent_deliveries([item["submission"]])
+    assert [s["state"] for s in steps] == ["needs-attention"]
+    engine.reset()  # merged in Engage: one of them remains
+    engine.add_contact({"email": "p@example.com"})
+    app.extensions["state"].outbox_retry(item["id"])  # the manager's "send again"
+    assert replay_all(app) == ["existing"]
+    assert app.extensions["state"].outbox_items() == []
 
 
 def test_an_open_breaker_keeps_signups_without_calling_engage(kept, engine):

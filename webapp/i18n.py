@@ -188,6 +188,15 @@ def outcome_messages(*, kiosk: bool, unapproved: bool = False) -> dict[str, tupl
                 "to merge the members below."
             ),
         ),
+        # Kept for the store manager (the outbox is on): nothing more for the cashier to do.
+        "ambiguous-kept": (
+            _("Several memberships match"),
+            _(
+                "These details belong to more than one member, so none was chosen. Finish the "
+                "purchase without a member number: the store manager sees the case under "
+                '"needs attention", has the members merged, and the sign-up is sent then.'
+            ),
+        ),
         "rejected": (
             _("The membership system did not accept these details"),
             _("Check the marked fields with the customer and send again."),

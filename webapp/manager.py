@@ -445,6 +445,9 @@ def _form_for(signup: flow.Signup, formdata=None):
 def _correction_page(item: dict, form, status: int = 200):
     from .views import REFUSED
 
+    matches = []
+    if (item["last_error"] or "").startswith("MultipleMatches") and item.get("payload"):
+        matches = current_app.extensions["outbox"].matches(item["payload"])
     fields = [form[name] for name in EDITABLE if name in form]
     if status == 200:  # first shown: the fields Engage named are marked, as on the till
         for name in refused_fields(item["last_error"]):
@@ -452,7 +455,7 @@ def _correction_page(item: dict, form, status: int = 200):
                 form[name].errors = [str(REFUSED.get(name) or _("Engage refused a detail"))]
     return _page("manager/item.html", "manager-item", status, item=item, correction=form,
                  fields=fields, ref=reference(item["id"]), csrf=signed.csrf_token(),
-                 said=cause_words)  # fmt: skip
+                 said=cause_words, matches=matches)  # fmt: skip
 
 
 @bp.post("/items/<ref>/correct")

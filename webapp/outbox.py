@@ -93,9 +93,17 @@ class Outbox:
 
     # --- keeping ------------------------------------------------------------------------------
     def keep(
-        self, signup: flow.Signup, *, device_id: str, mode: str, submission: str | None = None
+        self,
+        signup: flow.Signup,
+        *,
+        device_id: str,
+        mode: str,
+        submission: str | None = None,
+        matches: tuple[str, ...] = (),
     ) -> str:
-        """Keep a sign-up for later; returns its reference. Raises StateUnavailable."""
+        """Keep a sign-up for later; returns its reference. Raises StateUnavailable. With
+        `matches` (the contacts that share its key) it waits for a person instead: the store
+        manager has them merged in Engage, then sends it again."""
         item_id = base64.b32encode(secrets.token_bytes(10)).decode()[:10]
         now = self.store.clock()
         self.store.outbox_add(
@@ -106,8 +114,10 @@ class Outbox:
                 "mode": mode,
                 "created": now,
                 "next_attempt": now + BACKOFF[0],
-                "payload": self.seal(signup),
+                "payload": self.seal(signup, matches=matches),
                 "submission": submission,
+                "state": "attention" if matches else "waiting",
+                "last_error": "MultipleMatches" if matches else None,
             }
         )
         return reference(item_id)
@@ -122,16 +132,23 @@ class Outbox:
             except StateUnavailable as exc:
                 log.error("consent records: state database unavailable: %s", exc)
 
-    def seal(self, signup: flow.Signup) -> str:
+    def seal(self, signup: flow.Signup, *, matches: tuple[str, ...] = ()) -> str:
         values = asdict(signup)
         values["form_fields"] = sorted(values["form_fields"])
+        if matches:  # Engage's contact ids to merge: personal enough to be sealed too
+            values["_matches"] = list(matches)
         return self._fernet.encrypt(json.dumps(values).encode()).decode()
 
     def open(self, payload: str) -> flow.Signup:
         """The sign-up in `payload`. Raises InvalidToken when no key of OUTBOX_KEYS opens it."""
         values = json.loads(self._fernet.decrypt(payload.encode()))
+        values.pop("_matches", None)
         values["form_fields"] = frozenset(values["form_fields"])
         return flow.Signup(**values)
+
+    def matches(self, payload: str) -> list[str]:
+        """The contacts to merge, for an item kept because several shared its key."""
+        return list(json.loads(self._fernet.decrypt(payload.encode())).get("_matches") or [])
 
     def opens(self, payload: str) -> bool:
         try:

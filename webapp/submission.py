@@ -150,9 +150,10 @@ def _finish(token: str, outcome: flow.Outcome, channel: Channel) -> None:
     """Write down, in one transaction, the outcome for a repeat of this form, where the sign-up
     (and so its consents) went, beside the consent records, and its count for the manager."""
     found = outcome.name in (flow.CREATED, flow.EXISTING)
+    kept_for_a_person = outcome.name == flow.AMBIGUOUS and outcome.reference
     delivery = current_app.extensions["consent_records"].delivery(
         token,
-        DELIVERY.get(outcome.name, "not-sent"),
+        "needs-attention" if kept_for_a_person else DELIVERY.get(outcome.name, "not-sent"),
         contact_id=outcome.contact_id if found else None,
         outbox_ref=outcome.reference,
     )
@@ -166,8 +167,20 @@ def _finish(token: str, outcome: flow.Outcome, channel: Channel) -> None:
 
 
 def _keep_for_later(signup: flow.Signup, outcome: flow.Outcome, channel: Channel, token: str):
-    """Engage could not take it now: with the outbox on, keep it and say it will be done."""
+    """Engage could not take it now: with the outbox on, keep it and say it will be done. The
+    details on several members: kept for the store manager, who has them merged."""
     outbox = current_app.extensions.get("outbox")
+    if outbox is not None and outcome.name == flow.AMBIGUOUS and outcome.matches:
+        try:
+            ref = outbox.keep(signup, device_id=channel.device_id, mode=channel.mode,
+                              submission=token, matches=tuple(outcome.matches))  # fmt: skip
+        except StateUnavailable as exc:
+            state_fault(exc)
+            return outcome
+        log.info("kept for the manager: reference %s (several matches) %s", ref,
+                 web.log_context())  # fmt: skip
+        return flow.Outcome(flow.AMBIGUOUS, cause=outcome.cause, matches=outcome.matches,
+                            reference=ref)  # fmt: skip
     if outbox is None or outcome.name not in KEPT_OUTCOMES or outcome.cause in NOT_KEPT_CAUSES:
         return outcome
     try:

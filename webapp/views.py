@@ -352,7 +352,9 @@ def done():
     if kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
     unapproved = device is not None and submission.unapproved(device.mode)
-    heading, text = outcome_messages(kiosk=kiosk, unapproved=unapproved)[name]
+    messages = outcome_messages(kiosk=kiosk, unapproved=unapproved)
+    kept_for_manager = name == flow.AMBIGUOUS and result.get("reference")
+    heading, text = messages["ambiguous-kept" if kept_for_manager else name]
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
     wallet = None
@@ -368,7 +370,7 @@ def done():
         contact_id=result.get("contact_id") if show_number else None,
         other_type=result.get("other_type") if show_number else None,
         matches=result.get("matches") if name == flow.AMBIGUOUS else None,
-        reference=result.get("reference") if name == flow.QUEUED else None,
+        reference=result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
         wallet=wallet,
         # The member number as a Code 128 barcode, for a till's scanner to read into the POS.
         barcode=codes.code128_svg(result["member_number"], _("Member number as a barcode"))

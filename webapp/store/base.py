@@ -265,9 +265,9 @@ class Store:
         with self.engine.durable() as tx:
             tx.run(
                 "INSERT INTO outbox (id, store, device, mode, created, next_attempt, attempts, "
-                "state, payload, submission) VALUES (:id, :store, :device, :mode, :created, "
-                ":next_attempt, 0, 'waiting', :payload, :submission)",
-                {"submission": None, **item},
+                "state, payload, submission, last_error) VALUES (:id, :store, :device, :mode, "
+                ":created, :next_attempt, 0, :state, :payload, :submission, :last_error)",
+                {"submission": None, "state": "waiting", "last_error": None, **item},
             )
 
     def outbox_claim(self, lease_seconds: float, limit: int = 1) -> list[dict[str, Any]]:
