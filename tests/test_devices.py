@@ -376,3 +376,37 @@ def test_kiosk_answer_times_are_shared_by_every_worker(simulated_app, engine):
     known.get("/?lang=en")
     submitter(known)(email="known@example.com", follow=False)
     assert clock.waits == [pytest.approx(0.6)], "held to the first worker's 0.9 s"
+
+
+def test_staff_name_a_device_at_enrolment_and_the_manager_and_the_log_use_it(
+    simulated_app, engine, caplog
+):
+    """ "Kassa 2" and the store's own name in the manager's view, instead of a random id and a
+    number; the log line says which till it was."""
+    import logging
+
+    app = simulated_app(STAFF_PIN=PIN, MANAGER_PINS="crm@*:91827364")
+    browser = english_visitor(app)
+    assert sign_in(browser).status_code == 303
+    page = browser.get("/setup/").get_data(as_text=True)
+    assert 'name="name"' in page
+    saved = browser.post("/setup/", data={"store": "201", "mode": "staff", "name": "Kassa 2",
+                                          **hidden_fields(page)})  # fmt: skip
+    assert saved.status_code == 303
+    caplog.set_level(logging.INFO)
+    browser.get("/?lang=en")
+    submitter(browser)(email="named.till@example.com")
+    assert any("store=201 device=Kassa_2 " in r.getMessage() for r in caplog.records)
+    manager = english_visitor(app)
+    login = manager.get("/manager/").get_data(as_text=True)
+    manager.post("/manager/login", data={"pin": "91827364", **hidden_fields(login)})
+    overview = text_of(manager.get("/manager/"))
+    assert "Kassa 2" in overview
+    assert "Acme Helsinki Aleksanterinkatu" in overview, "the store by Engage's name"
+    refused = browser.post("/setup/pin", data={"pin": PIN, **hidden_fields(
+        browser.get("/setup/").get_data(as_text=True))})  # fmt: skip
+    assert refused.status_code == 303
+    page = browser.get("/setup/").get_data(as_text=True)
+    bad = browser.post("/setup/", data={"store": "201", "mode": "staff", "name": "<script>",
+                                        **hidden_fields(page)})  # fmt: skip
+    assert bad.status_code == 400 and "Use letters, digits and spaces" in text_of(bad)

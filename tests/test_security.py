@@ -239,9 +239,9 @@ def test_log_lines_carry_the_devices_own_store_and_the_client_address(
               headers=headers)  # fmt: skip
     lines = [r.getMessage() for r in caplog.records]
     posted = [line for line in lines if line.startswith("request method=POST path=/ ")]
-    assert posted and all("store=201 client=192.0.2.17 " in line for line in posted)
+    assert posted and all("store=201 device=- client=192.0.2.17 " in line for line in posted)
     calls = [line for line in lines if line.startswith("engage call")]
-    assert calls and all("store=201 client=192.0.2.17 " in line for line in calls)
+    assert calls and all("store=201 device=- client=192.0.2.17 " in line for line in calls)
     caplog.clear()
     manager = till  # the same tablet opens the manager's view
     login = manager.get("/manager/", environ_base=proxied, headers=headers).get_data(as_text=True)

@@ -36,6 +36,7 @@ class Device:
     mode: str  # "staff" (a cashier at the till) or "kiosk" (a customer alone)
     bound: bool = True  # False: an unenrolled device served as a kiosk (DEVICE_MODE=kiosk)
     id: str = ""  # random, made at enrolment; "" for unenrolled devices
+    name: str = ""  # what staff called it at enrolment ("Kassa 2"), never a person's name
 
     @property
     def kiosk(self) -> bool:
@@ -117,7 +118,7 @@ def keep_cookie_current(response: Response) -> Response:
     return response
 
 
-def bind(response: Response, store: dict, mode: str) -> Device:
+def bind(response: Response, store: dict, mode: str, name: str = "") -> Device:
     """Enrol this device to `store` (one of Engage's) in `mode`; sets the device cookie."""
     country = str(store.get("countryCode") or "").upper()
     device = Device(
@@ -126,6 +127,7 @@ def bind(response: Response, store: dict, mode: str) -> Device:
         country=country if country in country_codes() else current_app.config["DEFAULT_COUNTRY"],
         mode=mode,
         id=secrets.token_urlsafe(12),
+        name=name,
     )
     _set_cookie(response, device)
     return device

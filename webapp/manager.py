@@ -260,6 +260,7 @@ def dashboard(manager: dict, export_error: str | None = None):
         stores = [chosen]
     try:
         rows = state.event_counts(stores, since)
+        device_names, store_names = state.device_names()
         recent = state.recent_outcomes(stores, time.time() - RECENT_SECONDS)
         breaker_open = state.breaker_is_open(flow.Breaker.NAME)
         items = state.outbox_items()
@@ -315,6 +316,8 @@ def dashboard(manager: dict, export_error: str | None = None):
         month=month,
         chart=_chart(hourly, labels),
         hours=[(h, hourly[h]) for h in sorted(hourly)],
+        device_names=device_names,
+        store_names=store_names,
         per_device=sorted(per_device.items()),
         causes=causes.most_common(),
         replays=replays,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, RadioField, SelectChoice, SelectField
-from wtforms.validators import DataRequired
+from wtforms import PasswordField, RadioField, SelectChoice, SelectField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp
 
-from . import devices, pins, signed
+from . import devices, pins, signed, web
 from .engage import EngageError
+from .store import StateUnavailable
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("setup", __name__, url_prefix="/setup")
 
@@ -25,6 +29,16 @@ class PinForm(FlaskForm):
 
 class DeviceForm(FlaskForm):
     store = SelectField(_l("Store"), choices=[], validators=[DataRequired(_l("Choose the store"))])
+    # What the manager's view and the log call it: a till's or a place's name, never a person's.
+    name = StringField(
+        _l("Name of this device"),
+        filters=[lambda v: " ".join(v.split()) if isinstance(v, str) else v],
+        validators=[
+            Optional(),
+            Length(max=30, message=_l("Enter at most 30 characters")),
+            Regexp(r"^[\w .,:#()/+-]*$", message=_l("Use letters, digits and spaces")),
+        ],
+    )
     mode = RadioField(
         _l("How is this device used?"),
         choices=[
@@ -77,7 +91,13 @@ def save():
         return _device_page(form, status=400, stores=stores)
     store = next(s for s in stores if str(s["externalId"]) == form.store.data)
     response = redirect(url_for("signup.form"), code=303)
-    devices.bind(response, store, form.mode.data)
+    device = devices.bind(response, store, form.mode.data, form.name.data or "")
+    try:
+        current_app.extensions["state"].device_enrolled(
+            device.id, device.store_id, device.store_name, device.name, device.mode
+        )
+    except StateUnavailable as exc:  # the device works; the manager sees its id, not its name
+        log.error("state database unavailable: %s %s", exc, web.log_context())
     session.pop("staff_until", None)  # setup done: the PIN is needed again next time
     session.pop("lang", None)  # the new store's language becomes the default
     return response

@@ -155,7 +155,9 @@ def log_context() -> str:
     except Exception:  # noqa: BLE001 - a log line never fails the request it describes
         device = None
     store = device.store_id if device is not None else current_app.config.get("STORE_EXTERNAL_ID")
-    return f"store={store or '-'} client={request.remote_addr or '-'} request_id={request_id()}"
+    name = device.name.replace(" ", "_") if device is not None and device.name else "-"
+    return (f"store={store or '-'} device={name} client={request.remote_addr or '-'} "
+            f"request_id={request_id()}")  # fmt: skip
 
 
 def init_app(app: Flask) -> None:

@@ -711,6 +711,24 @@ class Store:
         ).rows
         return dict(rows)
 
+    # --- enrolled devices' names ------------------------------------------------------------------
+    @_timed
+    def device_enrolled(self, device_id: str, store: str, store_name: str, name: str,
+                        mode: str) -> None:  # fmt: skip
+        self.engine.run(
+            "INSERT INTO devices (id, store, store_name, name, mode, enrolled) VALUES "
+            "(:id, :store, :store_name, :name, :mode, :now) ON CONFLICT (id) DO UPDATE SET "
+            "store = excluded.store, store_name = excluded.store_name, name = excluded.name, "
+            "mode = excluded.mode, enrolled = excluded.enrolled",
+            {"id": device_id, "store": store, "store_name": store_name, "name": name,
+             "mode": mode, "now": self.clock()},
+        )  # fmt: skip
+
+    def device_names(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(device id -> its name, store id -> Engage's name of it), as staff enrolled them."""
+        rows = self.engine.run("SELECT id, store, store_name, name FROM devices").rows
+        return ({r[0]: r[3] for r in rows if r[3]}, {r[1]: r[2] for r in rows if r[2]})
+
     # --- circuit breaker --------------------------------------------------------------------------
     @_timed
     def breaker_allows(self, name: str, probe_seconds: float) -> bool:

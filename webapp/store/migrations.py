@@ -199,4 +199,21 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        8,
+        "enrolled devices' names (\"Kassa 2\") and their stores' names, for the manager's view",
+        [
+            """CREATE TABLE IF NOT EXISTS devices (
+                id TEXT PRIMARY KEY,
+                store TEXT NOT NULL,
+                store_name TEXT NOT NULL,
+                name TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                enrolled DOUBLE PRECISION NOT NULL
+            )""",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
