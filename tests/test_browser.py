@@ -760,6 +760,9 @@ def test_a_store_manager_works_through_the_day_in_the_browser(browser, serve, en
     page.wait_for_load_state()
     with page.expect_navigation():
         page.click("text=Discard this sign-up")
+    assert outcome(page) == "manager-discard", "a second step asks first"
+    with page.expect_navigation():
+        page.click("text=Remove it")
     assert "Nothing needs a person." in page.inner_text("main")
     assert outbox.replay_one(app, sleep=lambda s: None) == "created"
     assert outbox.replay_one(app, sleep=lambda s: None) is None, "sent once, nothing left"
