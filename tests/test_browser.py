@@ -1060,3 +1060,36 @@ def test_a_tall_portrait_kiosk_scales_type_and_targets_to_its_screen(browser, se
     assert column["width"] >= 0.8 * 1080
     shot(page, "kiosk-portrait-1080x1920")
     context.close()
+
+
+def test_the_managers_view_reflows_at_200_percent_zoom_and_prints_without_buttons(
+    browser, serve, engine
+):
+    """WCAG 1.4.10: at 200 % (a 1280 px window is 640 CSS px wide) nothing but a data table's
+    own box scrolls sideways; on paper, no banner, language switch or button."""
+    from cryptography.fernet import Fernet
+
+    base = serve(OUTBOX_KEYS=Fernet.generate_key().decode(), MANAGER_PINS="Anna@101:48291573")
+    app = APPS[base]
+    engine.inject("status", on="any", status=503, times=2)
+    page = browser.new_context(viewport={"width": 640, "height": 400},
+                               device_scale_factor=2).new_page()  # fmt: skip
+    enrolled(page, base)
+    page.goto(base + "/?lang=en")
+    fill_person(page, email="a.very.long.address.for.a.narrow.screen@example.com")
+    submit(page)
+    engine.inject("status", status=422)
+    app.extensions["state"].outbox_retry()
+    app.extensions["outbox"].replay_one(app, sleep=lambda s: None)
+    page.goto(base + "/manager/")
+    page.fill("#pin", "48291573")
+    submit(page)
+    assert outcome(page) == "manager"
+    assert page.locator("section[aria-labelledby=attention-title] tbody tr").count() == 1
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 640, f"the page scrolls sideways: {wide} px"
+    shot(page, "manager-200-percent")
+    page.emulate_media(media="print")
+    for hidden in ("header", "form.filter", ".panel button"):
+        assert all(not box.is_visible() for box in page.locator(hidden).all()), hidden
+    page.context.close()
