@@ -996,15 +996,19 @@ def test_the_member_number_scans_as_code_128_and_copies_in_one_tap(browser, serv
 
 
 # --- scan to join (issue #24) ---------------------------------------------------------------------
+@pytest.mark.shared_state
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
 def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_learns_it(
     browser, serve, engine, javascript
 ):
-    """Two browsers: the till (1024x768) and the customer's phone (390x844, touch). The QR code
-    on the till decodes to the address the phone opens; the phone's sign-up creates the person
-    once, the phone says thanks, and the till shows the member number without the cashier
-    touching anything (polling, or without JavaScript its own refresh)."""
+    """Two browsers: the till (1024x768) and the customer's phone (390x844, touch), against two
+    app instances on one shared state (each engine; PostgreSQL as a chain runs it): the till on
+    one, the phone on the other, as a load balancer may send them. The QR code on the till
+    decodes to the address the phone opens; the phone's sign-up creates the person once, the
+    phone says thanks, and the till shows the member number without the cashier touching
+    anything (polling, or without JavaScript its own refresh)."""
     base = serve()
+    other = serve()  # another machine of the same deployment
     till_context = browser.new_context(viewport={"width": 1024, "height": 768},
                                        java_script_enabled=javascript)  # fmt: skip
     enrolled(till_context, base)
@@ -1019,8 +1023,9 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                         has_touch=True, java_script_enabled=javascript)  # fmt: skip
     phone = phone_context.new_page()
-    phone.goto(scanned)
-    assert phone.url == base + "/j/", "the token is gone from the address"
+    assert scanned.startswith(base + "/j/")
+    phone.goto(scanned.replace(base, other, 1))  # the balancer sends the phone elsewhere
+    assert phone.url == other + "/j/", "the token is gone from the address"
     assert outcome(phone) == "form"
     if javascript:
         no_serious_accessibility_violations(phone)
@@ -1028,7 +1033,7 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     phone.fill("#email", f"scanned.{javascript}@example.com")
     phone.check("#consent-memberConsent")
     phone.tap("main button[type=submit]") if javascript else phone.click("main button[type=submit]")
-    phone.wait_for_url(base + "/j/done")
+    phone.wait_for_url(other + "/j/done")
     assert outcome(phone) == "thanks"
     assert "Show this screen to the cashier." in phone.inner_text("main")
     shot(phone, f"handoff-phone-thanks-{'js' if javascript else 'nojs'}")
@@ -1040,6 +1045,8 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     assert len(engine.requests("/api/v3/contacts", "POST")) == 1
     phone.goto(scanned)
     assert outcome(phone) == "handoff-closed", "a photo of the screen is worth one sign-up"
+    phone.goto(scanned.replace(base, other, 1))
+    assert outcome(phone) == "handoff-closed", "on every machine"
     till_context.close()
     phone_context.close()
 
