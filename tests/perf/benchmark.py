@@ -101,6 +101,33 @@ class Processes:
                 process.kill()
 
 
+def ab_arguments(description: str):
+    """The options the A/B benchmarks (metrics, handoff, wallet) share."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--latency", type=float, default=0.05, help="L: seconds per Engage call")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per load phase")
+    parser.add_argument("--rounds", type=int, default=2, help="phases per side, alternating")
+    parser.add_argument("--devices", type=int, default=16)
+    return parser
+
+
+def app_on_simulator(procs: Processes, latency: float, state_db: Path, **settings: str):
+    """The README's server (its production settings) against a simulator of its own with
+    `latency` per Engage call: (the app's base URL, the server's process)."""
+    py = sys.executable
+    sim_port, app_port = free_port(), free_port()
+    procs.start([py, "-m", "webapp.simulator", "--port", str(sim_port), "--latency",
+                 str(latency), "--rate-limit", "1000000"], {},
+                f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
+    env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
+           "SECRET_KEY": SECRET_KEY, "STORE_EXTERNAL_ID": "101", "STAFF_PIN": "4711",
+           "HTTPS": "false", "STATE_DB": str(state_db), "SUBMIT_LIMIT_PER_DEVICE": "10000",
+           "SUBMIT_LIMIT_PER_ADDRESS": "100000", **settings}  # fmt: skip
+    process = procs.start([py, "-m", "webapp.serve", "--port", str(app_port)], env,
+                          f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
+    return f"http://127.0.0.1:{app_port}/", process
+
+
 def wake_cost(idle: float, samples: int = 40) -> dict:
     """What this machine charges for waking up: the same small piece of Python (about 0.1 ms)
     timed straight after another run of it, and after sleeping `idle` seconds.

@@ -12,7 +12,6 @@ Loopback only; everything it starts stops with it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import statistics
@@ -81,28 +80,12 @@ def alone(session: requests.Session, url: str, count: int = 200) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--devices", type=int, default=16)
-    args = parser.parse_args()
-    py = sys.executable
+    args = benchmark.ab_arguments(__doc__.split("\n\n")[0]).parse_args()
     procs = benchmark.Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-handoff-bench-"))
     try:
-        sim_port, app_port = benchmark.free_port(), benchmark.free_port()
-        procs.start([py, "-m", "webapp.simulator", "--port", str(sim_port), "--latency",
-                     str(args.latency), "--rate-limit", "1000000"], {},
-                    f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
-        env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
-               "SECRET_KEY": benchmark.SECRET_KEY, "STORE_EXTERNAL_ID": "101",
-               "STAFF_PIN": "4711", "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"),
-               "SUBMIT_LIMIT_PER_DEVICE": "10000", "SUBMIT_LIMIT_PER_ADDRESS": "100000",
-               "HANDOFF_MINUTES": "60"}  # fmt: skip
-        procs.start([py, "-m", "webapp.serve", "--port", str(app_port)], env,
-                    f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
-        url = f"http://127.0.0.1:{app_port}/"
+        url, _ = benchmark.app_on_simulator(procs, args.latency, work / "state.sqlite3",
+                                            HANDOFF_MINUTES="60")  # fmt: skip
         benchmark.signups(url, args.devices, 2.0, with_form=True, tag="warm")
         tills = [waiting_till(url, n) for n in range(WAITING)]
         runs: dict[str, list[dict]] = {"alone": [], "waiting": []}

@@ -14,7 +14,6 @@ Loopback only; everything it starts stops with it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -112,30 +111,15 @@ print(json.dumps({"scrape_ms": scrape_ms, "form_ms": form_ms, "series": series})
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--devices", type=int, default=16)
-    args = parser.parse_args()
-    py = sys.executable
+    args = benchmark.ab_arguments(__doc__.split("\n\n")[0]).parse_args()
     procs = benchmark.Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-metrics-bench-"))
     servers: dict[str, tuple[str, int]] = {}
     try:
         for name, on in (("on", "true"), ("off", "false")):
-            sim_port, app_port = benchmark.free_port(), benchmark.free_port()
-            procs.start([py, "-m", "webapp.simulator", "--port", str(sim_port), "--latency",
-                         str(args.latency), "--rate-limit", "1000000"], {},
-                        f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
-            env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
-                   "SECRET_KEY": benchmark.SECRET_KEY, "STORE_EXTERNAL_ID": "101",
-                   "STAFF_PIN": "4711", "HTTPS": "false", "METRICS": on,
-                   "STATE_DB": str(work / f"{name}.sqlite3"), "SUBMIT_LIMIT_PER_DEVICE": "10000",
-                   "SUBMIT_LIMIT_PER_ADDRESS": "100000"}  # fmt: skip
-            process = procs.start([py, "-m", "webapp.serve", "--port", str(app_port)], env,
-                                  f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
-            servers[name] = (f"http://127.0.0.1:{app_port}/", process.pid)
+            state_db = work / f"{name}.sqlite3"
+            url, process = benchmark.app_on_simulator(procs, args.latency, state_db, METRICS=on)
+            servers[name] = (url, process.pid)
         for name, (url, _) in servers.items():  # warm up both
             benchmark.signups(url, args.devices, 2.0, with_form=True, tag=f"warm-{name}")
         runs: dict[str, list[dict]] = {"on": [], "off": []}

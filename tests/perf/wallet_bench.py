@@ -13,7 +13,6 @@ sign-up's POST should not move, and the result page should grow by about one wal
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -52,31 +51,17 @@ def result_pages(url: str, count: int, card: bool) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--devices", type=int, default=16)
+    parser = benchmark.ab_arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--pages", type=int, default=100)
     args = parser.parse_args()
-    py = sys.executable
     procs = benchmark.Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-wallet-bench-"))
     servers: dict[str, str] = {}
     try:
         for name, card in (("on", DEMO_WALLET_CARD), ("off", "")):
-            sim_port, app_port = benchmark.free_port(), benchmark.free_port()
-            procs.start([py, "-m", "webapp.simulator", "--port", str(sim_port), "--latency",
-                         str(args.latency), "--rate-limit", "1000000"], {},
-                        f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
-            env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
-                   "SECRET_KEY": benchmark.SECRET_KEY, "STORE_EXTERNAL_ID": "101",
-                   "STAFF_PIN": "4711", "HTTPS": "false", "WALLET_CARD_ID": card,
-                   "STATE_DB": str(work / f"{name}.sqlite3"), "SUBMIT_LIMIT_PER_DEVICE": "10000",
-                   "SUBMIT_LIMIT_PER_ADDRESS": "100000"}  # fmt: skip
-            procs.start([py, "-m", "webapp.serve", "--port", str(app_port)], env,
-                        f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
-            servers[name] = f"http://127.0.0.1:{app_port}/"
+            servers[name], _ = benchmark.app_on_simulator(
+                procs, args.latency, work / f"{name}.sqlite3", WALLET_CARD_ID=card
+            )
         for name, url in servers.items():
             benchmark.signups(url, args.devices, 2.0, with_form=True, tag=f"warm-{name}")
         runs: dict[str, list[dict]] = {"on": [], "off": []}
