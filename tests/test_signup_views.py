@@ -15,6 +15,8 @@ from .conftest import (
     VALID_FORM,
     created_body,
     csrf_token,
+    english_browser,
+    hidden_fields,
     outcome_of,
     text_of,
 )
@@ -327,3 +329,25 @@ def test_a_cashiers_screen_speaks_of_the_membership_system_never_of_engage(
         engage_api.post(CREATE, status_code=status, json=body.get(status, {}))
     page = submit()
     assert "Engage" not in text_of(page), outcome_of(page)
+
+
+def test_the_empty_form_is_rendered_once_and_each_page_gets_its_own_tokens(app, monkeypatch):
+    """The till's page holds two forms (the sign-up and "Customer signs up on their phone"),
+    each with the session's CSRF token: the cached page fills in every one of them, and a fresh
+    submission token, without rendering the template again."""
+    from webapp import views
+
+    rendered = []
+    real = views._render_form
+    monkeypatch.setattr(views, "_render_form",
+                        lambda *a, **k: rendered.append(1) or real(*a, **k))  # fmt: skip
+    browser = english_browser(app)
+    pages = [browser.get("/").get_data(as_text=True) for _ in range(3)]
+    assert len(rendered) == 1, "rendered once, then served from the cache"
+    for page in pages:
+        tokens = re.findall(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page)
+        assert len(tokens) == 2 and len(set(tokens)) == 1, "the same token in both forms"
+    submissions = [hidden_fields(page)["submission"] for page in pages]
+    assert len(set(submissions)) == 3, "a new one-time token on every page"
+    other = english_browser(app).get("/").get_data(as_text=True)
+    assert hidden_fields(other)["csrf_token"] != hidden_fields(pages[0])["csrf_token"]

@@ -454,18 +454,21 @@ def _empty_form_page(device):
         form = _new_form(data={"countryCode": device.country})
         html, _status = _render_form(form, "form")
         csrf, submission = form.csrf_token.current_token, form.submission.data
-        if html.count(csrf) != 1 or html.count(submission) != 1:  # pragma: no cover
-            return html  # cannot template it safely: serve this rendering as it is
-        before, rest = html.split(csrf)
-        between, after = rest.split(submission)
-        page = (before.encode(), between.encode(), after.encode())  # UTF-8 once, not per request
+        if html.count(submission) != 1 or csrf in submission or submission in csrf:
+            return html  # pragma: no cover - cannot template it safely: serve it as it is
+        # The CSRF token may stand in several forms of the page (the till's phone button has
+        # its own form): every place it stands is filled in per request.
+        before, after = html.split(submission)
+        page = (
+            [part.encode() for part in before.split(csrf)],
+            [part.encode() for part in after.split(csrf)],
+        )  # UTF-8 once, not per request
         if len(cache) > 64:  # languages x device kinds: a handful in practice
             cache.clear()
         cache[key] = page
-    before, between, after = page
-    return b"".join(
-        (before, signed.csrf_token().encode(), between, new_submission_token().encode(), after)
-    )
+    before, after = page
+    csrf = signed.csrf_token().encode()
+    return b"".join((csrf.join(before), new_submission_token().encode(), csrf.join(after)))
 
 
 STATUS = {"invalid": 400, "throttled": 429}
