@@ -8,7 +8,6 @@ import re
 
 import segno
 from barcode import Code128
-from barcode.writer import SVGWriter
 from markupsafe import Markup, escape
 
 
@@ -38,29 +37,26 @@ class _Code128(Code128):
         return encoded
 
 
+QUIET_MODULES = 12  # Code 128 asks for at least ten modules of white on each side
+BAR_HEIGHT = 40  # modules: 12 mm bars at 0.3 mm a module, as a till's scanner reads them
+
+
 def code128_svg(text: str, label: str) -> Markup:
-    """`text` as a Code 128 barcode: an <svg> that scales (a viewBox in millimetres), with
-    `label` for screen readers and no text under the bars (the page shows the number itself)."""
-    raw = (
-        _Code128(text, writer=SVGWriter())
-        .render(
-            {"module_height": 12.0, "module_width": 0.3, "quiet_zone": 4.0, "write_text": False}
-        )
-        .decode()
+    """`text` as a Code 128 barcode: an <svg> that scales (a viewBox of modules), with `label`
+    for screen readers and no text under the bars (the page shows the number itself). The
+    code comes from python-barcode; the bars are drawn here, one <rect> per bar, because its
+    SVG writer builds an XML DOM for every drawing (about 1.5 ms a result page)."""
+    pattern = _Code128(text).build()[0]
+    bars, x = [], QUIET_MODULES
+    for run in re.finditer(r"1+|0+", pattern):
+        width = len(run.group())
+        if run.group()[0] == "1":
+            bars.append(f'<rect x="{x}" y="0" width="{width}" height="{BAR_HEIGHT}"/>')
+        x += width
+    total = x + QUIET_MODULES
+    return Markup(  # noqa: S704 - bars of our own drawing; the label is escaped
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {total} {BAR_HEIGHT}" '
+        f'role="img" aria-label="{escape(label)}" class="barcode" shape-rendering="crispEdges">'
+        f'<rect width="{total}" height="{BAR_HEIGHT}" fill="white"/>'
+        f'<g fill="black">{"".join(bars)}</g></svg>'
     )
-    svg = raw[raw.index("<svg") :]
-    size = re.search(r'width="([\d.]+)mm" height="([\d.]+)mm"', svg)
-    svg = (
-        re.sub(r"<!--.*?-->", "", svg, flags=re.S)
-        .replace("mm", "")
-        .replace(' id="barcode_group"', "")
-    )
-    # Presentation attributes, not style="...": the pages' CSP allows no inline styles.
-    svg = re.sub(r'style="fill:(\w+);?"', r'fill="\1"', svg)
-    width, height = size.groups()
-    svg = svg.replace(
-        f'width="{width}" height="{height}"',
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}" class="barcode"',
-        1,
-    )
-    return Markup(svg)  # noqa: S704 - python-barcode's drawing of our own digits
