@@ -255,3 +255,19 @@ def test_a_status_poll_is_one_cheap_read(app):
     assert answer.get_json() == {"status": "waiting"} and answer.is_json
     assert reads == [{"till": till_page.rsplit("/", 1)[1]}]
     assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_a_found_member_is_answered_on_the_phone_no_sooner_than_a_new_person(app, engine):
+    """The phone is as private as a kiosk, in timing too: with a fake clock in which each
+    Engage call takes 0.2 s (a create twice that), a member found with one call is held to a
+    create's duration before the phone hears "thanks"."""
+    from .test_devices import EngageClock
+
+    clock = EngageClock(engine, app)
+    for email, waits in (("new.on.phone@example.com", []), ("known@example.com", [0.4])):
+        if email.startswith("known"):
+            engine.add_contact({"email": email})
+        till = english_browser(app)
+        phone, _ = phone_opens(app, link_of(till, start(till)))
+        assert outcome_of(phone_sends(phone, email=email)) == "thanks"
+        assert clock.waits == [pytest.approx(w) for w in waits], email

@@ -407,6 +407,9 @@ def test_wrong_pins_are_capped_for_the_whole_deployment(app_config, caplog):
     tablet = enrol(english_visitor(app), app)  # enrolled before: re-enrolling it still works
     page = tablet.get("/setup/").get_data(as_text=True)
     assert tablet.post("/setup/pin", data={"pin": "4711", **hidden_fields(page)}).status_code == 303
+    kiosk = enrol(english_visitor(app), app, "kiosk")  # enrolled, but it stands in public
+    page = kiosk.get("/setup/").get_data(as_text=True)
+    assert kiosk.post("/setup/pin", data={"pin": "4711", **hidden_fields(page)}).status_code == 429
 
 
 # --- 9. cookies, origin, stopping -----------------------------------------------------------------

@@ -90,6 +90,16 @@ def wait_until_up(url: str, seconds: float = 20) -> None:
             time.sleep(0.1)
 
 
+def enrol_with_the_staff_pin(browser: requests.Session, app_url: str) -> requests.Response:
+    """What staff do on /setup/ in training: the printed PIN, store 101, a staff tablet; the
+    form page it lands on."""
+    setup = browser.get(app_url + "setup/", timeout=5)
+    pin = {"pin": "1234", "csrf_token": csrf_token(setup.text)}
+    setup = browser.post(app_url + "setup/pin", data=pin, timeout=5)
+    device = {"store": "101", "mode": "staff", "csrf_token": csrf_token(setup.text)}
+    return browser.post(app_url + "setup/", data=device, timeout=5)
+
+
 def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(launched):
     simulator_url = read_until(launched, r"built-in simulator at (http://\S+)").group(1)
     page_of_simulator = read_until(launched, r"Simulator's page \(make Engage fail\): (\S+)")
@@ -105,11 +115,7 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     # Staff tablets are enrolled with the staff PIN, which training mode shows.
     assert 'data-outcome="setup-needed"' in page.text
     assert "Training mode: the staff PIN is 1234." in page.text
-    setup = browser.get(app_url + "setup/", timeout=5)
-    pin = {"pin": "1234", "csrf_token": csrf_token(setup.text)}
-    setup = browser.post(app_url + "setup/pin", data=pin, timeout=5)
-    device = {"store": "101", "mode": "staff", "csrf_token": csrf_token(setup.text)}
-    page = browser.post(app_url + "setup/", data=device, timeout=5)
+    page = enrol_with_the_staff_pin(browser, app_url)
     assert 'data-outcome="form"' in page.text
     signup = {**VALID_FORM, "email": "new.member@example.com", "csrf_token": csrf_token(page.text)}
     done = browser.post(app_url, data=signup, timeout=10)
@@ -267,11 +273,7 @@ def test_a_training_restart_keeps_devices_pins_and_kept_signups(tmp_path):
         wait_until_up(app_url)
         till = requests.Session()
         till.trust_env = False
-        setup = till.get(app_url + "setup/", timeout=5)
-        setup = till.post(app_url + "setup/pin", timeout=5,
-                          data={"pin": "1234", "csrf_token": csrf_token(setup.text)})  # fmt: skip
-        page = till.post(app_url + "setup/", timeout=5, data={
-            "store": "101", "mode": "staff", "csrf_token": csrf_token(setup.text)})  # fmt: skip
+        page = enrol_with_the_staff_pin(till, app_url)
         fault = {"kind": "status", "status": 503, "on": "any", "times": 10}
         requests.post(simulator_url + "/_simulator/faults", json=fault, timeout=5)
         signup = {**VALID_FORM, "email": "kept.over@example.com",

@@ -26,6 +26,8 @@ from .signed import remembered
 COOKIE = "device"  # over plain HTTP (tests, training)
 SECURE_COOKIE = "__Host-device"  # over HTTPS: only sent over HTTPS, to this host, for every path
 COOKIE_DAYS = 400  # the longest lifetime browsers accept
+# Where the customer is alone with a public screen: a kiosk, or their own phone (scan to join).
+PRIVATE_MODES = ("kiosk", "phone")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class Device:
     def private(self) -> bool:
         """The customer alone with a public screen (a kiosk, or their own phone through scan to
         join): nothing may tell one person's outcome from another's."""
-        return self.mode in ("kiosk", "phone")
+        return self.mode in PRIVATE_MODES
 
 
 def cookie_name() -> str:

@@ -337,20 +337,10 @@ def phone():
             page = views._empty_form_page(device)
         return make_response(page)
     channel = submission.Channel(handoff["store"], handoff["device"], "phone",
-                                 f"handoff:{handoff['id']}", private=True)  # fmt: skip
-    form = views._new_form(formdata=request.form)
-    if request.files:
-        outcome = submission.count(flow.Outcome("invalid", cause="FileField"), channel)
-        return views._present(form, outcome, note="malformed")
-    if not form.validate_on_submit():
-        outcome = submission.count(flow.Outcome("invalid"), channel)
-        _tell_till(handoff, outcome)
-        return views._present(form, outcome)
-    sent = submission.submit(
-        channel, form, extra_limits=[(f"handoff-sends:{handoff['id']}", *HANDOFF_SUBMITS)]
-    )
-    _tell_till(handoff, sent.outcome)
-    return views._present(form, sent.outcome, duplicate=sent.duplicate, note=sent.note)
+                                 f"handoff:{handoff['id']}")  # fmt: skip
+    sends = (f"handoff-sends:{handoff['id']}", *HANDOFF_SUBMITS)
+    return views.send(channel, told=lambda outcome: _tell_till(handoff, outcome),
+                      extra_limits=[sends])  # fmt: skip
 
 
 def _tell_till(handoff: dict, outcome: flow.Outcome) -> None:

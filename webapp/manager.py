@@ -261,7 +261,7 @@ def dashboard(manager: dict, export_error: str | None = None):
     try:
         rows = state.event_counts(stores, since)
         device_names, store_names = state.device_names()
-        recent = state.recent_outcomes(stores, time.time() - RECENT_SECONDS)
+        recent = state.recent_outcomes(stores, state.clock() - RECENT_SECONDS)
         breaker_open = state.breaker_is_open(flow.Breaker.NAME)
         items = state.outbox_items()
     except StateUnavailable as exc:

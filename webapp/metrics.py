@@ -60,28 +60,34 @@ def _make() -> None:
     with _lock:
         if _metrics:
             return
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        # Ours alone (not the client library's default registry with its process and platform
+        # collectors): what a scrape of one process shows, as the multiprocess files hold.
+        own = CollectorRegistry(auto_describe=True)
+        _metrics["registry"] = own
         _metrics.update(
             signups=Counter(f"{PREFIX}_signups", "Sign-ups by outcome, store and mode.",
-                            ["outcome", "store", "mode"]),
+                            ["outcome", "store", "mode"], registry=own),
             signup_seconds=Histogram(
                 f"{PREFIX}_signup_seconds", "How long a sign-up's answer took, by mode.",
-                ["mode"], buckets=SIGNUP_BUCKETS),
+                ["mode"], buckets=SIGNUP_BUCKETS, registry=own),
             engage_calls=Counter(f"{PREFIX}_engage_calls", "Engage calls by endpoint, HTTP "
                                  "status and Engage's error token.",
-                                 ["endpoint", "status", "token"]),
+                                 ["endpoint", "status", "token"], registry=own),
             engage_seconds=Histogram(f"{PREFIX}_engage_call_seconds", "Engage call time.",
-                                     ["endpoint"], buckets=ENGAGE_BUCKETS),
+                                     ["endpoint"], buckets=ENGAGE_BUCKETS, registry=own),
             replays=Counter(f"{PREFIX}_replays", "Outbox replays by what Engage said.",
-                            ["outcome"]),
-            consent_records=Counter(f"{PREFIX}_consent_records", "Consent records written."),
+                            ["outcome"], registry=own),
+            consent_records=Counter(f"{PREFIX}_consent_records", "Consent records written.",
+                                    registry=own),
             pin_lockouts=Counter(f"{PREFIX}_pin_lockouts", "Times wrong PINs reached the "
-                                 "deployment's cap, by kind (staff, manager).", ["kind"]),
+                                 "deployment's cap, by kind (staff, manager).", ["kind"],
+                                 registry=own),
             ready=Gauge(f"{PREFIX}_ready", "1 when this machine's last /readyz was ready.",
-                        multiprocess_mode="mostrecent"),
+                        multiprocess_mode="mostrecent", registry=own),
             info=Gauge(f"{PREFIX}_build_info", "The app's version and commit.",
-                       ["version", "commit"], multiprocess_mode="max"),
+                       ["version", "commit"], multiprocess_mode="max", registry=own),
         )  # fmt: skip
 
 
@@ -251,31 +257,13 @@ def page():
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         else:
-            from prometheus_client import REGISTRY
-
             registry = CollectorRegistry()
-            registry.register(_ProcessValues(REGISTRY))
+            registry.register(_metrics["registry"])  # this process's own values
         registry.register(StateCollector(current_app._get_current_object()))
         current_app.extensions["metrics_registry"] = registry
     response = Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-class _ProcessValues:
-    """This process's own metrics (one process, no gunicorn): ours only, not the client's
-    default process and platform collectors, as the multiprocess mode gives too."""
-
-    def __init__(self, registry):
-        self.registry = registry
-
-    def collect(self):
-        names = {f"{PREFIX}_{n}" for n in ("signups", "signup_seconds", "engage_calls",
-                                           "engage_call_seconds", "replays", "consent_records",
-                                           "pin_lockouts", "ready", "build_info")}  # fmt: skip
-        for family in self.registry.collect():
-            if family.name in names:
-                yield family
 
 
 def _allowed() -> bool:

@@ -4,7 +4,8 @@ Each PIN form allows PIN_ATTEMPTS tries per device (its enrolment, else its brow
 PIN_ATTEMPTS_PER_ADDRESS per client address within PIN_WINDOW, and PIN_FAILURES_PER_HOUR wrong
 PINs for the whole deployment. The wrong PIN that reaches that cap says so in one ERROR line,
 which operations alert on, and for the rest of the hour only browsers that proved themselves
-before may try (still within their own limits): a device enrolled with the staff PIN, and, for
+before may try (still within their own limits): a staff tablet enrolled with the staff PIN
+(never a kiosk, which stands in public), and, for
 the manager's view, a browser where a manager signed in before. Everyone else is refused. So
 guessing from many addresses stops at the cap, and a stranger who spends it locks out nobody
 who was already working: the managers and the tablets in the stores go on. What waits for the
@@ -84,9 +85,9 @@ KNOWN_DAYS = 400
 
 
 def known(kind: str, device) -> bool:
-    """A browser that proved itself before: an enrolled device, or (for the manager's view)
-    one where a manager signed in."""
-    if device is not None and device.bound and device.id:
+    """A browser that proved itself before: a staff tablet enrolled with the staff PIN (not a
+    kiosk, which stands in public), or (for the manager's view) one where a manager signed in."""
+    if device is not None and device.bound and device.id and device.mode == "staff":
         return True
     if kind != "manager":
         return False

@@ -24,6 +24,7 @@ from flask_babel import lazy_gettext as _l
 from . import consent_records, metrics, signed, web
 from . import signup as flow
 from .consents import consent_texts
+from .devices import PRIVATE_MODES
 from .i18n import current_language
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
@@ -48,25 +49,24 @@ DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: 
 @dataclass(frozen=True)
 class Channel:
     """Where a sign-up comes from: the store and device it counts for, its mode (staff,
-    kiosk, phone), and the key its own rate limit counts against. `private`: the person is
-    alone with a public screen (a kiosk, their phone), so nothing may tell one outcome from
-    another, not even timing, and no member number is shown."""
+    kiosk, phone), and the key its own rate limit counts against."""
 
     store_id: str
     device_id: str
     mode: str
     limit_key: str
-    private: bool
 
     @property
-    def customer_alone(self) -> bool:
-        return self.private
+    def private(self) -> bool:
+        """The person is alone with a public screen (a kiosk, their phone): nothing may tell
+        one outcome from another, not even timing, and no member number is shown."""
+        return self.mode in PRIVATE_MODES
 
 
 def channel_of(device) -> Channel:
     """The channel of a till or a kiosk (an enrolled device, or this browser on a kiosk)."""
     who = f"device:{device.id}" if device.id else f"browser:{signed.client_id()}"
-    return Channel(device.store_id, device.id, device.mode, who, private=device.private)
+    return Channel(device.store_id, device.id, device.mode, who)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ def signup_from(form, channel: Channel) -> tuple[flow.Signup, list[consent_recor
     """The sign-up to send, and what the form showed beside each checkbox."""
     config = current_app.config
     language = current_language()
-    context = " ".join(str(words) for words in PREFERENCE_WORDS[channel.customer_alone])
+    context = " ".join(str(words) for words in PREFERENCE_WORDS[channel.private])
     shown = consent_records.shown_on(form, language, consent_texts(language), context)
     said = f"{channel.mode} device in store {channel.store_id}"
     version = current_app.extensions["consent_records"].version
@@ -236,9 +236,8 @@ def signup_from(form, channel: Channel) -> tuple[flow.Signup, list[consent_recor
 def unapproved(mode: str) -> bool:
     """Created unapproved (for a double opt-in in Engage): offers apply once confirmed."""
     config = current_app.config
-    customer_alone = mode in ("kiosk", "phone")
     return config["CREATE_AS_UNAPPROVED"] or (
-        customer_alone and config["KIOSK_CREATE_AS_UNAPPROVED"]
+        mode in PRIVATE_MODES and config["KIOSK_CREATE_AS_UNAPPROVED"]
     )
 
 

@@ -162,16 +162,25 @@ def submit():
     device = current_device()
     if device is None:
         return redirect(url_for(".form"), code=303)
-    channel = submission.channel_of(device)
+    return send(submission.channel_of(device))
+
+
+def send(channel: submission.Channel, *, extra_limits=(), told=lambda outcome: None):
+    """The posted sign-up form through the one submission, answered as this device answers
+    (the till's, the kiosk's and the phone's alike); `told` hears each outcome first."""
     if channel.private:
         request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
     form = _new_form(formdata=request.form)  # the fields sent as text, never files
     if request.files:  # no browser sends this form's fields as files: malformed, not a signup
         outcome = submission.count(flow.Outcome("invalid", cause="FileField"), channel)
+        told(outcome)
         return _present(form, outcome, note="malformed")
     if not form.validate_on_submit():
-        return _present(form, submission.count(flow.Outcome("invalid"), channel))
-    sent = submission.submit(channel, form)
+        outcome = submission.count(flow.Outcome("invalid"), channel)
+        told(outcome)
+        return _present(form, outcome)
+    sent = submission.submit(channel, form, extra_limits=extra_limits)
+    told(sent.outcome)
     return _present(form, sent.outcome, duplicate=sent.duplicate, note=sent.note)
 
 
