@@ -119,7 +119,7 @@ def count_wrong(kind: str) -> None:
     if failures == cap:
         metrics.pin_lockout(kind)
         log.error(
-            "%s PIN entry locked for the whole deployment but for enrolled devices and "
+            "%s PIN entry locked for the whole deployment but for enrolled staff tablets and "
             "browsers where a manager signed in before: %d wrong PINs within an hour "
             "(PIN_FAILURES_PER_HOUR) %s",
             kind, failures, web.log_context(),
