@@ -151,6 +151,35 @@ def test_a_text_changed_in_engages_definitions_gets_a_new_hash(records_app, engi
     assert old["text_hash"] != new["text_hash"]
 
 
+def test_engages_terms_are_cleaned_once_per_language_until_its_definitions_change(
+    records_app, engine, monkeypatch
+):
+    """Every page and every consent record shows the same cleaned terms: they are cleaned once
+    per language from each set of Engage's definitions, and again only when those are read
+    anew, and what is read anew is what the next person sees and what is recorded."""
+    from webapp import consents
+    from webapp.config import DEFAULT_CONSENTS
+
+    cleaned = []
+    clean = consents.nh3.clean
+    monkeypatch.setattr(consents.nh3, "clean", lambda html, **kw: cleaned.append(html) or
+                        clean(html, **kw))  # fmt: skip
+    app = records_app(CONSENT_TEXTS="engage", CONSENTS=DEFAULT_CONSENTS)
+    for n in range(3):
+        sign_up(app, email=f"once.{n}@example.com", lang="sv")
+    assert len(cleaned) == 1
+    sign_up(app, email="once.fi@example.com", lang="fi")
+    assert len(cleaned) == 2
+    engine.consents[0]["metaData"]["conditionText"]["sv-SE"] = "<p>Ändrade villkor.</p>"
+    app.extensions["consent_cache"].clear()  # the five-minute cache ran out
+    _, page = sign_up(app, email="once.after@example.com", lang="sv")
+    assert cleaned[-1] == "<p>Ändrade villkor.</p>" and len(cleaned) == 3
+    assert "Ändrade villkor." in page.form_page
+    assert export(app, contact_id=engine.contacts()[-1]["id"])[0]["text_terms"] == (
+        "<p>Ändrade villkor.</p>"
+    )
+
+
 @pytest.mark.shared_state
 def test_records_survive_a_restart_and_are_shared_between_instances(records_app, engine):
     first = records_app()

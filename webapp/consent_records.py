@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -52,12 +53,26 @@ class Shown:
 
     @property
     def hash(self) -> str:
-        canonical = json.dumps(
-            {"format": TEXT_FORMAT, "kind": self.kind, "item": self.item,
-             "language": self.language, "body": self.body},
-            sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-        )  # fmt: skip
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _written(self.kind, self.item, self.language, tuple(sorted(self.body.items())))[0]
+
+    @property
+    def body_json(self) -> str:
+        """The words as they are stored beside the hash."""
+        return _written(self.kind, self.item, self.language, tuple(sorted(self.body.items())))[1]
+
+
+@functools.lru_cache(maxsize=512)
+def _written(kind: str, item: str, language: str, body: tuple) -> tuple[str, str]:
+    """A shown text's hash and its words as stored. Made once per distinct text, not for each
+    sign-up: the key is the text itself, so a changed text is a new entry and there is nothing
+    to invalidate (512 holds every consent and preference in every language several times)."""
+    words = dict(body)
+    canonical = json.dumps(
+        {"format": TEXT_FORMAT, "kind": kind, "item": item, "language": language, "body": words},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )  # fmt: skip
+    stored = json.dumps(words, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest(), stored
 
 
 def shown_on(form, language: str, consent_texts: dict[str, dict], context: str) -> list[Shown]:
@@ -110,8 +125,7 @@ class ConsentRecords:
         at = self.store.clock()
         texts = [
             {"hash": s.hash, "kind": s.kind, "item": s.item, "language": s.language,
-             "source": s.source, "body": json.dumps(s.body, sort_keys=True, ensure_ascii=False),
-             "at": at}
+             "source": s.source, "body": s.body_json, "at": at}
             for s in shown
         ]  # fmt: skip
         records = [

@@ -15,10 +15,10 @@ import time
 
 import nh3
 from flask import current_app
-from flask_babel import gettext as _
 from markupsafe import Markup
 
 from .engage import EngageError
+from .i18n import gettext as _
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,30 @@ TERMS_TAGS = {"p", "br", "ul", "ol", "li", "strong", "em", "b", "i", "h3", "h4",
 TERMS_ATTRIBUTES = {"a": {"href"}}
 
 
+_NO_DEFINITIONS: dict[str, dict] = {}  # one object: texts made without Engage's stay cached
+
+
 def consent_texts(language: str) -> dict[str, dict]:
     """Field name (consent-<id>) → {"label", "url", "terms"} for each configured consent.
-    `terms` is cleaned HTML from Engage when the consent has no URL, else None."""
-    definitions = _engage_definitions() if _uses_engage() else {}
+    `terms` is cleaned HTML from Engage when the consent has no URL, else None.
+
+    Made once per language from each set of Engage's definitions: every page and every
+    sign-up's consent record would otherwise clean the same terms again. A new set of
+    definitions (read again after CACHE_SECONDS, or after a failure) makes them anew; the
+    configuration does not change while the app runs. Read-only for callers: shared by every
+    request until then."""
+    definitions = _engage_definitions() if _uses_engage() else _NO_DEFINITIONS
+    cache = current_app.extensions.setdefault("consent_texts", {})
+    if cache.get("definitions") is not definitions:
+        cache.clear()
+        cache["definitions"] = definitions
+    texts = cache.get(language)
+    if texts is None:
+        texts = cache[language] = _texts(language, definitions)
+    return texts
+
+
+def _texts(language: str, definitions: dict[str, dict]) -> dict[str, dict]:
     texts = {}
     for consent in current_app.config["CONSENTS"]:
         label = consent["label"].get(language) or consent["label"]["en"]
