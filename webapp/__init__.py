@@ -12,7 +12,7 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import handoff, manager, metrics, ops, setup, views, web
+from . import handoff, i18n, manager, metrics, ops, setup, views, web
 from .config import ConfigError, load_config
 from .consent_records import ConsentRecords
 from .consent_records import cli as consents_cli
@@ -92,6 +92,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
     web.init_app(app)  # first: its log line must come after every other hook's work
     app.session_interface = SessionInterface()
     Babel(app, locale_selector=select_locale)
+    i18n.install_jinja(app)
     CSRFProtect(app)
     app.extensions["engage"] = EngageClient(
         app.config["ENGAGE_BASE_URL"],

@@ -12,7 +12,6 @@ import unicodedata
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
 from wtforms import BooleanField, HiddenField, SelectField, StringField
@@ -20,6 +19,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp, Validatio
 from wtforms.widgets import Select, html_params
 
 from .i18n import country_codes
+from .i18n import lazy_gettext as _l
 
 MAX_AGE_YEARS = 120
 

@@ -42,7 +42,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired
@@ -51,6 +50,7 @@ from . import codes, signed, submission, views, web
 from . import signup as flow
 from .devices import Device, current_device
 from .i18n import LANGUAGES, current_language
+from .i18n import gettext as _
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from babel import Locale
-from flask import current_app, request, session
+from babel import Locale, support
+from flask import current_app, g, has_app_context, request, session
+from flask_babel import get_domain
+from flask_babel.speaklater import LazyString
 from wtforms import SelectChoice
 
 # Code sent to Engage as `lang` → the language's own name, for the switcher.
@@ -33,6 +35,51 @@ _AFTER_Z = {
     "da": "æøå",
     "nb": "æøå",
 }
+
+
+_NO_TRANSLATIONS = support.NullTranslations()
+
+
+def catalogue() -> support.NullTranslations:
+    """This request's translations, looked up once per request. Flask-Babel's own gettext finds
+    its domain, the locale and the catalogue again for each string (five context look-ups), and
+    a result page has dozens of strings. The cache lives as long as the request, as Flask-Babel's
+    own choice of locale does; nothing here changes the locale within a request (no
+    flask_babel.refresh() or force_locale), which would have to drop it."""
+    if not has_app_context():
+        return _NO_TRANSLATIONS
+    found = g.get("_catalogue")
+    if found is None:
+        found = g._catalogue = get_domain().get_translations()
+    return found
+
+
+def gettext(string: str, **variables) -> str:
+    """Flask-Babel's gettext, through this request's catalogue()."""
+    translated = catalogue().ugettext(string)
+    return translated % variables if variables else translated
+
+
+def ngettext(singular: str, plural: str, num: int, **variables) -> str:
+    variables.setdefault("num", num)
+    return catalogue().ungettext(singular, plural, num) % variables
+
+
+def lazy_gettext(string: str, **variables) -> LazyString:
+    """Translated when it is read, in the language of the request reading it."""
+    return LazyString(gettext, string, **variables)
+
+
+def install_jinja(app) -> None:
+    """The templates' _(), gettext() and ngettext() through catalogue() (in place of the ones
+    Flask-Babel installs, which look the catalogue up again for every string)."""
+    app.jinja_env.install_gettext_callables(
+        gettext=lambda s: catalogue().ugettext(s),
+        ngettext=lambda s, p, n: catalogue().ungettext(s, p, n),
+        pgettext=lambda c, s: catalogue().upgettext(c, s),
+        npgettext=lambda c, s, p, n: catalogue().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
 
 
 def select_locale() -> Locale:
@@ -98,133 +145,140 @@ def country_codes() -> frozenset[str]:
     return frozenset(choice.value for choice in countries("en"))
 
 
-def outcome_messages(*, kiosk: bool, unapproved: bool = False) -> dict[str, tuple[str, str]]:
-    """outcome name → (heading, text): every sentence a person reads about Engage's answer.
+_l = lazy_gettext  # the keyword pybabel extracts (babel.cfg)
 
-    A staff tablet speaks to the cashier: what happened and what to do now, with the purchase
-    too. A kiosk speaks to the customer, and shows `thanks` for every final outcome: nobody there
-    may learn whether someone else is a member. `unapproved`: new contacts are created
-    unapproved (double opt-in), so their offers apply once the person has confirmed by email.
-    """
-    from flask_babel import gettext as _
+# outcome name → (heading, text): every sentence a person reads about Engage's answer, made
+# once and translated when read (only the one a page shows).
+#
+# A kiosk (or the customer's phone) speaks to the customer, and shows `thanks` for every final
+# outcome: nobody there may learn whether someone else is a member.
+_CUSTOMER_MESSAGES = {
+    "thanks": (
+        _l("Thank you!"),
+        _l("Your membership is taken care of. Member offers apply from today."),
+    ),
+    "thanks-unapproved": (
+        _l("Thank you!"),
+        _l(
+            "If you are new to us, confirm your membership with the link in the email "
+            "we send you. Member offers apply once it is confirmed."
+        ),
+    ),
+    "rejected": (
+        _l("Please check your details"),
+        _l("Some details were not accepted. Correct the marked fields and send again."),
+    ),
+    "rejected-unmarked": (
+        _l("Please check your details"),
+        _l("Your details were not accepted. Check them and send again."),
+    ),
+    "timeout": (
+        _l("That took too long"),
+        _l("Nothing was saved, and your details are still here: you can safely send them again."),
+    ),
+    "unavailable": (
+        _l("The membership service is not available right now"),
+        _l("Nothing was saved. You can shop as usual and sign up another time."),
+    ),
+    "invalid": (
+        _l("Please check your details"),
+        _l("Some details need correcting before we can register you."),
+    ),
+    "throttled": (
+        _l("Please wait a minute"),
+        _l("Too many sign-ups were sent from here in a short time. Wait a minute and try again."),
+    ),
+}
+# A staff tablet speaks to the cashier: what happened and what to do now, with the purchase too.
+_CASHIER_MESSAGES = {
+    "created": (
+        _l("New member registered"),
+        _l("Attach the purchase to the member number below."),
+    ),
+    "created-unapproved": (
+        _l("New member registered"),
+        _l(
+            "The membership is registered, but must be confirmed: the customer opens the "
+            "link in the email we send. Member offers apply once it is confirmed."
+        ),
+    ),
+    "existing": (
+        _l("Already a member"),
+        _l("Nothing more to register: attach the purchase to the member number below."),
+    ),
+    "in-progress": (
+        _l("Already being registered"),
+        _l(
+            "Another till or the web shop is registering these details right now. Finish "
+            "the purchase without a member; the membership is ready within a minute."
+        ),
+    ),
+    "queued": (
+        _l("Saved: it will be registered shortly"),
+        _l(
+            "The membership system cannot take it right now, so the sign-up is saved and "
+            "will be sent within minutes. Finish the purchase without a member number; the "
+            "customer needs to do nothing more."
+        ),
+    ),
+    "ambiguous": (
+        _l("Several memberships match"),
+        _l(
+            "These details belong to more than one member, so none was chosen. Finish the "
+            "purchase without a member, and ask whoever looks after the membership system "
+            "to merge the members below."
+        ),
+    ),
+    # Kept for the store manager (the outbox is on): nothing more for the cashier to do.
+    "ambiguous-kept": (
+        _l("Several memberships match"),
+        _l(
+            "These details belong to more than one member, so none was chosen. Finish the "
+            "purchase without a member number: the store manager sees the case under "
+            '"needs attention", has the members merged, and the sign-up is sent then.'
+        ),
+    ),
+    "rejected": (
+        _l("The membership system did not accept these details"),
+        _l("Check the marked fields with the customer and send again."),
+    ),
+    "rejected-unmarked": (
+        _l("The membership system did not accept these details"),
+        _l("It did not say which detail. Check them with the customer and send again."),
+    ),
+    "timeout": (
+        _l("The membership system took too long"),
+        _l(
+            "Nothing was saved. Send again; if it happens again, finish the purchase "
+            "without a member."
+        ),
+    ),
+    "unavailable": (
+        _l("The membership system cannot be reached"),
+        _l(
+            "Nothing was saved. Finish the purchase without a member; the customer can "
+            "sign up another time."
+        ),
+    ),
+    "invalid": (
+        _l("Please check the details"),
+        _l("Correct the marked fields before sending."),
+    ),
+    "throttled": (
+        _l("Too many sign-ups from this till"),
+        _l("Wait a minute, then send again."),
+    ),
+}
 
-    if kiosk:
-        messages = {
-            "thanks": (
-                _("Thank you!"),
-                _(
-                    "If you are new to us, confirm your membership with the link in the email "
-                    "we send you. Member offers apply once it is confirmed."
-                )
-                if unapproved
-                else _("Your membership is taken care of. Member offers apply from today."),
-            ),
-            "rejected": (
-                _("Please check your details"),
-                _("Some details were not accepted. Correct the marked fields and send again."),
-            ),
-            "rejected-unmarked": (
-                _("Please check your details"),
-                _("Your details were not accepted. Check them and send again."),
-            ),
-            "timeout": (
-                _("That took too long"),
-                _(
-                    "Nothing was saved, and your details are still here: you can safely send "
-                    "them again."
-                ),
-            ),
-            "unavailable": (
-                _("The membership service is not available right now"),
-                _("Nothing was saved. You can shop as usual and sign up another time."),
-            ),
-            "invalid": (
-                _("Please check your details"),
-                _("Some details need correcting before we can register you."),
-            ),
-            "throttled": (
-                _("Please wait a minute"),
-                _(
-                    "Too many sign-ups were sent from here in a short time. "
-                    "Wait a minute and try again."
-                ),
-            ),
-        }
-        return messages
-    return {
-        "created": (
-            _("New member registered"),
-            _(
-                "The membership is registered, but must be confirmed: the customer opens the "
-                "link in the email we send. Member offers apply once it is confirmed."
-            )
-            if unapproved
-            else _("Attach the purchase to the member number below."),
-        ),
-        "existing": (
-            _("Already a member"),
-            _("Nothing more to register: attach the purchase to the member number below."),
-        ),
-        "in-progress": (
-            _("Already being registered"),
-            _(
-                "Another till or the web shop is registering these details right now. Finish "
-                "the purchase without a member; the membership is ready within a minute."
-            ),
-        ),
-        "queued": (
-            _("Saved: it will be registered shortly"),
-            _(
-                "The membership system cannot take it right now, so the sign-up is saved and "
-                "will be sent within minutes. Finish the purchase without a member number; the "
-                "customer needs to do nothing more."
-            ),
-        ),
-        "ambiguous": (
-            _("Several memberships match"),
-            _(
-                "These details belong to more than one member, so none was chosen. Finish the "
-                "purchase without a member, and ask whoever looks after the membership system "
-                "to merge the members below."
-            ),
-        ),
-        # Kept for the store manager (the outbox is on): nothing more for the cashier to do.
-        "ambiguous-kept": (
-            _("Several memberships match"),
-            _(
-                "These details belong to more than one member, so none was chosen. Finish the "
-                "purchase without a member number: the store manager sees the case under "
-                '"needs attention", has the members merged, and the sign-up is sent then.'
-            ),
-        ),
-        "rejected": (
-            _("The membership system did not accept these details"),
-            _("Check the marked fields with the customer and send again."),
-        ),
-        "rejected-unmarked": (
-            _("The membership system did not accept these details"),
-            _("It did not say which detail. Check them with the customer and send again."),
-        ),
-        "timeout": (
-            _("The membership system took too long"),
-            _(
-                "Nothing was saved. Send again; if it happens again, finish the purchase "
-                "without a member."
-            ),
-        ),
-        "unavailable": (
-            _("The membership system cannot be reached"),
-            _(
-                "Nothing was saved. Finish the purchase without a member; the customer can "
-                "sign up another time."
-            ),
-        ),
-        "invalid": (
-            _("Please check the details"),
-            _("Correct the marked fields before sending."),
-        ),
-        "throttled": (
-            _("Too many sign-ups from this till"),
-            _("Wait a minute, then send again."),
-        ),
-    }
+
+def outcome_message(
+    name: str, *, kiosk: bool, unapproved: bool = False
+) -> tuple[str, str] | tuple[None, None]:
+    """The heading and text a person reads about the outcome `name` (None, None: no message).
+    `unapproved`: new contacts are created unapproved (double opt-in), so their offers apply
+    once the person has confirmed by email."""
+    messages = _CUSTOMER_MESSAGES if kiosk else _CASHIER_MESSAGES
+    if unapproved and f"{name}-unapproved" in messages:
+        name = f"{name}-unapproved"
+    heading, text = messages.get(name, (None, None))
+    return (str(heading), str(text)) if heading is not None else (None, None)

@@ -32,9 +32,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
-from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
 from werkzeug.datastructures import MultiDict
@@ -43,7 +40,9 @@ from wtforms.validators import DataRequired
 
 from . import consent_records, pins, signed, web
 from . import signup as flow
-from .i18n import countries, current_language
+from .i18n import countries, current_language, ngettext
+from .i18n import gettext as _
+from .i18n import lazy_gettext as _l
 from .outbox import UNOPENED, reference
 from .store import StateUnavailable
 

@@ -19,9 +19,9 @@ import logging
 import time
 
 from flask import current_app, request
-from flask_babel import gettext as _
 
 from . import devices, metrics, signed, web
+from .i18n import gettext as _
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)

@@ -6,14 +6,14 @@ import logging
 import time
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from . import devices, pins, signed, web
 from .engage import EngageError
+from .i18n import gettext as _
+from .i18n import lazy_gettext as _l
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)

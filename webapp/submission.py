@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass
 
 from flask import current_app, g, request
-from flask_babel import lazy_gettext as _l
 
 from . import consent_records, metrics, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import PRIVATE_MODES
 from .i18n import current_language
+from .i18n import lazy_gettext as _l
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 from .store import StateUnavailable
 

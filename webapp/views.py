@@ -24,8 +24,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.datastructures import MultiDict
 
@@ -36,7 +34,9 @@ from .devices import current_device
 from .engage import EngageError
 from .engage.client import WALLET_TIMEOUT
 from .forms import POSTCODE_DIGITS
-from .i18n import LANGUAGES, countries, current_language, outcome_messages
+from .i18n import LANGUAGES, countries, current_language, outcome_message
+from .i18n import gettext as _
+from .i18n import lazy_gettext as _l
 from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -361,9 +361,10 @@ def done():
     if kiosk:
         name = THANKS  # a device turned into a kiosk shows no staff result either
     unapproved = device is not None and submission.unapproved(device.mode)
-    messages = outcome_messages(kiosk=kiosk, unapproved=unapproved)
     kept_for_manager = name == flow.AMBIGUOUS and result.get("reference")
-    heading, text = messages["ambiguous-kept" if kept_for_manager else name]
+    heading, text = outcome_message(
+        "ambiguous-kept" if kept_for_manager else name, kiosk=kiosk, unapproved=unapproved
+    )
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
     wallet = None
@@ -486,8 +487,9 @@ STATUS = {"invalid": 400, "throttled": 429}
 def _render_form(form, outcome: str, unmarked: bool = False):
     g.outcome = outcome
     device = current_device()
-    messages = outcome_messages(kiosk=device is not None and device.private)
-    heading, text = messages.get("rejected-unmarked" if unmarked else outcome, (None, None))
+    heading, text = outcome_message(
+        "rejected-unmarked" if unmarked else outcome, kiosk=device is not None and device.private
+    )
     return (
         render_template(
             "signup/form.html",

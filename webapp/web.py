@@ -11,8 +11,9 @@ import traceback
 from urllib.parse import urlsplit
 
 from flask import Flask, current_app, g, has_request_context, render_template, request
-from flask_babel import gettext as _
 from werkzeug.exceptions import BadRequest, HTTPException
+
+from .i18n import gettext as _
 
 log = logging.getLogger("webapp.request")
 
