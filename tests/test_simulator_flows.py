@@ -174,6 +174,26 @@ def test_connections_to_engage_are_reused_across_signups(sim_submit, engine, sim
     assert simulator.connections_opened == 1
 
 
+
+def test_the_simulators_handshake_delay_is_paid_once_per_connection(engine, simulator):
+    """--connect-latency: each new connection waits once before its first request is read
+    (the handshakes to a real tenant); the requests that follow on it do not."""
+    import requests
+
+    waits = []
+    wait = engine.stopping.wait
+    engine.stopping.wait = lambda seconds=None: waits.append(seconds) or wait(0)
+    engine.connect_latency = 0.04
+    pooled = requests.Session()
+    for _ in range(3):
+        assert pooled.get(f"{simulator.url}/_simulator/stats", timeout=5).status_code == 200
+    for _ in range(2):  # a client that does not pool: a new connection for each call
+        assert requests.get(f"{simulator.url}/_simulator/stats", timeout=5,
+                            headers={"Connection": "close"}).status_code == 200  # fmt: skip
+    pooled.close()
+    assert simulator.connections_opened == 3
+    assert waits == [0.04, 0.04, 0.04]
+
 def _submit_once(app):
     return submitter(english_browser(app))()
 

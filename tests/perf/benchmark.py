@@ -111,19 +111,30 @@ def ab_arguments(description: str):
     return parser
 
 
-def app_on_simulator(procs: Processes, latency: float, state_db: Path, **settings: str):
+def app_on_simulator(
+    procs: Processes,
+    latency: float,
+    state_db: Path,
+    *,
+    connect_latency: float = 0.0,
+    variant: str | None = None,
+    **settings: str,
+):
     """The README's server (its production settings) against a simulator of its own with
-    `latency` per Engage call: (the app's base URL, the server's process)."""
+    `latency` per Engage call and `connect_latency` per new connection to it: (the app's base
+    URL, the server's process). `variant`: the server of tests/perf/variants.py instead, the
+    app with one guarantee taken out (a floor)."""
     py = sys.executable
     sim_port, app_port = free_port(), free_port()
     procs.start([py, "-m", "webapp.simulator", "--port", str(sim_port), "--latency",
-                 str(latency), "--rate-limit", "1000000"], {},
-                f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
+                 str(latency), "--connect-latency", str(connect_latency), "--rate-limit",
+                 "1000000"], {}, f"http://127.0.0.1:{sim_port}/_simulator/stats")  # fmt: skip
     env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
            "SECRET_KEY": SECRET_KEY, "STORE_EXTERNAL_ID": "101", "STAFF_PIN": "4711",
            "HTTPS": "false", "STATE_DB": str(state_db), "SUBMIT_LIMIT_PER_DEVICE": "10000",
            "SUBMIT_LIMIT_PER_ADDRESS": "100000", **settings}  # fmt: skip
-    process = procs.start([py, "-m", "webapp.serve", "--port", str(app_port)], env,
+    server = [str(PERF / "variants.py"), variant] if variant else ["-m", "webapp.serve"]
+    process = procs.start([py, *server, "--port", str(app_port)], env,
                           f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
     return f"http://127.0.0.1:{app_port}/", process
 

@@ -1,6 +1,6 @@
 """Run the Engage simulator on its own.
 
-python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--demo]
+python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--connect-latency 0.04] [--demo]
                            [--state-file training.json] [--api-key KEY]
 """
 
@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="seconds each call takes from its arrival",
+    )
+    parser.add_argument(
+        "--connect-latency",
+        type=float,
+        default=0.0,
+        help="seconds a new connection takes before its first request (handshakes)",
     )
     parser.add_argument(
         "--create-limit", type=float, default=5.0, help="seconds before a create answers 504"
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(
         api_key=args.api_key,
         latency=args.latency,
+        connect_latency=args.connect_latency,
         create_limit=args.create_limit,
         rate_limit=args.rate_limit,
         state_file=args.state_file,

@@ -366,7 +366,7 @@ class SimulatorApp:
             return Response(status=204)
         if path == "/_simulator/settings" and method == "POST":
             settings = request.get_json(silent=True) or {}
-            for name in ("latency", "create_limit", "rate_limit"):
+            for name in ("latency", "connect_latency", "create_limit", "rate_limit"):
                 if isinstance(settings.get(name), int | float) and settings[name] >= 0:
                     setattr(self.engine, name, float(settings[name]))
             if isinstance(settings.get("unapproved_blocks_create"), bool):
@@ -374,8 +374,8 @@ class SimulatorApp:
             if "allowed_addresses" in settings:
                 addresses = settings["allowed_addresses"]
                 self.engine.allowed_addresses = list(addresses) if addresses else None
-            names = ("latency", "create_limit", "rate_limit", "unapproved_blocks_create",
-                     "allowed_addresses")  # fmt: skip
+            names = ("latency", "connect_latency", "create_limit", "rate_limit",
+                     "unapproved_blocks_create", "allowed_addresses")  # fmt: skip
             return ok({n: getattr(self.engine, n) for n in names})
         if path == "/_simulator/reset" and method == "POST":
             self.engine.reset()

@@ -196,6 +196,7 @@ class Engine:
         consents: list[dict] | None = None,
         contacts: list[dict] | None = None,
         latency: float = 0.0,
+        connect_latency: float = 0.0,
         create_limit: float = 5.0,
         rate_limit: float = 200.0,
         custom_key: str = "externalId",
@@ -209,6 +210,9 @@ class Engine:
         self.stores = copy.deepcopy(DEFAULT_STORES if stores is None else stores)
         self.consents = copy.deepcopy(DEFAULT_CONSENTS if consents is None else consents)
         self.latency = latency  # seconds every API call takes from its arrival: a round trip
+        # Seconds a new connection takes before its first request is read (TCP and TLS
+        # handshakes to a real tenant): what a client that does not pool pays on every call.
+        self.connect_latency = connect_latency
         # Engage's own limit on create (engage-api.md §7: ~5 s, then 504 RequestTimeOut).
         self.create_limit = create_limit
         self.rate_limit = rate_limit  # requests per second per API key before 429 (§7: 200)

@@ -33,6 +33,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the recorded requests are the log
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # A new connection: its handshake takes the engine's connect_latency (in this
+        # connection's own thread, as a network would) before the first request is read.
+        engine = getattr(self.server.app, "engine", None)
+        if engine is not None and engine.connect_latency > 0:
+            engine.stopping.wait(engine.connect_latency)
+
     def parse_request(self) -> bool:
         self.received = time.perf_counter()  # the request line is in: the call has arrived
         return super().parse_request()
