@@ -174,7 +174,6 @@ def test_connections_to_engage_are_reused_across_signups(sim_submit, engine, sim
     assert simulator.connections_opened == 1
 
 
-
 def test_the_simulators_handshake_delay_is_paid_once_per_connection(engine, simulator):
     """--connect-latency: each new connection waits once before its first request is read
     (the handshakes to a real tenant); the requests that follow on it do not."""
@@ -193,6 +192,7 @@ def test_the_simulators_handshake_delay_is_paid_once_per_connection(engine, simu
     pooled.close()
     assert simulator.connections_opened == 3
     assert waits == [0.04, 0.04, 0.04]
+
 
 def _submit_once(app):
     return submitter(english_browser(app))()

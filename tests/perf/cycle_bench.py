@@ -121,7 +121,7 @@ def resident_mb(pid: int) -> list[float]:
 
 
 def measure(*, latency: float, connect_latency: float, devices: int, seconds: float,
-            rounds: int, memory_signups: int = 0) -> dict:  # fmt: skip
+            rounds: int, memory_signups: int = 0, only: list | None = None) -> dict:  # fmt: skip
     procs = benchmark.Processes()
     work = Path(tempfile.mkdtemp(prefix="engage-cycle-bench-"))
     postgres = PostgresServer(durable=True)
@@ -129,6 +129,8 @@ def measure(*, latency: float, connect_latency: float, devices: int, seconds: fl
     servers: dict[str, tuple[str, int]] = {}
     try:
         for name, (engine, variant) in SERVERS.items():
+            if only and name not in only and name != "sqlite":  # sqlite's page is the floor's
+                continue
             database = {
                 "postgresql": {"DATABASE_URL": postgres.url},
                 "postgresql-noflush": {"DATABASE_URL": noflush.url},
@@ -170,7 +172,9 @@ def measure(*, latency: float, connect_latency: float, devices: int, seconds: fl
                 runs[name]["times"].extend(times)
                 runs[name]["cpu"].append((tree_cpu(pid) - cpu) / len(times) * 1000)
         memory = {name: {"after_rounds": resident_mb(pid)} for name, (_, pid) in servers.items()}
-        for name in ("sqlite", "postgresql", "floor") if memory_signups else ():
+        for name in [n for n in ("sqlite", "postgresql", "floor") if n in servers] * bool(
+            memory_signups
+        ):
             url, pid = servers[name]
             done = cycles(url, devices, f"memory-{name}", total=memory_signups)
             memory[name].update(signups=len(done), after_more=resident_mb(pid))
@@ -244,10 +248,12 @@ def main() -> int:
                         help="C: seconds per new connection to Engage")  # fmt: skip
     parser.add_argument("--memory-signups", type=int, default=0,
                         help="then this many more sign-ups; memory before and after")  # fmt: skip
+    parser.add_argument("--only", action="append", choices=list(SERVERS),
+                        help="only these (and sqlite and the lean floor); repeatable")  # fmt: skip
     args = parser.parse_args()
     result = measure(latency=args.latency, connect_latency=args.connect_latency,
                      devices=args.devices, seconds=args.seconds, rounds=args.rounds,
-                     memory_signups=args.memory_signups)  # fmt: skip
+                     memory_signups=args.memory_signups, only=args.only)  # fmt: skip
     report(result)
     out = benchmark.ROOT / "test-artifacts" / "perf"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Run the Engage simulator on its own.
 
-python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--connect-latency 0.04] [--demo]
-                           [--state-file training.json] [--api-key KEY]
+python -m webapp.simulator [--host 127.0.0.1] [--port 8081] [--latency 0.05] [--demo]
+                           [--connect-latency 0.04] [--state-file training.json] [--api-key KEY]
 """
 
 from __future__ import annotations
