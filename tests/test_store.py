@@ -209,8 +209,9 @@ def test_an_unreachable_database_is_state_unavailable(state_engine, tmp_path):
 
 def test_the_end_of_a_sign_up_is_written_all_or_nothing(store):
     """Outcome, consent delivery and the manager's count go in one durable transaction (on
-    PostgreSQL its statements travel together, in pipeline mode): if any part is refused,
-    none is kept, the fault is StateUnavailable, and the next sign-up is written in full."""
+    PostgreSQL its statements travel together, as one query with their values bound by
+    psycopg): if any part is refused, none is kept, the fault is StateUnavailable, and the next
+    sign-up is written in full, a value full of quotes and semicolons exactly as it was."""
     import time
 
     token = "tok-" + "e" * 20
@@ -224,9 +225,11 @@ def test_the_end_of_a_sign_up_is_written_all_or_nothing(store):
     assert store.consent_deliveries([token]) == []
     assert store.event_counts(None, 0) == []
 
-    store.finish_signup(token, "created", "999000001", delivery=delivery, event=event)
+    nasty = "c-1'); DROP TABLE events; -- \\ %(at)s $$ ;"
+    store.finish_signup(token, "created", "999000001", delivery={**delivery, "contact_id": nasty},
+                        event=event)  # fmt: skip
     assert store.submission(token).outcome == "created"
-    assert [d["contact_id"] for d in store.consent_deliveries([token])] == ["c-1"]
+    assert [d["contact_id"] for d in store.consent_deliveries([token])] == [nasty]
     assert [e["count"] for e in store.event_counts(None, 0)] == [1]
 
 

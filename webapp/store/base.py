@@ -106,6 +106,20 @@ def _rows(sql: str, columns: tuple[str, ...], rows: list[dict]) -> tuple[str, di
     return sql.format(rows=values), params
 
 
+# psycopg parses a statement once and keeps it only when it has at most 50 parameters
+# (psycopg/_queries.py MAX_CACHED_STATEMENT_PARAMS); a larger one is parsed again, in Python,
+# every time. So many rows go in statements of at most this many parameters, which all leave
+# in the same round trip in a durable() pipeline.
+CACHED_PARAMETERS = 50
+
+
+def _inserts(sql: str, columns: tuple[str, ...], rows: list[dict]):
+    """_rows() in statements of at most CACHED_PARAMETERS parameters each."""
+    per = max(1, CACHED_PARAMETERS // len(columns))
+    for start in range(0, len(rows), per):
+        yield _rows(sql, columns, rows[start : start + per])
+
+
 # One hit on each of a few fixed-window counters of the same window, in one statement; a window
 # that has ended starts again at this hit.
 HITS = """
@@ -392,22 +406,22 @@ class Store:
     # delivery once per step of its way to Engage. Nothing here is updated.
     @_timed
     def consent_record(self, texts: list[dict], records: list[dict]) -> None:
-        """Two statements, whatever the number of checkboxes: each is one round trip."""
+        """A few statements (_inserts), however many checkboxes, in one durable transaction: on
+        PostgreSQL all in one round trip."""
         with self.engine.durable() as tx:
-            if texts:
-                tx.run(*_rows(
-                    "INSERT INTO consent_texts (hash, kind, item, language, source, body, "
-                    "first_shown) VALUES {rows} ON CONFLICT (hash) DO NOTHING",
-                    ("hash", "kind", "item", "language", "source", "body", "at"), texts,
-                ))  # fmt: skip
-            if records:
-                tx.run(*_rows(
-                    "INSERT INTO consent_records (id, at, submission, kind, item, given, "
-                    "text_hash, language, source, store, device, mode, app_version) "
-                    "VALUES {rows}",
-                    ("id", "at", "submission", "kind", "item", "given", "text_hash", "language",
-                     "source", "store", "device", "mode", "app_version"), records,
-                ))  # fmt: skip
+            for statement in _inserts(
+                "INSERT INTO consent_texts (hash, kind, item, language, source, body, "
+                "first_shown) VALUES {rows} ON CONFLICT (hash) DO NOTHING",
+                ("hash", "kind", "item", "language", "source", "body", "at"), texts,
+            ):  # fmt: skip
+                tx.run(*statement)
+            for statement in _inserts(
+                "INSERT INTO consent_records (id, at, submission, kind, item, given, "
+                "text_hash, language, source, store, device, mode, app_version) VALUES {rows}",
+                ("id", "at", "submission", "kind", "item", "given", "text_hash", "language",
+                 "source", "store", "device", "mode", "app_version"), records,
+            ):  # fmt: skip
+                tx.run(*statement)
 
     @_timed
     def consent_delivery(self, delivery: dict) -> None:

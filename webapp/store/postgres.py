@@ -53,6 +53,35 @@ class _Connection:
             raise _fault(exc) from exc
 
 
+class _Script:
+    """A durable transaction's statements, each with its values bound by psycopg itself
+    (ClientCursor.mogrify: quoted and escaped for this connection, as the server would), sent
+    together as one simple query."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.cursor = psycopg.ClientCursor(conn)
+        self.statements: list[str] = []
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        try:
+            self.statements.append(self.cursor.mogrify(_psycopg_sql(sql), params or {}))
+        except psycopg.Error as exc:
+            raise _fault(exc) from exc
+
+    def send(self) -> None:
+        body = "; ".join(self.statements)
+        try:
+            self.conn.execute(f"BEGIN; SET LOCAL synchronous_commit = on; {body}; COMMIT")
+        except psycopg.Error as exc:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    self.conn.rollback()  # the failed BEGIN block: nothing of it stays
+                except psycopg.Error:
+                    pass  # the pool discards a connection it cannot reset
+            raise _fault(exc) from exc
+
+
 def _configure(conn: psycopg.Connection) -> None:
     conn.execute(f"SET statement_timeout = {STATEMENT_MS}")
     # Tokens, counters and the breaker need not outlive a crash of PostgreSQL itself: what a
@@ -115,14 +144,16 @@ class PostgresEngine:
         """A transaction whose commit waits for the disk: for what must outlive a crash of
         PostgreSQL itself (kept sign-ups, consent records).
 
-        Writes only: its statements go out in pipeline mode, all in one round trip with the
-        BEGIN and COMMIT, and no answer is waited for in between. An error in any of them is
-        raised when the block ends, and nothing of it is committed."""
+        Writes only: its statements are written down, and sent when the block ends as one
+        query, BEGIN; SET LOCAL synchronous_commit = on; …; COMMIT: one round trip, and none
+        of the client's work per statement that pipeline mode did (three inserts, measured:
+        72 us of CPU against 263 us, and a shorter wait too). An error in any of them is
+        raised then, and nothing of it is committed; an error in the block sends nothing."""
         with self._connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                tx = Writes(_Connection(conn))
-                tx.run("SET LOCAL synchronous_commit = on")
-                yield tx
+            script = _Script(conn)
+            yield Writes(script)
+            if script.statements:
+                script.send()
 
     @contextmanager
     def exclusive(self) -> Iterator[_Connection]:
