@@ -16,7 +16,9 @@ connections are not counted as the app's). The tills are thin http.client loops 
 processes, the same for the app and the baselines. Every figure is a ratio against a baseline
 measured in the same run, because these machines are shared and noisy.
 With --outbox, also an app whose outbox holds 1,000 kept sign-ups: live sign-ups while it
-replays them, and its replay throughput.
+replays them, and its replay throughput. Then, unless --no-cycle, the whole till cycle (GET
+the form, POST it, GET the result; tests/perf/cycle_bench.py) against its lean floor, with new
+connections to Engage charged --connect-latency: about two and a half minutes more.
 Prints one table and writes it as JSON to test-artifacts/perf/benchmark.json.
 """
 
@@ -421,6 +423,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=serve.WORKERS)
     parser.add_argument("--threads", type=int, default=serve.THREADS)
     parser.add_argument("--no-lighthouse", action="store_true")
+    parser.add_argument("--no-cycle", action="store_true", help="without the whole-cycle rows")
+    parser.add_argument("--connect-latency", type=float, default=0.04,
+                        help="the cycle's C: seconds per new connection to Engage")  # fmt: skip
     parser.add_argument(
         "--outbox",
         action="store_true",
@@ -606,7 +611,13 @@ def main() -> int:
             if server is not None:
                 server.stop()
         shutil.rmtree(work, ignore_errors=True)
+    if not args.no_cycle:  # with servers of its own, once the others are gone (cycle_bench.py)
+        import cycle_bench
 
+        result["cycle"] = cycle_bench.measure(
+            latency=L, connect_latency=args.connect_latency, devices=args.devices,
+            seconds=args.seconds, rounds=2,
+        )  # fmt: skip
     report(result)
     return 0
 
@@ -733,6 +744,7 @@ def report(r: dict) -> None:
         ("third-party requests", len(r["page"]["third_party"]), "0"),
         ("web fonts", int(r["page"]["web_fonts"]), "0"),
         *(_outbox_rows(r) if "outbox" in r else []),
+        *(_cycle_rows(r) if "cycle" in r else []),
         ("Lighthouse performance", lh.get("performance"), ">= 0.95"),
         ("Lighthouse accessibility", lh.get("accessibility"), "1.00"),
         ("machine: Python after L idle / warm", r["wake"]["after_idle_us"]
@@ -747,11 +759,11 @@ def report(r: dict) -> None:
           f"straightforward: {naive['signups']}, {naive['per_second']:.1f}/s, "
           f"{naive['errors']} errors; form {r['form_rps']:.0f} req/s, "
           f"bare {r['bare_rps']:.0f} req/s")  # fmt: skip
-    print(f"  {'measure':<42} {'value':>9}  target   met")
+    print(f"  {'measure':<58} {'value':>9}  target   met")
     for name, value, target in rows:
         met = _meets(value, target)
         shown = "skipped" if value is None else f"{value:9.3f}"
-        print(f"  {name:<42} {shown:>9}  {target:<8} {met}")
+        print(f"  {name:<58} {shown:>9}  {target:<8} {met}")
         r["table"].append({"measure": name, "value": value, "target": target, "met": met})
     if "skipped" in lh:
         print(f"  Lighthouse: {lh['skipped']}")
@@ -772,6 +784,14 @@ def _outbox_rows(r: dict) -> list[tuple]:
         ("  signup p50 replaying / not (same run)", ob["live"]["p50_s"] / app["p50_s"], ""),
         ("  signup p99 replaying / not (same run)", ob["live"]["p99_s"] / app["p99_s"], ""),
     ]
+
+
+def _cycle_rows(r: dict) -> list[tuple]:
+    """The whole till cycle (GET form, POST, GET result) against the lean floor, and the floors
+    of the app with its durable writes taken out (cycle_bench.py)."""
+    import cycle_bench
+
+    return cycle_bench.rows(r["cycle"])
 
 
 def _meets(value, target: str) -> str:
