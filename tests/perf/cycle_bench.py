@@ -176,8 +176,11 @@ def measure(*, latency: float, connect_latency: float, devices: int, seconds: fl
             memory_signups
         ):
             url, pid = servers[name]
-            done = cycles(url, devices, f"memory-{name}", total=memory_signups)
-            memory[name].update(signups=len(done), after_more=resident_mb(pid))
+            memory[name].update(signups=[], after=[])
+            for part in range(4):  # in quarters: growth shows as a rise from one to the next
+                done = cycles(url, devices, f"memory-{name}-{part}", total=memory_signups // 4)
+                memory[name]["signups"].append(len(done))
+                memory[name]["after"].append(resident_mb(pid))
     finally:
         procs.stop()
         postgres.stop()
@@ -235,11 +238,14 @@ def report(result: dict) -> None:
     print(f"  (the lean floor: p50 {floor['p50'] * 1000:.0f} ms, p99 "
           f"{floor['p99'] * 1000:.0f} ms, CPU {floor['cpu']:.2f} ms per sign-up)")  # fmt: skip
     for name, memory in result["memory"].items():
-        if "after_more" in memory:
-            before, after = memory["after_rounds"], memory["after_more"]
-            print(f"  memory, {name}: RSS per worker {', '.join(f'{m:.1f}' for m in before)} MB "
-                  f"-> {', '.join(f'{m:.1f}' for m in after)} MB after {memory['signups']} "
-                  "more sign-ups")  # fmt: skip
+        if "after" in memory:
+            steps = [memory["after_rounds"], *memory["after"]]
+            done = [0]
+            for count in memory["signups"]:
+                done.append(done[-1] + count)
+            shown = "; ".join(f"{n}: {', '.join(f'{m:.1f}' for m in mb)}"
+                              for n, mb in zip(done, steps, strict=True))  # fmt: skip
+            print(f"  memory, {name}: RSS per worker (MB) after N more sign-ups, {shown}")
 
 
 def main() -> int:
