@@ -18,6 +18,7 @@ from .conftest import (
     english_browser,
     hidden_fields,
     outcome_of,
+    submitter,
     text_of,
 )
 
@@ -329,6 +330,41 @@ def test_a_cashiers_screen_speaks_of_the_membership_system_never_of_engage(
         engage_api.post(CREATE, status_code=status, json=body.get(status, {}))
     page = submit()
     assert "Engage" not in text_of(page), outcome_of(page)
+
+
+def test_result_pages_are_rendered_once_per_kind_and_each_shows_its_own_member(
+    app, engage_api, monkeypatch
+):
+    """Three new members at one till, then one already a member: the result page is rendered
+    once for "created" and once for "existing", and each page shows its own member's number,
+    with the barcode of that number and no other's; a kiosk's thank-you page shows none."""
+    from webapp import codes, views
+
+    rendered = []
+    real = views.render_template
+    monkeypatch.setattr(views, "render_template", lambda name, **kw: rendered.append(name)
+                        or real(name, **kw))  # fmt: skip
+    engage_api.get(FIND, status_code=404)
+    browser = english_browser(app)
+    numbers = ["999000001", "999000002", "999000003"]
+    for n, number in enumerate(numbers):
+        engage_api.post(CREATE, status_code=201, json=created_body(memberNumber=number))
+        page = submitter(browser)(email=f"member{n}@example.com")
+        html = page.get_data(as_text=True)
+        assert outcome_of(page) == "created"
+        assert f'id="member-number">{number}</strong>' in html
+        assert str(codes.code128_svg(number, "Member number as a barcode")) in html
+        assert not [other for other in numbers if other != number and other in html]
+    assert rendered.count("signup/done.html") == 1
+    engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
+    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=created_body(memberNumber="999000777"))
+    page = submitter(browser)(email="known@example.com")
+    assert outcome_of(page) == "existing" and "999000777" in page.get_data(as_text=True)
+    assert rendered.count("signup/done.html") == 2
+    kiosk = submitter(english_browser(app, "kiosk"))(email="member0@example.com")
+    assert outcome_of(kiosk) == "thanks"
+    assert "999000" not in kiosk.get_data(as_text=True) and "<svg" not in kiosk.get_data(
+        as_text=True)  # fmt: skip
 
 
 def test_the_empty_form_is_rendered_once_and_each_page_gets_its_own_tokens(app, monkeypatch):

@@ -11,6 +11,7 @@ else is a member; the log line keeps the real outcome.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 
 from flask import (
@@ -25,6 +26,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError
+from markupsafe import Markup, escape
 from werkzeug.datastructures import MultiDict
 
 from . import codes, devices, metrics, signed, submission, web
@@ -370,23 +372,69 @@ def done():
     wallet = None
     if show_number and device is not None and device.bound and not device.private:
         wallet = _wallet_card(result.get("contact_id"))
-    return render_template(
-        "signup/done.html",
-        outcome=name,
-        heading=heading,
-        text=text,
-        member_number=result.get("member_number") if show_number else None,
+    number = result.get("member_number") if show_number else None
+    page = {
+        "outcome": name,
+        "heading": heading,
+        "text": text,
         # Without a member number (Engage did not say), the contact id still finds them.
-        contact_id=result.get("contact_id") if show_number else None,
-        other_type=result.get("other_type") if show_number else None,
-        matches=result.get("matches") if name == flow.AMBIGUOUS else None,
-        reference=result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
-        wallet=wallet,
-        # The member number as a Code 128 barcode, for a till's scanner to read into the POS.
-        barcode=codes.code128_svg(result["member_number"], _("Member number as a barcode"))
-        if show_number and not kiosk and result.get("member_number")
-        else None,
+        "contact_id": result.get("contact_id") if show_number and not number else None,
+        "other_type": result.get("other_type") if show_number else None,
+        "matches": result.get("matches") if name == flow.AMBIGUOUS else None,
+        "reference": result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
+        "wallet": wallet,
+    }
+    # The member number as a Code 128 barcode, for a till's scanner to read into the POS.
+    barcode = (
+        codes.code128_svg(number, _("Member number as a barcode")) if number and not kiosk else None
     )
+    if device is not None and not any(
+        page[k] for k in ("other_type", "matches", "reference", "wallet")
+    ):
+        return _result_page(device, page, number, barcode)
+    return render_template("signup/done.html", member_number=number, barcode=barcode, **page)
+
+
+# Stand-ins for what differs between two result pages of the same kind: rendered into the
+# cached page, then replaced on every request by the real values.
+_NUMBER, _BARCODE, _CONTACT = (f"@@{part}-{secrets.token_hex(8)}@@" for part in "nbc")
+
+
+def _result_page(device, page: dict, number: str | None, barcode) -> bytes:
+    """The result page, rendered once per kind (outcome, language, device, which parts it has)
+    and then only filled in: the member number, its barcode and the contact id are what differ
+    between two new members' pages at one till. Rendering it took most of the result page's
+    time (Jinja, the layout, a dozen strings), and the till waits for it after every sign-up.
+    Pages with the rarer parts (wallet card, matches, reference, another contact type) are
+    rendered whole. What invalidates it: nothing that can change while the app runs (the
+    configuration, the translations and the templates are read once); the key holds the rest."""
+    key = (page["outcome"], page["heading"], page["text"], current_language(),
+           (device.store_id, device.store_name, device.country, device.mode),
+           bool(number), bool(barcode), bool(page["contact_id"]))  # fmt: skip
+    cache = current_app.extensions.setdefault("result_page_cache", {})
+    parts = cache.get(key)
+    if parts is None:
+        html = render_template(
+            "signup/done.html", **{**page, "contact_id": _CONTACT if page["contact_id"] else None},
+            member_number=_NUMBER if number else None,
+            barcode=Markup(_BARCODE) if barcode else None,  # noqa: S704 - our own stand-in
+        )  # fmt: skip
+        wanted = {
+            _NUMBER: bool(number),
+            _BARCODE: bool(barcode),
+            _CONTACT: bool(page["contact_id"]),
+        }
+        if any(html.count(s) != int(w) for s, w in wanted.items()):  # pragma: no cover
+            # The template no longer shows each once: render it whole, as it is.
+            return render_template("signup/done.html", member_number=number, barcode=barcode,
+                                   **page)  # fmt: skip
+        parts = re.split(f"({_NUMBER}|{_BARCODE}|{_CONTACT})", html)
+        if len(cache) > 256:  # outcomes x languages x devices: a few dozen in practice
+            cache.clear()
+        cache[key] = parts
+    values = {_NUMBER: escape(number or ""), _BARCODE: barcode or "",
+              _CONTACT: escape(page["contact_id"] or "")}  # fmt: skip
+    return "".join(values.get(part, part) for part in parts).encode()
 
 
 def _wallet_card(contact_id: str | None):
