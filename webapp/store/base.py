@@ -106,16 +106,10 @@ def _rows(sql: str, columns: tuple[str, ...], rows: list[dict]) -> tuple[str, di
     return sql.format(rows=values), params
 
 
-# psycopg parses a statement once and keeps it only when it has at most 50 parameters
-# (psycopg/_queries.py MAX_CACHED_STATEMENT_PARAMS); a larger one is parsed again, in Python,
-# every time. So many rows go in statements of at most this many parameters, which all leave
-# in the same round trip in a durable() pipeline.
-CACHED_PARAMETERS = 50
-
-
-def _inserts(sql: str, columns: tuple[str, ...], rows: list[dict]):
-    """_rows() in statements of at most CACHED_PARAMETERS parameters each."""
-    per = max(1, CACHED_PARAMETERS // len(columns))
+def _inserts(sql: str, columns: tuple[str, ...], rows: list[dict], most: int | None):
+    """_rows() in statements of at most `most` parameters each (None: all in one): the engine's
+    `parameters_kept`, above which its driver parses a statement again every time."""
+    per = max(1, most // len(columns)) if most else len(rows) or 1
     for start in range(0, len(rows), per):
         yield _rows(sql, columns, rows[start : start + per])
 
@@ -408,18 +402,19 @@ class Store:
     def consent_record(self, texts: list[dict], records: list[dict]) -> None:
         """A few statements (_inserts), however many checkboxes, in one durable transaction: on
         PostgreSQL all in one round trip."""
+        most = getattr(self.engine, "parameters_kept", None)
         with self.engine.durable() as tx:
             for statement in _inserts(
                 "INSERT INTO consent_texts (hash, kind, item, language, source, body, "
                 "first_shown) VALUES {rows} ON CONFLICT (hash) DO NOTHING",
-                ("hash", "kind", "item", "language", "source", "body", "at"), texts,
+                ("hash", "kind", "item", "language", "source", "body", "at"), texts, most,
             ):  # fmt: skip
                 tx.run(*statement)
             for statement in _inserts(
                 "INSERT INTO consent_records (id, at, submission, kind, item, given, "
                 "text_hash, language, source, store, device, mode, app_version) VALUES {rows}",
                 ("id", "at", "submission", "kind", "item", "given", "text_hash", "language",
-                 "source", "store", "device", "mode", "app_version"), records,
+                 "source", "store", "device", "mode", "app_version"), records, most,
             ):  # fmt: skip
                 tx.run(*statement)
 

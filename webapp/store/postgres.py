@@ -94,6 +94,10 @@ def _configure(conn: psycopg.Connection) -> None:
 
 class PostgresEngine:
     name = "postgresql"
+    # psycopg keeps a parsed statement only when it has at most 50 parameters
+    # (psycopg/_queries.py MAX_CACHED_STATEMENT_PARAMS); a larger one is parsed again, in
+    # Python, every time: many rows go in statements of at most this many (store/base.py).
+    parameters_kept = 50
     instances: weakref.WeakSet = weakref.WeakSet()  # the tests close what a test left open
 
     def __init__(self, url: str, *, pool_size: int):
