@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -24,17 +25,45 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _reader(process):
+    """One thread per server reads its output into `process.lines` (so a full pipe never blocks
+    its log writes); read_until() waits on it with a deadline, never inside a readline() that a
+    server which prints nothing more would hold for ever."""
+    if getattr(process, "drainer", None) is None:
+        process.lines, process.ended, process.looked_at = [], False, 0
+        process.arrived = threading.Condition()
+
+        def pump():
+            for line in process.stdout:
+                with process.arrived:
+                    process.lines.append(line)
+                    process.arrived.notify_all()
+            with process.arrived:
+                process.ended = True
+                process.arrived.notify_all()
+
+        process.drainer = threading.Thread(target=pump, daemon=True)
+        process.drainer.start()
+    return process
+
+
 def read_until(process, pattern: str, seconds: float = 30) -> re.Match:
+    """The first line from here on that matches `pattern`; fails after `seconds`, or when the
+    output has ended without one."""
+    _reader(process)
     deadline = time.monotonic() + seconds
-    seen = []
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
-    raise AssertionError(f"never printed {pattern!r}; printed: {''.join(seen)}")
+    with process.arrived:
+        while True:
+            while process.looked_at < len(process.lines):
+                line = process.lines[process.looked_at]
+                process.looked_at += 1
+                if match := re.search(pattern, line):
+                    return match
+            remaining = deadline - time.monotonic()
+            if process.ended or remaining <= 0:
+                break
+            process.arrived.wait(remaining)
+    raise AssertionError(f"never printed {pattern!r}; printed: {''.join(process.lines)}")
 
 
 def start_server(env: dict) -> subprocess.Popen:
@@ -59,14 +88,9 @@ def launched(tmp_path):
 
 
 def drain(process) -> None:
-    """Keep reading the server's output so a full pipe never blocks its log writes; the lines
-    read are kept in `process.lines`."""
-    import threading
-
-    process.lines = []
-    process.drainer = threading.Thread(target=lambda: process.lines.extend(process.stdout))
-    process.drainer.daemon = True
-    process.drainer.start()
+    """Keep reading the server's output so a full pipe never blocks its log writes; every line
+    read is kept in `process.lines`."""
+    _reader(process)
 
 
 def stop(process) -> None:
