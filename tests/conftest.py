@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import threading
 from contextlib import contextmanager
 from html import unescape
 
@@ -230,18 +231,33 @@ def enrol(browser, app, mode: str = "staff", store: str = "101", domain: str = "
 PRODUCTION_SECRET = "production-test-secret-0123456789"
 
 
+_signers: dict[str, object] = {}
+_signers_lock = threading.Lock()
+
+
+def _signer(secret_key: str):
+    """One small Flask app per secret key, made once, under a lock: tests call device_cookie()
+    from several threads (tills), and building Flask apps at once in several threads meets a
+    CPython 3.11 bug in ast.parse ("AST constructor recursion depth mismatch", python/cpython
+    gh-106905), which Werkzeug calls for every URL rule."""
+    from flask import Flask
+
+    with _signers_lock:
+        signer = _signers.get(secret_key)
+        if signer is None:
+            signer = _signers[secret_key] = Flask("device-cookie")
+            signer.secret_key = secret_key
+        return signer
+
+
 def device_cookie(secret_key: str, mode: str = "staff", store: str = "101") -> str:
     """The device cookie /setup/ would give a device of `store`, for an app with `secret_key`."""
     import secrets
 
-    from flask import Flask
-
     from webapp import devices
 
     name, country = STORES[store]
-    signer = Flask("device-cookie")
-    signer.secret_key = secret_key
-    with signer.app_context():
+    with _signer(secret_key).app_context():
         return devices.encode(
             devices.Device(store, name, country, mode, id=secrets.token_urlsafe(12))
         )
