@@ -478,11 +478,39 @@ def test_nothing_typed_goes_into_the_browsers_autofill_store(browser, serve, tmp
     fill_person(page, email="remember.me@example.com")
     submit(page)
     assert outcome(page) in ("created", "thanks")
-    page.wait_for_timeout(1500)  # Chromium writes its profile database shortly after
-    context.close()
+    # Then an ordinary form elsewhere, which Chromium does remember: closing the browser
+    # writes out what it keeps (the database is locked while it runs), so that form's entry
+    # in the profile shows this run would have kept ours too, without waiting for a guess.
+    control, control_server = _control_form_server()
+    try:
+        page.goto(control + "/")
+        page.fill("#city", "Kiruna")
+        with page.expect_navigation():
+            page.click("button")
+        context.close()
+    finally:
+        control_server.shutdown()
     with sqlite3.connect(profile / "Default" / "Web Data") as db:
         stored = db.execute("SELECT name, value FROM autofill").fetchall()
-    assert stored == []
+    assert stored == [("city", "Kiruna")], "only the ordinary form's entry is kept"
+
+
+def _control_form_server():
+    """A page with an ordinary form (autocomplete on), on a loopback port of its own: (its
+    base URL, the server to shut down)."""
+    from flask import Flask, request
+
+    control = Flask("autofill-control")
+
+    @control.route("/", methods=["GET", "POST"])
+    def page():
+        if request.method == "POST":
+            return "<p>Sent</p>"
+        return '<form method="post"><input name="city" id="city"><button>Send</button></form>'
+
+    server = make_server("127.0.0.1", 0, control, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}", server
 
 
 # --- the experience at the till and at the kiosk (issue #15) -------------------------------------
