@@ -1046,6 +1046,8 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
         till.click("[data-handoff-start]")
     assert outcome(till) == "handoff-waiting"
     shot(till, f"handoff-till-waiting-{'js' if javascript else 'nojs'}")
+    if javascript:  # axe runs in the page: each page of the handoff, with JavaScript on
+        no_serious_accessibility_violations(till)
     (scanned,) = decoded_codes(till, ".handoff__qr svg")
     assert scanned == till.inner_text("[data-handoff-link]").strip()
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
@@ -1065,6 +1067,8 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     assert outcome(phone) == "thanks"
     assert "Show this screen to the cashier." in phone.inner_text("main")
     shot(phone, f"handoff-phone-thanks-{'js' if javascript else 'nojs'}")
+    if javascript:
+        no_serious_accessibility_violations(phone)
     till.wait_for_url(base + "/done", timeout=30_000)  # by itself: polling or refresh
     assert outcome(till) == "created"
     contact = next(c for c in engine.contacts()
@@ -1073,6 +1077,8 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     assert len(engine.requests("/api/v3/contacts", "POST")) == 1
     phone.goto(scanned)
     assert outcome(phone) == "handoff-closed", "a photo of the screen is worth one sign-up"
+    if javascript:
+        no_serious_accessibility_violations(phone)
     phone.goto(scanned.replace(base, other, 1))
     assert outcome(phone) == "handoff-closed", "on every machine"
     till_context.close()
