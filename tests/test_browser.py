@@ -487,8 +487,8 @@ def test_nothing_typed_goes_into_the_browsers_autofill_store(browser, serve, tmp
         page.fill("#city", "Kiruna")
         with page.expect_navigation():
             page.click("button")
-        context.close()
     finally:
+        context.close()
         control_server.shutdown()
     with sqlite3.connect(profile / "Default" / "Web Data") as db:
         stored = db.execute("SELECT name, value FROM autofill").fetchall()

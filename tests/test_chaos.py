@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from webapp.store import open_store
 
-from .conftest import VALID_FORM, enrolled_session
+from .conftest import VALID_FORM, enrolled_session, hidden_fields, wait_until
 
 DEVICES = 12
 SECONDS = 8
@@ -63,10 +63,7 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
     state = open_store({"STATE_DB": str(tmp_path / "state.sqlite3"), "WEB_THREADS": 2},
                        instance_path=str(tmp_path))  # fmt: skip
     state.outbox_retry()
-    deadline = time.monotonic() + 60
-    while state.outbox_count():
-        assert time.monotonic() < deadline, "the outbox never emptied"
-        time.sleep(0.25)
+    wait_until(lambda: state.outbox_count() == 0, "the outbox never emptied", seconds=60)
     state.close()
     server = production_server.servers[-1]
     queued_count = sum(1 for _, outcome, _ in results if outcome == "queued")
@@ -75,10 +72,10 @@ def test_chaos_no_5xx_no_duplicates_nobody_lost(engine, production_server, capsy
         lines = "".join(server.lines)
         return collections.Counter(re.findall(r"outbox item \S+ sent: (created|existing)", lines))
 
-    deadline = time.monotonic() + 30
-    while sum((replayed := replayed_lines()).values()) < queued_count:  # the last log lines
-        assert time.monotonic() < deadline, "the replays' log lines never came"
-        time.sleep(0.1)
+    (replayed,) = wait_until(  # the last log lines
+        lambda: [r] if sum((r := replayed_lines()).values()) >= queued_count else None,
+        "the replays' log lines never came",
+    )
 
     stored = collections.Counter(c["attributes"]["email"] for c in engine.contacts())
     counts = collections.Counter(outcome for _, outcome, _ in results)
@@ -120,7 +117,7 @@ def _run_devices(url: str) -> list[tuple[str, str, int]]:
             count += 1
             email = rng.choice(regulars) if rng.random() < 0.3 else f"d{number}n{count}@example.com"
             page = browser.get(url, timeout=30).text
-            hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+            hidden = hidden_fields(page)
             response = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
             match = re.search(r'data-outcome="([^"]+)"', response.text)
             with lock:
@@ -142,10 +139,8 @@ def test_one_slow_engage_call_does_not_hold_up_other_devices(engine, production_
     hang = engine.inject("hang", on="create", seconds=120)
     slow = threading.Thread(target=_signup, args=(url, "slow@example.com"))
     slow.start()
-    deadline = time.monotonic() + 60
-    while not engine.requests("/api/v3/contacts", "POST"):
-        assert time.monotonic() < deadline, "the slow till's create never reached Engage"
-        time.sleep(0.02)
+    wait_until(lambda: engine.requests("/api/v3/contacts", "POST"),
+               "the slow till's create never reached Engage", seconds=60)  # fmt: skip
     held = engine.requests("/api/v3/contacts", "POST")
     assert [r.body["email"] for r in held] == ["slow@example.com"]
     outcomes = [_signup(url, f"quick{n}@example.com") for n in range(5)]
@@ -158,6 +153,6 @@ def test_one_slow_engage_call_does_not_hold_up_other_devices(engine, production_
 def _signup(url: str, email: str) -> str:
     browser = enrolled_session()
     page = browser.get(url, timeout=30).text
-    hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+    hidden = hidden_fields(page)
     response = browser.post(url, data={**VALID_FORM, "email": email, **hidden}, timeout=30)
     return re.search(r'data-outcome="([^"]+)"', response.text).group(1)

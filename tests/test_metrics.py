@@ -22,6 +22,7 @@ from .conftest import (
     english_browser,
     enrol,
     enrolled_session,
+    hidden_fields,
     missing,
     outcome_of,
     submitter,
@@ -230,7 +231,7 @@ def test_prometheus_scraping_two_workers_counts_every_created_signup(
             browser = enrolled_session()
             for m in range(3):
                 page = browser.get(url, timeout=30).text
-                hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+                hidden = hidden_fields(page)
                 email = f"scraped.{n}.{m}@example.com"
                 answer = browser.post(url, data={**VALID_FORM, "email": email, **hidden},
                                       timeout=30)  # fmt: skip
@@ -270,7 +271,7 @@ def test_json_log_lines_parse_one_by_one_under_load_with_no_personal_data(
         browser = enrolled_session()
         for m in range(4):
             page = browser.get(url, timeout=30).text
-            hidden = dict(re.findall(r'name="([^"]+)" type="hidden" value="([^"]*)"', page))
+            hidden = hidden_fields(page)
             fields = {**VALID_FORM, "email": f"json.{n}.{m}@example.com",
                       "firstName": f"Jsonette{n}{m}",
                       "mobilePhone": f"070-174 06 {n}{m}"}  # fmt: skip
