@@ -62,6 +62,14 @@ FORM = {"firstName": "Bench", "countryCode": "SE", "consent-memberConsent": "y"}
 SECRET_KEY = "bench-secret-key-0123456789"
 
 
+def save(name: str, result: dict) -> Path:
+    """A benchmark's figures as JSON in test-artifacts/perf/<name>.json."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2))
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -769,9 +777,7 @@ def report(r: dict) -> None:
         print(f"  Lighthouse: {lh['skipped']}")
     print(f"  machine calibration: {r['wake']['warm_us']:.0f} us of Python took "
           f"{r['wake']['after_idle_us']:.0f} us right after {L * 1000:.0f} ms idle")  # fmt: skip
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "benchmark.json").write_text(json.dumps(r, indent=2))
-    print(f"  written to {OUT / 'benchmark.json'}")
+    print(f"  written to {save('benchmark', r)}")
 
 
 def _outbox_rows(r: dict) -> list[tuple]:

@@ -21,7 +21,6 @@ benchmark.py runs the same measure (without the memory run) and adds its rows to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
@@ -261,9 +260,7 @@ def main() -> int:
                      devices=args.devices, seconds=args.seconds, rounds=args.rounds,
                      memory_signups=args.memory_signups, only=args.only)  # fmt: skip
     report(result)
-    out = benchmark.ROOT / "test-artifacts" / "perf"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cycle.json").write_text(json.dumps({**result, "summary": summary(result)}, indent=2))
+    benchmark.save("cycle", {**result, "summary": summary(result)})
     return 0
 
 

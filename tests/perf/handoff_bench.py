@@ -12,7 +12,6 @@ Loopback only; everything it starts stops with it.
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 import sys
@@ -125,10 +124,7 @@ def main() -> int:
           f", p50 {statistics.median(polls) * 1000:.2f} ms")  # fmt: skip
     print(f"  one status poll alone: {poll_ms:.2f} ms; the form page alone: {form_ms:.2f} ms "
           f"(poll / form = {poll_ms / form_ms:.2f})")  # fmt: skip
-    out = benchmark.ROOT / "test-artifacts" / "perf"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "handoff.json").write_text(json.dumps({"runs": runs, "poll_ms": poll_ms,
-                                                  "form_ms": form_ms}, indent=2))  # fmt: skip
+    benchmark.save("handoff", {"runs": runs, "poll_ms": poll_ms, "form_ms": form_ms})
     return 0
 
 

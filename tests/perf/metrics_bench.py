@@ -148,9 +148,7 @@ def main() -> int:
     print(f"  a scrape, {scrape['series']} samples: {scrape['scrape_ms']:.2f} ms "
           f"({scrape['scrape_ms'] / scrape['form_ms']:.1f} x the form page's "
           f"{scrape['form_ms']:.2f} ms, same process)")  # fmt: skip
-    out = benchmark.ROOT / "test-artifacts" / "perf"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({"runs": runs, "scrape": scrape}, indent=2))
+    benchmark.save("metrics", {"runs": runs, "scrape": scrape})
     return 0
 
 

@@ -13,7 +13,6 @@ sign-up's POST should not move, and the result page should grow by about one wal
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -89,9 +88,7 @@ def main() -> int:
     on, off = statistics.median(pages["on"]), statistics.median(pages["off"])
     print(f"  {'result page p50 (s)':<24} on {on:8.4f}  off {off:8.4f}  on/off {on / off:.3f}"
           f"  (+{(on - off) * 1000:.0f} ms: the wallet call, after the outcome)")  # fmt: skip
-    out = benchmark.ROOT / "test-artifacts" / "perf"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "wallet.json").write_text(json.dumps({"runs": runs, "pages": pages}, indent=2))
+    benchmark.save("wallet", {"runs": runs, "pages": pages})
     return 0
 
 
