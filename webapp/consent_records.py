@@ -51,14 +51,18 @@ class Shown:
     source: str  # where the words came from: config, engage, config+engage, app
     body: dict[str, Any] = field(hash=False)  # the words: label, terms link or terms, context
 
+    @functools.cached_property
+    def _written(self) -> tuple[str, str]:
+        return _written(self.kind, self.item, self.language, tuple(sorted(self.body.items())))
+
     @property
     def hash(self) -> str:
-        return _written(self.kind, self.item, self.language, tuple(sorted(self.body.items())))[0]
+        return self._written[0]
 
     @property
     def body_json(self) -> str:
         """The words as they are stored beside the hash."""
-        return _written(self.kind, self.item, self.language, tuple(sorted(self.body.items())))[1]
+        return self._written[1]
 
 
 @functools.lru_cache(maxsize=512)

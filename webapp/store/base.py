@@ -59,6 +59,9 @@ class Engine(Runner, Protocol):
     """What a database engine gives the store. Every driver error becomes StateUnavailable."""
 
     name: str
+    # The most parameters a statement may have for the driver to keep its parse (None: no
+    # limit): inserts of many rows are split to stay within it.
+    parameters_kept: int | None
 
     def transaction(self) -> AbstractContextManager[Runner]: ...
 
@@ -402,7 +405,7 @@ class Store:
     def consent_record(self, texts: list[dict], records: list[dict]) -> None:
         """A few statements (_inserts), however many checkboxes, in one durable transaction: on
         PostgreSQL all in one round trip."""
-        most = getattr(self.engine, "parameters_kept", None)
+        most = self.engine.parameters_kept
         with self.engine.durable() as tx:
             for statement in _inserts(
                 "INSERT INTO consent_texts (hash, kind, item, language, source, body, "

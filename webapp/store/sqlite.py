@@ -54,6 +54,7 @@ def _sqlite_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 class SQLiteEngine:
     name = "sqlite"
+    parameters_kept = None  # sqlite3 keeps a parsed statement whatever its parameters
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
