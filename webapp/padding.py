@@ -1,12 +1,16 @@
-"""A kiosk's answers take as long as a create, whatever Engage said.
+"""When a public screen's final answer is released: at one moment for everyone, whatever Engage
+said and however long it took.
 
-A found member costs one call to Engage, a new person two (find, then create). On a kiosk,
-whose answers must tell nobody whether someone is a member, every final answer that was not a
-create waits until a create's duration has passed: a recent one of this process, picked at
-random (so the waits follow the creates' own spread), or, until this process has timed enough
-creates of its own, the estimate that every process of the deployment shares in the state
-database (a smoothed duration of their creates), or, on a deployment that has never timed a
-create, PRIOR_SECONDS.
+A found member costs one call to Engage, a new person two (find, then create). On a kiosk or a
+customer's phone, whose answers must tell nobody whether someone is a member, every final answer
+(`created` included) is released when a target time has passed since its sign-up began. The
+target is fixed before the sign-up is sent, so it depends neither on the outcome nor on how long
+this sign-up took: a high percentile (QUANTILE, with MARGIN) of the creates timed recently, by
+this process once it has timed LOCAL_ENOUGH of its own, and never below what every process of the
+deployment shares in the state database (their percentiles, smoothed), nor below FLOOR_SECONDS.
+On a deployment that has never timed a create it is PRIOR_SECONDS. So members and new people
+answer with one distribution; only a sign-up slower than the target stands out, which by
+construction is rarer than one in twenty (tests/perf/timing_bench.py measures it).
 
 The shared estimate is written at most every SHARE_SECONDS by each process and read at most as
 often, so the padding costs the state database nearly nothing.
@@ -15,7 +19,6 @@ often, so the padding costs the state database nearly nothing.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -25,14 +28,24 @@ from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
 
-NAME = "create"  # the shared estimate's row
+NAME = "create-p95"  # the shared estimate's row: the creates' high percentile, smoothed
 # Before any create has been timed anywhere: a find and a create at a second's worth of
 # Engage's answer times, longer than both take on a healthy tenant (typically 0.2-0.5 s), so
 # that a fresh deployment errs on the side of a slower answer, never a telling one.
 PRIOR_SECONDS = 1.0
-LOCAL_ENOUGH = 8  # creates this process must have timed before it trusts its own sample
+FLOOR_SECONDS = 0.25  # never sooner: a burst of quick creates cannot pull the target down to 0
+CEILING_SECONDS = 10.0  # never later: a tenant this slow is failing, and says so elsewhere
+QUANTILE = 0.95
+MARGIN = 1.15  # above the percentile, so that fewer than one create in twenty runs past it
+LOCAL_ENOUGH = 20  # creates this process must have timed before its own percentile counts
 SHARE_SECONDS = 10.0
-SAMPLES = 64
+SAMPLES = 200
+
+
+def quantile(values, q: float) -> float:
+    """The q-quantile of `values` (nearest rank above): never below a share q of them."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class AnswerTimes:
@@ -49,31 +62,29 @@ class AnswerTimes:
         self.clock = clock  # monotonic seconds: what a request's duration is measured with
         self.sleep = sleep
         self._local: deque[float] = deque(maxlen=SAMPLES)
-        self._unshared: list[float] = []
         self._shared: float | None = None
         self._shared_read = self._shared_written = float("-inf")
         self._lock = threading.Lock()
 
     def created(self, seconds: float) -> None:
-        """A sign-up ended in a create after `seconds`: a sample for every later answer."""
+        """A sign-up ended in a create after `seconds`: a sample for every later target."""
         with self._lock:
             self._local.append(seconds)
-            self._unshared.append(seconds)
             if self.clock() - self._shared_written < SHARE_SECONDS:
                 return
-            mean = sum(self._unshared) / len(self._unshared)
-            self._unshared.clear()
+            mine = quantile(self._local, QUANTILE)
             self._shared_written = self.clock()
         try:
-            self.store.timing_sample(NAME, mean)
+            self.store.timing_sample(NAME, mine)
         except StateUnavailable as exc:
-            log.warning("kiosk answer times: the shared estimate was not updated: %s", exc)
+            log.warning("public screens' answer times: the shared estimate was not updated: %s",
+                        exc)  # fmt: skip
 
     def target(self) -> float:
-        """How long a kiosk's final answer takes from the start of its sign-up, in seconds."""
+        """Seconds after its start at which a public screen's final answer is released: fixed
+        before the sign-up is sent, the same for whatever it comes to."""
         with self._lock:
-            if len(self._local) >= LOCAL_ENOUGH:
-                return random.choice(self._local)
+            local = quantile(self._local, QUANTILE) if len(self._local) >= LOCAL_ENOUGH else None
             stale = self.clock() - self._shared_read >= SHARE_SECONDS
             if stale:
                 self._shared_read = self.clock()
@@ -81,18 +92,19 @@ class AnswerTimes:
             try:
                 shared = self.store.timing(NAME)
             except StateUnavailable as exc:
-                log.warning("kiosk answer times: the shared estimate was not read: %s", exc)
+                log.warning("public screens' answer times: the shared estimate was not read: %s",
+                            exc)  # fmt: skip
                 shared = None
             with self._lock:
                 self._shared = shared if shared is not None else self._shared
         with self._lock:
-            if self._local and self._shared is None:
-                return random.choice(self._local)
-            return self._shared if self._shared is not None else self.prior
+            known = [x for x in (local, self._shared) if x is not None]
+        estimate = max(known) * MARGIN if known else self.prior
+        return min(CEILING_SECONDS, max(FLOOR_SECONDS, estimate))
 
-    def hold(self, started: float) -> float:
-        """Wait until the target has passed since `started` (this clock); returns the wait."""
-        wait = max(0.0, self.target() - (self.clock() - started))
+    def hold(self, started: float, target: float) -> float:
+        """Wait until `target` seconds have passed since `started` (this clock); the wait."""
+        wait = max(0.0, target - (self.clock() - started))
         if wait:
             self.sleep(wait)
         return wait

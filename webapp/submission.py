@@ -8,8 +8,8 @@ token are given back), the consent record (before Engage is asked), the flow (fi
 only if nobody was found: webapp/signup.py), the member number for staff, the outbox when
 Engage cannot take it now, and the sign-up's end written in one transaction (its outcome for a
 repeat, its way to Engage beside the consent records, the manager's count). A channel that
-must reveal nothing about anyone (a kiosk, a phone) answers every final outcome no sooner than
-a create would (webapp/padding.py).
+must reveal nothing about anyone (a kiosk, a phone) releases every final outcome at one moment
+fixed before Engage is asked (webapp/padding.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
-from . import consent_records, metrics, signed, web
+from . import consent_records, metrics, padding, signed, web
 from . import signup as flow
 from .consents import consent_texts
 from .devices import PRIVATE_MODES
@@ -106,6 +106,8 @@ def submit(channel: Channel, form, *, extra_limits=()) -> Submitted:
 
     times = current_app.extensions["answer_times"]
     started = times.clock()
+    # A public screen's answer is released at a moment fixed now, before Engage is asked.
+    release = times.target() if channel.private else None
     engage = current_app.extensions["engage"]
     outcome = flow.register(
         engage,
@@ -119,7 +121,7 @@ def submit(channel: Channel, form, *, extra_limits=()) -> Submitted:
     g.engage_cause = outcome.cause
     outcome = _keep_for_later(signup, outcome, channel, token)
     _finish(token, outcome, channel)
-    _even_out(outcome, started, private=channel.private)
+    _even_out(outcome, started, release)
     return Submitted(outcome)
 
 
@@ -241,26 +243,30 @@ def unapproved(mode: str) -> bool:
     )
 
 
-def _even_out(outcome: flow.Outcome, started: float, *, private: bool) -> None:
-    """Where nothing may tell one person's outcome from another's, a found member (one call to
-    Engage) must not answer faster than a new one (a find and a create): every final answer
-    but a create waits as long as a create takes."""
+def _even_out(outcome: flow.Outcome, started: float, release: float | None) -> None:
+    """Where nothing may tell one person's outcome from another's (a kiosk, a phone), every
+    final answer, a create's too, waits until `release` seconds after the sign-up began: a
+    moment fixed before Engage was asked (webapp/padding.py). Every create is timed, on every
+    channel, for the targets to come."""
     times = current_app.extensions["answer_times"]
     if outcome.name == flow.CREATED:
         times.created(times.clock() - started)
-    elif private and outcome.name in FINAL_OUTCOMES:
-        times.hold(started)
+    if release is not None and outcome.name in FINAL_OUTCOMES:
+        times.hold(started, release)
+
+
+def longest_seconds() -> float:
+    """The longest a sign-up can take: a find and its resend, a create, the settling wait, a
+    second find, and a public screen's release."""
+    config = current_app.config
+    engage = 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
+    return engage + config["ENGAGE_SETTLE_SECONDS"] + 2 + padding.CEILING_SECONDS
 
 
 def _wait_for(token: str, earlier) -> flow.Outcome:
     """The outcome of the first request with this token, once it has one."""
     state = current_app.extensions["state"]
-    config = current_app.config
-    # The first request can take find + create + settle + a second find.
-    deadline = (
-        time.monotonic() + 2 * config["ENGAGE_READ_TIMEOUT"] + config["ENGAGE_CREATE_TIMEOUT"]
-    )
-    deadline += config["ENGAGE_SETTLE_SECONDS"] + 2
+    deadline = time.monotonic() + longest_seconds()
     try:
         while earlier.outcome is None and time.monotonic() < deadline:
             time.sleep(0.05)
