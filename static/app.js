@@ -79,7 +79,7 @@
   // Scan to join: a waiting till asks for its handoff's status now and then (a cheap answer),
   // and shows the outcome as soon as there is one. Without JavaScript the page refreshes.
   var handoff = document.querySelector("[data-status-url]");
-  if (handoff && handoff.dataset.status !== "closed") {
+  if (handoff && handoff.dataset.status !== "closed" && handoff.dataset.status !== "done") {
     var poll = function () {
       var request = new XMLHttpRequest();
       request.open("GET", handoff.dataset.statusUrl);

@@ -1069,7 +1069,15 @@ def test_a_customer_scans_the_tills_code_signs_up_on_the_phone_and_the_till_lear
     shot(phone, f"handoff-phone-thanks-{'js' if javascript else 'nojs'}")
     if javascript:
         no_serious_accessibility_violations(phone)
-    till.wait_for_url(base + "/done", timeout=30_000)  # by itself: polling or refresh
+    # By itself (polling, or its own refresh): only that the customer is done, until the
+    # cashier, with the screen turned to them, asks to see the result.
+    till.wait_for_selector("main[data-outcome=handoff-done]", timeout=30_000)
+    assert "Signed up on the phone" in till.inner_text("main")
+    assert "member-number" not in till.content()
+    shot(till, f"handoff-till-done-{'js' if javascript else 'nojs'}")
+    with till.expect_navigation():
+        till.press("[data-reveal]", "Enter") if javascript else till.click("[data-reveal]")
+    assert till.url == base + "/done"
     assert outcome(till) == "created"
     contact = next(c for c in engine.contacts()
                    if c["attributes"]["email"] == f"scanned.{javascript}@example.com")  # fmt: skip
@@ -1134,3 +1142,48 @@ def test_the_managers_view_reflows_at_200_percent_zoom_and_prints_without_button
     for hidden in ("header", "form.filter", ".panel button"):
         assert all(not box.is_visible() for box in page.locator(hidden).all()), hidden
     page.context.close()
+
+
+SMALL_TARGETS = """(least) => [...document.querySelectorAll(
+        'input:not([type=hidden]):not([type=checkbox]), select, button:not(.default-submit), a,'
+        + ' summary')]
+    .map(e => [e.id || e.textContent.trim(), e.getBoundingClientRect()])
+    .filter(([, r]) => r.width > 0 && (r.height < least
+            || (r.width < least && r.width < r.height * 3)))
+    .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))"""
+
+
+def test_every_target_on_the_customers_phone_is_48_px(browser, serve):
+    """The README promises 48 px targets on the phone: "Read the terms" and the header's
+    language buttons were 44. Each page a phone meets (the form, its errors, the typed code's
+    page, the closed page) at 390x844 with touch: nothing smaller than 48 px high (and the
+    language buttons 48 wide)."""
+    base = serve()
+    till_context = browser.new_context(viewport={"width": 1024, "height": 768})
+    enrolled(till_context, base)
+    till = till_context.new_page()
+    till.goto(base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-handoff-start]")
+    link = till.inner_text("[data-handoff-link]").strip()
+    address = till.inner_text(".handoff__address").strip()
+    phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                        has_touch=True)  # fmt: skip
+    phone = phone_context.new_page()
+    phone.goto(address + "?lang=en")
+    assert outcome(phone) == "handoff-code"
+    assert phone.evaluate(SMALL_TARGETS, 48) == []
+    phone.goto(link)
+    assert outcome(phone) == "form"
+    assert phone.locator(".terms, .terms-text summary").count() >= 1, "the terms' link is there"
+    assert phone.evaluate(SMALL_TARGETS, 48) == []
+    phone.tap("main button[type=submit]")  # nothing filled in: the errors and their links
+    phone.wait_for_selector("main[data-outcome=invalid]")
+    assert phone.locator(".error-summary a").count() >= 1
+    assert phone.evaluate(SMALL_TARGETS, 48) == []
+    shot(phone, "phone-targets-errors")
+    other = phone_context.new_page()
+    other.goto(base + "/j/" + "x" * 43)
+    assert outcome(other) == "handoff-closed" and other.evaluate(SMALL_TARGETS, 48) == []
+    till_context.close()
+    phone_context.close()

@@ -141,9 +141,17 @@ def test_a_kiosk_never_offers_a_card_whatever_the_outcome(wallet_app, engine):
 @pytest.mark.parametrize(
     ("fault", "settings", "said"),
     [
-        ({"kind": "latency", "seconds": WALLET_TIMEOUT + 1}, {}, "no answer within 2 s"),
-        ({"kind": "status", "status": 500}, {}, "500"),
-        (None, {"WALLET_CARD_ID": OTHER_CARD}, "check WALLET_CARD_ID"),
+        (
+            {"kind": "latency", "seconds": WALLET_TIMEOUT + 1},
+            {},
+            "WalletNoAnswerInTime, no answer within 2 s",
+        ),
+        ({"kind": "status", "status": 500}, {}, "WalletError500, HTTP 500"),
+        (
+            None,
+            {"WALLET_CARD_ID": OTHER_CARD},
+            "WalletCardUnknown, HTTP 404 (check WALLET_CARD_ID)",
+        ),
     ],
     ids=["slow", "failing", "unknown-card"],
 )
@@ -162,6 +170,10 @@ def test_a_slow_or_failing_wallet_call_leaves_the_signup_as_it_was(
     warnings = [r.getMessage() for r in caplog.records if r.name == "webapp.views"
                 and r.levelno == logging.WARNING]  # fmt: skip
     assert len(warnings) == 1 and said in warnings[0] and warnings[0].startswith("wallet card:")
+    calls = [r.getMessage() for r in caplog.records
+             if "path=/api/v3/wallet/pass/urls" in r.getMessage()]  # fmt: skip
+    assert calls and f"outcome={said.split(',')[0]} " in calls[0], "in the wallet's own words"
+    assert not any(w in caplog.text for w in ("OutcomeUnknown", "EngageMisconfigured"))
     posted = [r.getMessage() for r in caplog.records if r.getMessage().startswith(
         "request method=POST path=/ ")]  # fmt: skip
     assert len(posted) == 1 and "outcome=created engage=-" in posted[0]
@@ -193,7 +205,7 @@ def test_wallet_card_id_is_checked_at_start_up(app_config):
 def test_after_a_scan_to_join_sign_up_the_till_offers_the_card_and_the_phone_never(
     wallet_app, engine
 ):
-    from .test_handoff import link_of, phone_opens, phone_sends, start
+    from .test_handoff import link_of, phone_opens, phone_sends, reveal, start
 
     app = wallet_app()
     till = english_browser(app)
@@ -201,7 +213,7 @@ def test_after_a_scan_to_join_sign_up_the_till_offers_the_card_and_the_phone_nev
     phone, _ = phone_opens(app, link_of(till, till_page))
     thanks = phone_sends(phone, email="card.from.phone@example.com")
     assert outcome_of(thanks) == "thanks" and "data-wallet" not in thanks.get_data(as_text=True)
-    result = till.get(till_page, follow_redirects=True)
+    result = reveal(till, till_page)
     assert outcome_of(result) == "created"
     assert wallet_of(result.get_data(as_text=True)), "the till shows the card, as after its own"
     assert len(engine.requests("/api/v3/wallet/pass/urls", "POST")) == 1

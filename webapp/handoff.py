@@ -3,7 +3,7 @@
 On an enrolled staff tablet "Customer signs up on their phone" starts a *handoff*: a QR code
 of a one-time link (a token of 256 bits, an HMAC of the till page's own random id under
 SECRET_KEY, so nothing keeps it; only its SHA-256 is stored), and under it the
-store's short address and a six-digit code for typing where the camera fails. A handoff lives
+store's short address and a nine-digit code for typing where the camera fails. A handoff lives
 HANDOFF_MINUTES in the shared state (any machine may serve the phone), bound to that till's
 device, store and language.
 
@@ -25,9 +25,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import math
+import re
 import secrets
+import time
 
 from flask import (
     Blueprint,
@@ -58,8 +62,15 @@ bp = Blueprint("handoff", __name__)
 
 COOKIE = "handoff"
 PHONE_LIMIT = (30, 60)  # requests a minute from one address to the phone pages
-CODE_LIMIT = (10, 300)  # short codes tried from one address in five minutes
-STORE_CODE_LIMIT = (60, 600)  # codes tried for one store in ten minutes: then code entry rests
+# The typed code: strangers' wrong codes must not stop a waiting customer's right one, and
+# guessing any one live handoff must stay rarer than GUESS_CHANCE over its whole life.
+CODE_DIGITS = 9  # one code in a billion: "123 456 789"
+CODE_LIMIT = (10, 300)  # codes tried from one address (an IPv6 /64) in five minutes
+CODE_WINDOW = 600.0  # the store-wide counts below are kept per ten minutes
+# Wrong codes for one store in ten minutes: past them only addresses that have not typed a
+# wrong code there may try, so a customer's phone still gets through while strangers flood.
+STORE_WRONG = 100
+GUESS_CHANCE = 1e-4
 HANDOFF_SUBMITS = (6, 600)  # sends (corrections included) through one handoff
 POLL_SECONDS = 2  # the till's status polls; without JavaScript its page refreshes every 4 s
 CORRECTING = (flow.REJECTED, "invalid", flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
@@ -114,8 +125,8 @@ def start():
     now = state.clock()
     try:
         used = state.handoff_codes_in_use(device.store_id)
-        code = next(c for c in (f"{secrets.randbelow(1_000_000):06d}" for _ in range(50))
-                    if c not in used)  # fmt: skip
+        code = next(c for c in (f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+                                for _ in range(50)) if c not in used)  # fmt: skip
         state.handoff_add({
             "id": _hash(token), "till": till, "code": code, "store": device.store_id,
             "store_name": device.store_name, "country": device.country, "device": device.id,
@@ -168,12 +179,11 @@ def till(till: str):
     handoff = _till_handoff(till)
     now = _status(handoff)
     if now == "done":
-        # The usual result page, as if the cashier had typed it: outcome, member number.
-        result = json.loads(handoff["result"] or "{}")
-        response = redirect(url_for("signup.done"), code=303)
-        response.set_cookie(views._result_cookie(), signed.result_value(result, signed.client_id()),
-                            **views._cookie_flags())  # fmt: skip
-        return response
+        # The till's screen faces the customer, and whoever scanned the code may stand there:
+        # only that the customer is done, until the cashier turns the screen and asks to see.
+        g.outcome = "handoff-done"
+        return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
+                               poll_seconds=POLL_SECONDS)  # fmt: skip
     g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
     link = url_for(".phone_open", token=_token(till), _external=True) if now != "closed" else None
     short = url_for(".code_entry", store=handoff["store"], _external=True)
@@ -184,11 +194,39 @@ def till(till: str):
         link=link,
         qr=codes.qr_svg(link, _("Code for the customer's phone")) if link else None,
         short_address=short,
-        code=f"{handoff['code'][:3]} {handoff['code'][3:]}",
+        code=" ".join(handoff["code"][n : n + 3] for n in range(0, len(handoff["code"]), 3)),
         till=till,
         poll_seconds=POLL_SECONDS,
     )
     return page
+
+
+@bp.post("/handoff/<till>/reveal")
+def reveal(till: str):
+    """The cashier, with the screen turned to them, asks for the phone's result: the usual
+    result page, with the member number to attach the purchase (read from Engage now for a
+    member who was found), and for a found member their first name and last initial to ask
+    "Are you Astrid?". Never Engage's contact id, and a wallet card only for a new member."""
+    handoff = _till_handoff(till)
+    if _status(handoff) != "done":
+        return redirect(url_for(".till", till=till), code=303)
+    result = json.loads(handoff["result"] or "{}")
+    outcome = flow.Outcome(result.get("name") or flow.QUEUED,
+                           contact_id=result.get("contact_id"),
+                           member_number=result.get("member_number"),
+                           other_type=result.get("other_type"))  # fmt: skip
+    if outcome.name == flow.EXISTING:
+        outcome = flow.with_member_number(current_app.extensions["engage"], outcome,
+                                          current_app.config["CONTACT_TYPE"])  # fmt: skip
+    shown = {**result, "member_number": outcome.member_number, "other_type": outcome.other_type,
+             "masked_name": outcome.masked_name, "phone": "1"}  # fmt: skip
+    g.outcome = outcome.name
+    log.info("handoff %s: the cashier asked to see the result %s", _short(handoff["id"]),
+             web.log_context())  # fmt: skip
+    response = redirect(url_for("signup.done"), code=303)
+    response.set_cookie(views._result_cookie(), signed.result_value(shown, signed.client_id()),
+                        **views._cookie_flags())  # fmt: skip
+    return response
 
 
 @bp.post("/handoff/<till>/cancel")
@@ -218,7 +256,8 @@ def _limited(key: str, limit: tuple[int, int]) -> bool:
 def _closed(status: int = 410):
     """A used, cancelled, expired or someone else's handoff: the same short page for all."""
     g.outcome = "handoff-closed"
-    page = render_template("handoff/closed.html", outcome="handoff-closed", device=None)
+    page = render_template("handoff/closed.html", outcome="handoff-closed", device=None,
+                           phone_page=True)  # fmt: skip
     response = make_response(page, status)
     response.delete_cookie(_cookie_name(), **views._cookie_flags())
     return response
@@ -244,6 +283,7 @@ def _take(handoff: dict | None):
     response.set_cookie(_cookie_name(), signed.seal({"id": handoff["id"]}, "handoff"),
                         **views._cookie_flags())  # fmt: skip
     response.headers["Referrer-Policy"] = "no-referrer"  # the token's address goes nowhere
+    request.environ[web.OWN_REFERRER_POLICY] = True  # and the site's own does not follow it
     log.info("handoff %s taken by a phone %s", _short(handoff["id"]), web.log_context())
     return response
 
@@ -265,6 +305,56 @@ class CodeForm(FlaskForm):
     code = StringField(validators=[DataRequired()])
 
 
+def store_ceiling(minutes: int) -> int:
+    """Codes tried for one store in ten minutes, by anyone, past which code entry rests (the
+    QR code still works). A handoff of `minutes` lives through at most ceil(minutes/10) + 1 of
+    these windows, and each try finds a given handoff's code with a chance of one in
+    10^CODE_DIGITS, so no handoff is guessed with a chance over GUESS_CHANCE / 2. At the
+    default (10 minutes) that is 25,000 tries in ten minutes: 1,250 addresses at their limit."""
+    windows = math.ceil(max(minutes, 1) / 10) + 1
+    return int(10**CODE_DIGITS * GUESS_CHANCE / 2 / windows)
+
+
+def _address() -> str:
+    """Who is trying, as the limits count them: an IPv4 address, or an IPv6 /64 (one
+    subscriber's whole network: an attacker has billions of addresses in it, not one)."""
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return request.remote_addr or "-"
+    if address.version == 6:
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _code_refused(store: str) -> bool:
+    """Before a typed code is looked at: is this address, or this store, past its limits? Every
+    try counts against the address and the store's ceiling; the store's wrong codes shut out
+    only the addresses that typed one."""
+    state = current_app.extensions["state"]
+    address = _address()
+    ceiling = store_ceiling(current_app.config["HANDOFF_MINUTES"])
+    try:
+        if not state.hits([(f"code-address:{address}", *CODE_LIMIT),
+                           (f"code-store:{store}", ceiling, CODE_WINDOW)]):  # fmt: skip
+            return True
+        if state.count(f"code-wrong:{store}", CODE_WINDOW) < STORE_WRONG:
+            return False
+        return state.count(f"code-wrong:{store}:{address}", CODE_WINDOW) > 0
+    except StateUnavailable:
+        return True
+
+
+def _code_wrong(store: str) -> None:
+    try:
+        current_app.extensions["state"].hits([(f"code-wrong:{store}", 1 << 30, CODE_WINDOW), (
+            f"code-wrong:{store}:{_address()}", 1 << 30, CODE_WINDOW)])  # fmt: skip
+    except StateUnavailable:
+        pass
+
+
 @bp.route("/join/<store>", methods=["GET", "POST"])
 def code_entry(store: str):
     """The store's short address: the code shown on the till, typed by hand."""
@@ -273,27 +363,28 @@ def code_entry(store: str):
     error = None
     if request.method == "POST":
         typed = "".join(ch for ch in (form.code.data or "") if ch.isdigit())
-        if _limited(f"code-address:{request.remote_addr}", CODE_LIMIT) or _limited(
-            f"code-store:{store}", STORE_CODE_LIMIT
-        ):
+        if _code_refused(store):
             error = _("Too many tries. Scan the code on the till's screen instead.")
-        elif form.validate_on_submit() and len(typed) == 6:
+        elif form.validate_on_submit() and len(typed) == CODE_DIGITS:
             try:
                 handoff = current_app.extensions["state"].handoff_by_code(store, typed)
             except StateUnavailable:
                 handoff = None
             if handoff is not None:
                 return _take(handoff)
+            _code_wrong(store)
             error = _("That code is not valid. Check it on the till's screen, or ask the cashier "
                       "for a new one.")  # fmt: skip
-        else:
-            error = _("Type the six digits shown on the till's screen.")
+        else:  # not a code at all: no guess, so not a wrong code either
+            error = _("Type the nine digits shown on the till's screen.")
     status = 400 if error else 200
     return render_template("handoff/code.html", outcome=g.outcome, form=form, error=error,
-                           store=store, device=None), status  # fmt: skip
+                           store=store, device=None, phone_page=True), status  # fmt: skip
 
 
-def _phone_handoff() -> dict | None:
+def _phone_handoff(*, sending: bool = False) -> dict | None:
+    """The handoff this phone holds, while it is open (`sending`: also while one of its sends
+    holds it, or after one closed it, for a double tap to be told so)."""
     sealed = request.cookies.get(_cookie_name())
     opened = signed.unseal(sealed, "handoff", 3600) if sealed else None
     if not isinstance(opened, dict):
@@ -302,11 +393,61 @@ def _phone_handoff() -> dict | None:
         handoff = current_app.extensions["state"].handoff(id=str(opened.get("id")))
     except StateUnavailable:
         return None
-    if handoff is None or handoff["phone"] != _phone_id() or handoff["state"] != "open":
+    states = ("open", "sending", "closed") if sending else ("open",)
+    if handoff is None or handoff["phone"] != _phone_id() or handoff["state"] not in states:
         return None
-    if handoff["expires"] <= current_app.extensions["state"].clock():
+    expired = handoff["expires"] <= current_app.extensions["state"].clock()
+    if expired and handoff["state"] != "closed":
         return None
     return handoff
+
+
+TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")  # a one-time submission token, as the form checks it
+CLAIM_POLL = 0.05  # how often a send that waits for another of the same phone looks again
+
+
+def _claim(handoff: dict, token: str):
+    """Hold the handoff for this send before anything else happens to it (no consent record,
+    no Engage call, not even our own checks): None when it is ours, else the answer to give.
+
+    Exactly one of any number of sends at once wins the claim, on any machine. Another send of
+    the same phone waits for it: a double tap then reads the first one's answer ("thanks"),
+    and a correction (the first one's details were refused) claims it in turn. A send after
+    the sign-up was done, from a form loaded before it, finds the code used."""
+    state = current_app.extensions["state"]
+    lease = submission.longest_seconds()
+    deadline = time.monotonic() + lease + 5 * CLAIM_POLL
+    waited = False
+    while True:
+        try:
+            if state.handoff_claim(handoff["id"], _phone_id(), token, lease):
+                return None
+            now = state.handoff(id=handoff["id"])
+        except StateUnavailable:
+            return _closed(503)
+        if now is None or now["phone"] != _phone_id():
+            return _closed()
+        if now["state"] == "closed" and (waited or now["submission"] == token):
+            return _double_tap(now)
+        if now["state"] == "sending" and time.monotonic() < deadline:
+            waited = True
+            time.sleep(CLAIM_POLL)  # the first send is talking to Engage: its answer is near
+            continue
+        if now["state"] == "open" and now["expires"] > state.clock():
+            continue  # the first send ended in a correction: this one may go now
+        return _closed()
+
+
+def _double_tap(handoff: dict):
+    """A second send of the sign-up that closed this handoff: the first one's answer, which
+    on the phone is "thanks" whatever it was; nothing is sent again or counted again."""
+    _as_device(handoff)
+    request.environ[web.HIDE_TIMING] = True
+    form = views._new_form(formdata=request.form)
+    name = handoff["outcome"] if handoff["outcome"] in submission.FINAL_OUTCOMES else flow.QUEUED
+    log.info("handoff %s: a second send of the phone's, answered as the first %s",
+             _short(handoff["id"]), web.log_context())  # fmt: skip
+    return views._present(form, flow.Outcome(name), duplicate=True)
 
 
 def _as_device(handoff: dict) -> Device:
@@ -322,12 +463,12 @@ def _as_device(handoff: dict) -> Device:
 def phone():
     if _limited(f"phone-address:{request.remote_addr}", PHONE_LIMIT):
         return _closed(429)
-    handoff = _phone_handoff()
+    handoff = _phone_handoff(sending=request.method == "POST")
     if handoff is None:
         return _closed()
-    device = _as_device(handoff)
     request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
     if request.method == "GET":
+        device = _as_device(handoff)
         signed.client_id()
         entry = views._take_entry()
         if entry is not None:
@@ -336,16 +477,34 @@ def phone():
             g.outcome = "form"
             page = views._empty_form_page(device)
         return make_response(page)
+    token = request.form.get("submission", "")
+    if TOKEN.fullmatch(token):  # else the form's own check refuses it, before any sign-up
+        refused = _claim(handoff, token)
+        if refused is not None:
+            return refused
+    elif handoff["state"] != "open":
+        return _closed()
+    _as_device(handoff)
     channel = submission.Channel(handoff["store"], handoff["device"], "phone",
                                  f"handoff:{handoff['id']}")  # fmt: skip
     sends = (f"handoff-sends:{handoff['id']}", *HANDOFF_SUBMITS)
-    return views.send(channel, told=lambda outcome: _tell_till(handoff, outcome),
-                      extra_limits=[sends])  # fmt: skip
+    told: list[str] = []
+
+    def tell(outcome: flow.Outcome) -> None:
+        told.append(outcome.name)
+        _tell_till(handoff, outcome, token)
+
+    try:
+        return views.send(channel, told=tell, extra_limits=[sends])
+    finally:
+        if not told:  # the send failed before it had an outcome: the handoff is open again
+            _tell_till(handoff, flow.Outcome(flow.UNAVAILABLE, cause="Error"), token)
 
 
-def _tell_till(handoff: dict, outcome: flow.Outcome) -> None:
+def _tell_till(handoff: dict, outcome: flow.Outcome, token: str | None = None) -> None:
     """What the till may learn: the outcome, and for a final one its staff result (member
-    number, contact id, reference): never anything the customer typed."""
+    number, contact id, reference): never anything the customer typed. It ends this send's
+    claim on the handoff: a final outcome closes it, any other opens it for a correction."""
     final = outcome.name in submission.FINAL_OUTCOMES
     result = None
     if final:
@@ -356,7 +515,7 @@ def _tell_till(handoff: dict, outcome: flow.Outcome) -> None:
         })  # fmt: skip
     try:
         current_app.extensions["state"].handoff_outcome(handoff["id"], outcome.name, result,
-                                                        final=final)  # fmt: skip
+                                                        final=final, submission=token)  # fmt: skip
     except StateUnavailable as exc:
         submission.state_fault(exc)
     log.info("handoff %s: the phone's sign-up came to %s %s", _short(handoff["id"]),
@@ -386,6 +545,7 @@ def phone_done():
     if result is None or result["name"] != views.THANKS:
         return _closed()
     g.outcome = "thanks"
-    response = make_response(render_template("handoff/thanks.html", outcome="thanks", device=None))
+    response = make_response(render_template("handoff/thanks.html", outcome="thanks", device=None,
+                                             phone_page=True))  # fmt: skip
     response.delete_cookie(_cookie_name(), **views._cookie_flags())
     return response

@@ -75,6 +75,9 @@ class Outcome:
     matches: tuple[str, ...] = ()
     # The outbox item's short reference, when the sign-up was kept for later.
     reference: str | None = None
+    # A found member's first name and the initial of the last ("Astrid L."), when it was read:
+    # for the cashier to ask "Are you Astrid?" after a sign-up on the customer's phone.
+    masked_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -240,8 +243,19 @@ def with_member_number(client: EngageClient, outcome: Outcome, contact_type: str
             **outcome.__dict__,
             "member_number": _text(attributes.get("memberNumber")),
             "other_type": found_type if found_type and found_type != contact_type else None,
+            "masked_name": masked_name(attributes.get("firstName"), attributes.get("lastName")),
         }
     )
+
+
+def masked_name(first, last) -> str | None:
+    """ "Astrid L.": the first name and the initial of the last, enough for a cashier to ask
+    "Are you Astrid?" and no more."""
+    first, last = _text(first), _text(last)
+    if not first:
+        return None
+    first, last = first.strip(), (last or "").strip()
+    return f"{first} {last[0].upper()}." if last else first
 
 
 def setting_to_check(exc: EngageError) -> str:

@@ -34,7 +34,7 @@ from . import signup as flow
 from .consents import consent_texts
 from .devices import current_device
 from .engage import EngageError
-from .engage.client import WALLET_TIMEOUT
+from .engage.client import WALLET_TIMEOUT, wallet_words
 from .forms import POSTCODE_DIGITS
 from .i18n import LANGUAGES, countries, current_language, outcome_message
 from .i18n import gettext as _
@@ -369,16 +369,23 @@ def done():
     )
     # Staff see the member number to attach the purchase; a kiosk never shows one.
     show_number = name in (flow.CREATED, flow.EXISTING)
+    # After a sign-up on the customer's phone: never Engage's contact id, and the wallet card
+    # only for a new member (a found member has theirs; whoever typed their address has not).
+    phone = bool(result.get("phone"))
     wallet = None
     if show_number and device is not None and device.bound and not device.private:
-        wallet = _wallet_card(result.get("contact_id"))
+        if not phone or name == flow.CREATED:
+            wallet = _wallet_card(result.get("contact_id"))
     number = result.get("member_number") if show_number else None
     page = {
         "outcome": name,
         "heading": heading,
         "text": text,
         # Without a member number (Engage did not say), the contact id still finds them.
-        "contact_id": result.get("contact_id") if show_number and not number else None,
+        "contact_id": result.get("contact_id")
+        if show_number and not number and not phone
+        else None,
+        "masked_name": result.get("masked_name") if name == flow.EXISTING and phone else None,
         "other_type": result.get("other_type") if show_number else None,
         "matches": result.get("matches") if name == flow.AMBIGUOUS else None,
         "reference": result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
@@ -389,7 +396,7 @@ def done():
         codes.code128_svg(number, _("Member number as a barcode")) if number and not kiosk else None
     )
     if device is not None and not any(
-        page[k] for k in ("other_type", "matches", "reference", "wallet")
+        page[k] for k in ("other_type", "matches", "reference", "wallet", "masked_name")
     ):
         return _result_page(device, page, number, barcode)
     return render_template("signup/done.html", member_number=number, barcode=barcode, **page)
@@ -454,8 +461,10 @@ def _wallet_card(contact_id: str | None):
     except EngageError as exc:
         check = " (check WALLET_CARD_ID)" if exc.status_code in (400, 404) else ""
         said = (f"no answer within {WALLET_TIMEOUT:g} s" if exc.status_code is None
-                and getattr(exc, "timed_out", False) else str(exc))  # fmt: skip
-        log.warning("wallet card: no link from Engage: %s%s %s", said, check, web.log_context())
+                and getattr(exc, "timed_out", False) else
+                f"HTTP {exc.status_code}" if exc.status_code else "no connection")  # fmt: skip
+        log.warning("wallet card: no link from Engage: %s, %s%s %s", wallet_words(exc), said,
+                    check, web.log_context())  # fmt: skip
         return None
     if link is None:
         log.warning("wallet card: Engage's answer named no link for this member (check "

@@ -633,7 +633,7 @@ class Store:
     # --- scan to join: handoffs ----------------------------------------------------------------
     HANDOFF_COLUMNS = (
         "id, till, code, store, store_name, country, device, language, created, expires, state, "
-        "phone, outcome, result"
+        "phone, outcome, result, claimed, submission"
     )
 
     def _handoff_row(self, rows) -> dict[str, Any] | None:
@@ -673,7 +673,7 @@ class Store:
     def handoff_codes_in_use(self, store: str) -> set[str]:
         rows = self.engine.run(
             "SELECT code FROM handoffs WHERE store = :store AND expires > :now "
-            "AND state IN ('waiting', 'open')",
+            "AND state IN ('waiting', 'open', 'sending')",
             {"store": store, "now": self.clock()},
         ).rows
         return {row[0] for row in rows}
@@ -692,21 +692,42 @@ class Store:
         )
 
     @_timed
+    def handoff_claim(self, handoff_id: str, phone: str, submission: str, lease: float) -> bool:
+        """One send of this phone's holds the handoff: True for exactly one of any number of
+        requests at once, on every machine (one conditional write: SQLite takes writes one at a
+        time, PostgreSQL checks the condition again on the row another transaction changed).
+        A claim older than `lease` seconds was left by a request that died: it may be taken."""
+        now = self.clock()
+        return (
+            self.engine.run(
+                "UPDATE handoffs SET state = 'sending', claimed = :now, submission = :submission "
+                "WHERE id = :id AND phone = :phone AND expires > :now AND (state = 'open' OR "
+                "(state = 'sending' AND claimed < :stale))",
+                {"id": handoff_id, "phone": phone, "submission": submission, "now": now,
+                 "stale": now - lease},
+            ).rowcount
+            == 1
+        )  # fmt: skip
+
+    @_timed
     def handoff_outcome(self, handoff_id: str, outcome: str, result: str | None, *,
-                        final: bool) -> None:  # fmt: skip
-        """What the phone's sign-up came to: final closes the handoff (one sign-up at most)."""
+                        final: bool, submission: str | None = None) -> None:  # fmt: skip
+        """What the phone's sign-up came to: final closes the handoff (one sign-up at most), any
+        other answer opens it again for a correction. Only the send that holds the handoff
+        (`submission`) ends its claim; a form refused before any claim only tells the till."""
         self.engine.run(
             "UPDATE handoffs SET outcome = :outcome, result = :result, "
-            "state = CASE WHEN :final THEN 'closed' ELSE state END "
-            "WHERE id = :id AND state = 'open'",
-            {"id": handoff_id, "outcome": outcome, "result": result, "final": final},
-        )
+            "state = CASE WHEN :final THEN 'closed' ELSE 'open' END "
+            "WHERE id = :id AND (state = 'open' OR (state = 'sending' AND submission = :sub))",
+            {"id": handoff_id, "outcome": outcome, "result": result, "final": final,
+             "sub": submission},
+        )  # fmt: skip
 
     @_timed
     def handoff_cancel(self, till: str) -> int:
         return self.engine.run(
             "UPDATE handoffs SET state = 'cancelled' WHERE till = :till "
-            "AND state IN ('waiting', 'open')",
+            "AND state IN ('waiting', 'open', 'sending')",
             {"till": till},
         ).rowcount
 

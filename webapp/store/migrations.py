@@ -216,4 +216,17 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        9,
+        "a handoff is claimed by one send at a time: the claim's time and its submission token",
+        [
+            # state 'sending' while one request of the phone's holds it (a lease from `claimed`),
+            # `submission` the one-time token of the send that holds it, or closed it.
+            "ALTER TABLE handoffs ADD COLUMN claimed DOUBLE PRECISION",
+            "ALTER TABLE handoffs ADD COLUMN submission TEXT",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
