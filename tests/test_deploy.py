@@ -206,7 +206,7 @@ class Nginx:
             {"SERVER_NAME": "signup.test", "HTTPS_PORT": f"127.0.0.1:{self.https_port}",
              "HTTP_PORT": f"127.0.0.1:{self.http_port}", "TLS_CERT": str(cert),
              "TLS_KEY": str(key), "APP_ADDRESS": app_address,
-             "ACCESS_LOG": str(folder / "access.log")},
+             "ACCESS_LOG": str(folder / "access.log"), "ERROR_LOG": str(folder / "error.log")},
         )  # fmt: skip
         (folder / "site.conf").write_text(site)
         temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -218,7 +218,7 @@ pid {folder}/nginx.pid;
 error_log {folder}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-    access_log off;
+    access_log {folder}/default.access.log;  # Debian's nginx.conf: the combined format
     client_body_temp_path {temp["body"]};
     proxy_temp_path {temp["proxy"]};
     fastcgi_temp_path {temp["fastcgi"]};
@@ -287,7 +287,7 @@ def behind_nginx(tmp_path_factory, postgres):
         "WEB_WORKERS": "2", "WEB_THREADS": "8",
     }  # fmt: skip
     app = start_server(env)
-    app_url = read_until(app, r"open (http://\S+)").group(1)
+    app_url = read_until(app, r"open (http://[^\s\"]+)").group(1)
     drain(app)
     wait_until_up(app_url)
     nginx = Nginx(folder, app_url.removeprefix("http://").replace("localhost", "127.0.0.1")[:-1])
@@ -382,6 +382,52 @@ def test_the_access_log_never_holds_a_scan_to_join_token(behind_nginx):
     assert '"GET /j/<token> HTTP/1.1" 410' in log or '"GET /j/<token> HTTP/1.1" 404' in log
     assert '"GET /handoff/<id>/status HTTP/1.1"' in log
     assert '"GET /j/done HTTP/1.1"' in log, "the pages without a token are logged as they are"
+
+
+def test_no_nginx_log_holds_a_token_when_the_app_is_down(tmp_path):
+    """An app restarting (nothing listening): nginx answers 502 and writes an error line that
+    quotes the request. For a scan-to-join token or a till page's id it must not: the attack
+    took a handoff from another address with a token read from the error log. Nor may the
+    plain-HTTP server log whole addresses in nginx's default format; and the token's redirect
+    carries one Referrer-Policy, no-referrer (browsers obey the last of two)."""
+    nginx = Nginx(tmp_path / "nginx", f"127.0.0.1:{free_port()}")  # an app that is stopped
+    try:
+        token = "tokDOWN" + "Z9y8X7w6" * 5
+        browser = nginx.client("127.0.0.7")
+        assert browser.get(nginx.url + f"j/{token}", timeout=10).status_code == 502
+        browser.get(nginx.url + "handoff/tillidDOWN0123456789", timeout=10)
+        assert browser.get(nginx.url + "?down=visible", timeout=10).status_code == 502
+        plain = requests.get(f"http://127.0.0.1:{nginx.http_port}/j/{token}",
+                             allow_redirects=False, timeout=5)  # fmt: skip
+        assert plain.status_code == 308
+        logs = wait_until(
+            lambda: (
+                "down=visible" in (nginx.folder / "error.log").read_text()
+                and "down=visible" in (nginx.folder / "access.log").read_text()
+                and [p.read_text() for p in nginx.folder.glob("*.log")]
+            ),
+            "nginx logged no upstream failure for the page without a token",
+        )
+        for log in logs:
+            assert token not in log and "tillidDOWN0123456789" not in log
+    finally:
+        nginx.stop()
+
+
+def test_the_tokens_redirect_sends_one_referrer_policy(behind_nginx):
+    """no-referrer on the token's redirect, and not the site's same-origin after it."""
+    browser = behind_nginx.client("127.0.0.8")
+    browser.cookies.set("__Host-device", device_cookie(PRODUCTION_SECRET), domain="127.0.0.1")
+    page = browser.get(behind_nginx.url + "?lang=en", timeout=10).text
+    token = re.search(r'action="/handoff/"[^>]*>\s*<input type="hidden" name="csrf_token" '
+                      r'value="([^"]+)"', page).group(1)  # fmt: skip
+    till = browser.post(behind_nginx.url + "handoff/", data={"csrf_token": token}, timeout=10)
+    link = re.search(r"data-handoff-link>([^<]+)<", till.text).group(1)
+    phone = behind_nginx.client("127.0.0.9")
+    opened = phone.get(behind_nginx.url + link.split("/", 3)[3], allow_redirects=False,
+                       timeout=10)  # fmt: skip
+    assert opened.status_code == 303
+    assert opened.raw.headers.getlist("Referrer-Policy") == ["no-referrer"]
 
 
 def test_plain_http_is_sent_to_https(behind_nginx):
