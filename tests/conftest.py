@@ -468,7 +468,7 @@ def production_server(simulator, tmp_path):
         }
         server = start_server(env)
         servers.append(server)
-        url = read_until(server, r"open (http://\S+)").group(1)
+        url = read_until(server, r"open (http://[^\s\"]+)").group(1)
         drain(server)
         wait_until_up(url)
         return url

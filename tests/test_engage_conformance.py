@@ -381,7 +381,7 @@ def test_training_mode_signs_up_by_personal_number(tmp_path):
     env.update(STATE_DB=str(tmp_path / "state.sqlite3"), WEB_WORKERS="1", WEB_THREADS="2")
     server = start_server(env)
     try:
-        url = read_until(server, r"open (http://\S+)").group(1)
+        url = read_until(server, r"open (http://[^\s\"]+)").group(1)
         drain(server)
         wait_until_up(url)
         browser = requests.Session()

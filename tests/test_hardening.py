@@ -456,7 +456,7 @@ def test_dev_py_run_stops_everything_it_started_on_sigterm(tmp_path):
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     simulator = read_until(process, r"built-in simulator at (http://\S+)").group(1)
-    app_url = read_until(process, r"open (http://\S+)").group(1)
+    app_url = read_until(process, r"open (http://[^\s\"]+)").group(1)
     for _ in range(100):
         try:
             requests.get(app_url + "healthz", timeout=1)

@@ -180,7 +180,7 @@ def test_the_alert_rules_load_and_each_fires_on_its_series(tmp_path):
 class Prometheus:
     """Debian's prometheus on a loopback port, scraping `target` every second."""
 
-    def __init__(self, folder: Path, target: str):
+    def __init__(self, folder: Path, target: str | None = None, config_text: str | None = None):
         from .test_run_command import free_port
 
         binary = shutil.which("prometheus")
@@ -189,7 +189,8 @@ class Prometheus:
         self.port = free_port()
         config = folder / "prometheus.yml"
         config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            config_text
+            or "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
             "  - job_name: engage-signup\n"
             f"    static_configs: [{{targets: ['{target}']}}]\n"
@@ -290,8 +291,9 @@ def test_json_log_lines_parse_one_by_one_under_load_with_no_personal_data(
 
     wait_until(lambda: posts() >= 16, "the sign-ups' log lines never came")
     lines = [line for line in server.lines if line.strip()]
-    banner = [line for line in lines if line.startswith("engage-signup is running")]
-    records = [json.loads(line) for line in lines if line not in banner]  # each line parses
+    records = [json.loads(line) for line in lines]  # each line parses, the start-up line too
+    (running,) = [r for r in records if r["message"].startswith("engage-signup is running")]
+    assert running["url"] == url and running["level"] == "INFO"
     requests_ = [
         r for r in records if r.get("logger") == "webapp.request" and r["method"] == "POST"
     ]
@@ -347,3 +349,75 @@ def test_version_commit_comes_from_app_commit_when_set(monkeypatch):
         assert version.commit() == "abc123def"
     finally:
         version.commit.cache_clear()
+
+
+def test_the_shipped_environment_nginx_and_prometheus_files_work_together(
+    simulator, postgres, tmp_path
+):
+    """deploy/engage-signup.env.example (its "replace-with" values filled in, as an operator
+    does), the deploy/ nginx site in front, and deploy/prometheus/prometheus.yml with its token
+    file: Prometheus scrapes /metrics through nginx with the bearer token, while a client
+    without it is refused. (Before, the environment example had no METRICS_TOKEN, and the
+    shipped scrape could only be refused.) METRICS_ALLOW names an address no scrape comes from,
+    so the token alone opens it, as for a Prometheus elsewhere in the chain."""
+    import secrets
+
+    from .test_deploy import DEPLOY, Nginx
+    from .test_run_command import drain, free_port, read_until, start_server, stop, wait_until_up
+
+    settings = {}
+    for line in (DEPLOY / "engage-signup.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings[key] = value
+    assert settings.get("METRICS_TOKEN", "").startswith("replace-with"), "the operator sets it"
+    filled = {key: secrets.token_urlsafe(24) for key, value in settings.items()
+              if value.startswith("replace-with")}  # fmt: skip
+    filled["STAFF_PIN"] = "47114711"
+    postgres.execute("CREATE SCHEMA shipped_files")
+    port = free_port()
+    env = {**os.environ, **settings, **filled, "ENGAGE_BASE_URL": simulator.url,
+           "DATABASE_URL": postgres.url + "?options=-c%20search_path%3Dshipped_files",
+           "ALLOWED_HOSTS": "127.0.0.1", "PORT": str(port), "METRICS_ALLOW": "192.0.2.1",
+           "LOG_LEVEL": "WARNING"}  # fmt: skip
+    app = start_server(env)
+    url = read_until(app, r"open (http://[^\s\"]+)").group(1)
+    drain(app)
+    nginx = prometheus = None
+    try:
+        wait_until_up(url.replace("localhost", "127.0.0.1"))
+        nginx = Nginx(tmp_path / "nginx", f"127.0.0.1:{app_port(url)}")
+        token_file = tmp_path / "token"
+        token_file.write_text(filled["METRICS_TOKEN"] + "\n")
+        shutil.copy(RULES / "alerts.yml", tmp_path / "alerts.yml")
+        shipped = (RULES / "prometheus.yml").read_text()
+        config = (
+            shipped.replace("/etc/prometheus/engage-signup-metrics-token", str(token_file))
+            .replace('["app1.signup.acme.se:443", "app2.signup.acme.se:443"]',
+                     f'["127.0.0.1:{nginx.https_port}"]')
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("    static_configs:", f"    tls_config: {{ca_file: {nginx.cert}}}\n"
+                     "    static_configs:")
+        )  # fmt: skip
+        assert config.count("127.0.0.1:") == 1 and str(token_file) in config
+        stranger = nginx.client("127.0.0.10").get(nginx.url + "metrics", timeout=10)
+        assert stranger.status_code == 403, "no token, not an allowed address"
+        prometheus = Prometheus(tmp_path, config_text=config)
+
+        def up() -> str | None:
+            result = prometheus.query('up{job="engage-signup"}')
+            return result[0]["value"][1] if result else None
+
+        wait_until(lambda: up() == "1", f"Prometheus could not scrape through nginx: up={up()}",
+                   seconds=60)  # fmt: skip
+        built = prometheus.query("engage_signup_build_info")
+        assert built, "the app's own series, read through nginx"
+    finally:
+        for part in (prometheus, nginx):
+            if part is not None:
+                part.stop()
+        stop(app)
+
+
+def app_port(url: str) -> int:
+    return int(url.rstrip("/").rsplit(":", 1)[1])

@@ -129,7 +129,7 @@ def test_without_engage_settings_the_app_runs_in_training_mode_on_the_simulator(
     page_of_simulator = read_until(launched, r"Simulator's page \(make Engage fail\): (\S+)")
     assert page_of_simulator.group(1) == simulator_url + "/_simulator"
     manager_pin = read_until(launched, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1)
-    app_url = read_until(launched, r"open (http://\S+)").group(1)
+    app_url = read_until(launched, r"open (http://[^\s\"]+)").group(1)
     drain(launched)
     wait_until_up(app_url)
     browser = requests.Session()
@@ -184,7 +184,7 @@ def test_the_simulator_stops_when_the_app_is_killed_without_a_chance_to_clean_up
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
     process = start_server({**env, "STATE_DB": str(tmp_path / "state.sqlite3"), "WEB_WORKERS": "1"})
     simulator_url = read_until(process, r"built-in simulator at (http://\S+)").group(1)
-    app_url = read_until(process, r"open (http://\S+)").group(1)
+    app_url = read_until(process, r"open (http://[^\s\"]+)").group(1)
     drain(process)
     wait_until_up(app_url)
     process.send_signal(signal.SIGKILL)
@@ -292,7 +292,7 @@ def test_a_training_restart_keeps_devices_pins_and_kept_signups(tmp_path):
         simulator_url = read_until(first, r"built-in simulator at (http://\S+)").group(1)
         kept_in = read_until(first, r"Training secrets kept in (\S+) ").group(1)
         pin = read_until(first, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1)
-        app_url = read_until(first, r"open (http://\S+)").group(1)
+        app_url = read_until(first, r"open (http://[^\s\"]+)").group(1)
         drain(first)
         wait_until_up(app_url)
         till = requests.Session()
@@ -313,7 +313,7 @@ def test_a_training_restart_keeps_devices_pins_and_kept_signups(tmp_path):
     second = start_server(env)
     try:
         assert read_until(second, r"Manager's view \(/manager/\) PIN: (\d{8})").group(1) == pin
-        app_url = read_until(second, r"open (http://\S+)").group(1)
+        app_url = read_until(second, r"open (http://[^\s\"]+)").group(1)
         drain(second)
         wait_until_up(app_url)
         page = till.get(app_url + "?lang=en", timeout=5)
@@ -374,7 +374,7 @@ def test_ctrl_c_or_a_terminate_stops_everything_without_a_fatal_error(tmp_path, 
         ending_with_tests([sys.executable, "-m", "webapp.serve"]), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    app_url = read_until(process, r"open (http://\S+)").group(1)
+    app_url = read_until(process, r"open (http://[^\s\"]+)").group(1)
     drain(process)
     wait_until_up(app_url)
     os.killpg(process.pid, getattr(signal, signal_name))  # as a terminal does, to all of them

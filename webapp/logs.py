@@ -44,6 +44,16 @@ class KeyValueJsonFormatter(JsonFormatter):
                 log_record[key] = None if value == "-" else value
 
 
+def line(name: str, message: str, log_format: str, **fields) -> str:
+    """One line that must be said whatever LOG_LEVEL is (the server's start-up line): as text
+    it is the message itself; as JSON, an INFO record as every other line is, with `fields`."""
+    if log_format != "json":
+        return message
+    record = logging.LogRecord(name, logging.INFO, "", 0, message, None, None)
+    record.__dict__.update(fields)
+    return KeyValueJsonFormatter().format(record)
+
+
 def configure(level: str, log_format: str = "text", stream=None) -> None:
     """The process's log lines, to stderr (or `stream`), as text or JSON."""
     logging._srcfile = None

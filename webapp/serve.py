@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     url = (
         f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
     )
-    print(f"engage-signup is running: open {url}", flush=True)  # noqa: T201
+    # As JSON where the logs are (LOG_FORMAT=json): one journal, one shape, url=… a field.
+    running = logs.line(__name__, f"engage-signup is running: open {url}",
+                        os.environ.get("LOG_FORMAT", "text"), url=url)  # fmt: skip
+    print(running, flush=True)  # noqa: T201
     _serve(args)
     return 0
 

@@ -176,7 +176,7 @@ class EngageClient:
         it is returned, never logged."""
         response = self._call(
             "POST", PASS_URLS_PATH, json={"cardId": card_id, "contactIds": [contact_id]},
-            timeout=WALLET_TIMEOUT,
+            timeout=WALLET_TIMEOUT, words=wallet_words,
         )  # fmt: skip
         body = assumptions.parse_body(response.text)
         link = body.get(contact_id) if isinstance(body, dict) else None
@@ -256,8 +256,11 @@ class EngageClient:
         return self._call(method, path, timeout=timeout, accept=accept, **kwargs)
 
     def _call(
-        self, method: str, path: str, *, timeout: float, accept: tuple[int, ...] = (), **kwargs
-    ) -> requests.Response:
+        self, method: str, path: str, *, timeout: float, accept: tuple[int, ...] = (),
+        words=None, **kwargs,
+    ) -> requests.Response:  # fmt: skip
+        """One call, and its log line. `words` names a failure in the call's own terms (a
+        wallet call that timed out is no create whose outcome is unknown)."""
         started = time.perf_counter()
         status: int | None = None
         error: EngageError | None = None
@@ -277,7 +280,7 @@ class EngageClient:
                 logging.WARNING if error else logging.INFO,
                 "engage call method=%s path=%s status=%s ms=%.1f outcome=%s %s",
                 method, path, status if status is not None else "-", elapsed * 1000,
-                error.__class__.__name__ if error else "ok",
+                (words or _class_name)(error) if error else "ok",
                 self.log_context() if self.log_context else "",
             )  # fmt: skip
             if self.observer is not None:
@@ -309,6 +312,27 @@ class EngageClient:
             raise OutcomeUnknown("connection dropped") from exc
         except requests.exceptions.RequestException as exc:
             raise EngageUnavailable("request failed") from exc
+
+
+def _class_name(exc: EngageError) -> str:
+    return exc.__class__.__name__
+
+
+def wallet_words(exc: EngageError) -> str:
+    """What went wrong with a wallet link, in the wallet's own words: the card's id unknown to
+    Engage, the API key not allowed it, Engage busy, no answer in time, no connection, or an
+    error of Engage's. None of them touches the sign-up."""
+    status = exc.status_code
+    if status is None:
+        timed_out = getattr(exc, "timed_out", False) or isinstance(exc, EngageTimeout)
+        return "WalletNoAnswerInTime" if timed_out else "WalletUnreachable"
+    if status in (400, 404):
+        return "WalletCardUnknown"
+    if status in assumptions.AUTH_STATUSES:
+        return "WalletNotAllowed"
+    if status == 429:
+        return "WalletBusy"
+    return f"WalletError{status}" if status >= 500 else "WalletRefused"
 
 
 def _worth_one_resend(method: str, exc: EngageError) -> bool:
