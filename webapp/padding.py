@@ -7,8 +7,9 @@ customer's phone, whose answers must tell nobody whether someone is a member, ev
 target is fixed before the sign-up is sent, so it depends neither on the outcome nor on how long
 this sign-up took: a high percentile (QUANTILE, with MARGIN) of the creates timed recently, by
 this process once it has timed LOCAL_ENOUGH of its own, and never below what every process of the
-deployment shares in the state database (their percentiles, smoothed), nor below FLOOR_SECONDS.
-On a deployment that has never timed a create it is PRIOR_SECONDS. So members and new people
+deployment shares in the state database (their percentiles, smoothed, each shared once it rests
+on LOCAL_ENOUGH creates), nor below FLOOR_SECONDS. Until then it is PRIOR_SECONDS (or the
+slowest create seen, with a wider margin, should that be later). So members and new people
 answer with one distribution; only a sign-up slower than the target stands out, which by
 construction is rarer than one in twenty (tests/perf/timing_bench.py measures it).
 
@@ -37,6 +38,7 @@ FLOOR_SECONDS = 0.25  # never sooner: a burst of quick creates cannot pull the t
 CEILING_SECONDS = 10.0  # never later: a tenant this slow is failing, and says so elsewhere
 QUANTILE = 0.95
 MARGIN = 1.15  # above the percentile, so that fewer than one create in twenty runs past it
+FEW_MARGIN = 1.5  # above the slowest of the few creates timed before there are enough
 LOCAL_ENOUGH = 20  # creates this process must have timed before its own percentile counts
 SHARE_SECONDS = 10.0
 SAMPLES = 200
@@ -67,9 +69,13 @@ class AnswerTimes:
         self._lock = threading.Lock()
 
     def created(self, seconds: float) -> None:
-        """A sign-up ended in a create after `seconds`: a sample for every later target."""
+        """A sign-up ended in a create after `seconds`: a sample for every later target. Once
+        this process has LOCAL_ENOUGH of them it shares their percentile (a few creates say
+        little about the slow ones)."""
         with self._lock:
             self._local.append(seconds)
+            if len(self._local) < LOCAL_ENOUGH:
+                return
             if self.clock() - self._shared_written < SHARE_SECONDS:
                 return
             mine = quantile(self._local, QUANTILE)
@@ -82,9 +88,13 @@ class AnswerTimes:
 
     def target(self) -> float:
         """Seconds after its start at which a public screen's final answer is released: fixed
-        before the sign-up is sent, the same for whatever it comes to."""
+        before the sign-up is sent, the same for whatever it comes to. Until this process or
+        the deployment has timed enough creates, the prior (or, should a create have taken
+        longer, the slowest one seen with a wide margin)."""
         with self._lock:
-            local = quantile(self._local, QUANTILE) if len(self._local) >= LOCAL_ENOUGH else None
+            count = len(self._local)
+            local = quantile(self._local, QUANTILE) if count >= LOCAL_ENOUGH else None
+            slowest = max(self._local) if count else 0.0
             stale = self.clock() - self._shared_read >= SHARE_SECONDS
             if stale:
                 self._shared_read = self.clock()
@@ -99,7 +109,10 @@ class AnswerTimes:
                 self._shared = shared if shared is not None else self._shared
         with self._lock:
             known = [x for x in (local, self._shared) if x is not None]
-        estimate = max(known) * MARGIN if known else self.prior
+        if known:
+            estimate = max(known) * MARGIN
+        else:
+            estimate = max(self.prior, slowest * FEW_MARGIN)
         return min(CEILING_SECONDS, max(FLOOR_SECONDS, estimate))
 
     def hold(self, started: float, target: float) -> float:
