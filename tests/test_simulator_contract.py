@@ -307,3 +307,14 @@ def test_the_simulators_page_has_buttons_that_make_engage_fail_and_recover(http,
     assert "status 503 on any" in http("GET", "/_simulator", headers={}).text
     http("POST", "/_simulator/ui", headers={}, data={"fault": ""}, allow_redirects=False)
     assert engine.faults() == []
+
+
+def test_a_create_latency_range_draws_each_creates_time_from_it():
+    """For the public screens' timing benchmark: creates that vary, other calls as set."""
+    from webapp.simulator import Engine
+
+    engine = Engine(latency=0.03, create_latency=(0.04, 0.4))
+    draws = [engine.call_latency("create") for _ in range(200)]
+    assert all(0.04 <= d <= 0.4 for d in draws) and len(set(draws)) > 150
+    assert max(draws) - min(draws) > 0.3, "across the range"
+    assert engine.call_latency("find") == 0.03 and Engine().call_latency("create") == 0.0

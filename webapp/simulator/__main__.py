@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds a new connection takes before its first request (handshakes)",
     )
     parser.add_argument(
+        "--create-latency",
+        type=lambda text: tuple(float(x) for x in text.split(",")),
+        default=None,
+        help="LOW,HIGH: each create takes a time drawn between these seconds",
+    )
+    parser.add_argument(
         "--create-limit", type=float, default=5.0, help="seconds before a create answers 504"
     )
     parser.add_argument(
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key,
         latency=args.latency,
         connect_latency=args.connect_latency,
+        create_latency=args.create_latency,
         create_limit=args.create_limit,
         rate_limit=args.rate_limit,
         state_file=args.state_file,

@@ -94,7 +94,9 @@ class SimulatorApp:
         scope = _scope(request)
         faults = self.engine.take_faults(scope)
         entry.faults = [f.kind + (f" {f.status}" if f.status else "") for f in faults]
-        delay = self.engine.latency + sum(f.seconds for f in faults if f.kind == "latency")
+        delay = self.engine.call_latency(scope) + sum(
+            f.seconds for f in faults if f.kind == "latency"
+        )
         before = [f for f in faults if f.kind != "latency" and not f.after_commit]
         after = [f for f in faults if f.kind != "latency" and f.after_commit]
         if before:

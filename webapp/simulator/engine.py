@@ -197,6 +197,7 @@ class Engine:
         contacts: list[dict] | None = None,
         latency: float = 0.0,
         connect_latency: float = 0.0,
+        create_latency: tuple[float, float] | None = None,
         create_limit: float = 5.0,
         rate_limit: float = 200.0,
         custom_key: str = "externalId",
@@ -213,6 +214,9 @@ class Engine:
         # Seconds a new connection takes before its first request is read (TCP and TLS
         # handshakes to a real tenant): what a client that does not pool pays on every call.
         self.connect_latency = connect_latency
+        # A create's time drawn anew for each (low, high seconds, uniform) in place of `latency`:
+        # a tenant whose creates vary, as the public screens' timing benchmark needs.
+        self.create_latency = create_latency
         # Engage's own limit on create (engage-api.md §7: ~5 s, then 504 RequestTimeOut).
         self.create_limit = create_limit
         self.rate_limit = rate_limit  # requests per second per API key before 429 (§7: 200)
@@ -244,6 +248,14 @@ class Engine:
             self._load()
         for contact in contacts or []:
             self.add_contact(contact)
+
+    def call_latency(self, scope: str) -> float:
+        """How long one call takes: `latency`, or for a create a draw from `create_latency`."""
+        if scope == "create" and self.create_latency:
+            low, high = self.create_latency
+            with self._lock:
+                return self._random.uniform(low, high)
+        return self.latency
 
     # --- for tests, demos and the admin endpoint -----------------------------------------------
     def inject(self, kind: str, **options) -> Fault:
