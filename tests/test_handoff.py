@@ -487,3 +487,25 @@ def test_the_code_entry_limits_count_an_ipv6_subscriber_as_one(app):
     assert "Too many tries" in text_of(last)
     other = _type(app, "/join/101", "111222333", "2001:db8:1:3::1")
     assert "That code is not valid" in text_of(other), "another subscriber"
+
+
+def test_the_phones_sign_up_counts_for_the_tills_store_not_the_default_one(app, engine):
+    """STORE_EXTERNAL_ID is 101; the till is enrolled at 201 (Helsinki): the create, the
+    consent record and the metrics say 201 for the phone's sign-up."""
+    from .conftest import enrol
+    from .test_metrics import samples, value
+
+    assert app.config["STORE_EXTERNAL_ID"] == "101"
+    till = enrol(app.test_client(), app, "staff", "201")
+    till.get("/?lang=en")
+    phone, _ = phone_opens(app, link_of(till, start(till)))
+    assert outcome_of(phone_sends(phone, email="helsinki.phone@example.com")) == "thanks"
+    (create,) = engine.requests("/api/v3/contacts", "POST")
+    assert create.query["storeExternalId"] == ["201"]
+    assert {r["store"] for r in app.extensions["consent_records"].export(store="201")} == {"201"}
+    assert app.extensions["consent_records"].export(store="101") == []
+    text = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    counted = samples(text.get_data(as_text=True))
+    total = "engage_signup_signups_total"
+    assert value(counted, total, outcome="created", store="201", mode="phone") == 1
+    assert value(counted, total, outcome="created", store="101", mode="phone") == 0

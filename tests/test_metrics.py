@@ -11,6 +11,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,6 +72,36 @@ def test_metrics_are_open_only_to_the_allowed_addresses_and_the_token(simulated_
     assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
     off = simulated_app(METRICS="false").test_client()
     assert off.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer ", "Bearer", "Bearer  ", "Bearer None", "Bearer null", "bearer x", "Basic Og=="],
+)
+def test_without_a_metrics_token_no_bearer_token_opens_metrics(simulated_app, authorization):
+    """No METRICS_TOKEN: from outside METRICS_ALLOW, every Authorization header is refused, an
+    empty bearer token included (an empty configured token must never equal an empty sent one)."""
+    app = simulated_app(METRICS_ALLOW="10.9.0.0/16")
+    assert not app.config["METRICS_TOKEN"]
+    client = app.test_client()
+    answer = client.get("/metrics", environ_base={"REMOTE_ADDR": "192.0.2.8"},
+                        headers={"Authorization": authorization})  # fmt: skip
+    assert answer.status_code == 403
+
+
+def test_metrics_allow_judges_the_address_the_trusted_proxies_pass_on(simulated_app):
+    """A forged X-Forwarded-For opens nothing: with no trusted proxy it is not read at all; with
+    one, only its right-most entry (what the proxy itself added) is the client."""
+    direct = simulated_app(METRICS_ALLOW="127.0.0.1", TRUSTED_PROXIES=0).test_client()
+    forged = {"X-Forwarded-For": "127.0.0.1"}
+    outside = {"REMOTE_ADDR": "192.0.2.9"}
+    assert direct.get("/metrics", environ_base=outside, headers=forged).status_code == 403
+    proxied = simulated_app(METRICS_ALLOW="127.0.0.1", TRUSTED_PROXIES=1).test_client()
+    via_proxy = {"REMOTE_ADDR": "127.0.0.1"}  # nginx on this machine
+    chain = {"X-Forwarded-For": "127.0.0.1, 192.0.2.9"}  # the client forged the left part
+    assert proxied.get("/metrics", environ_base=via_proxy, headers=chain).status_code == 403
+    own = {"X-Forwarded-For": "127.0.0.1"}  # a client on the proxy's own machine
+    assert proxied.get("/metrics", environ_base=via_proxy, headers=own).status_code == 200
 
 
 # --- what it counts ------------------------------------------------------------------------------

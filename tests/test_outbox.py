@@ -7,6 +7,7 @@ instances on one PostgreSQL replaying together)."""
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import re
@@ -715,3 +716,71 @@ def test_deliveries_are_appended_step_by_step(kept, engine):
     assert _steps(app, dropped) == ["kept", "discarded"]
     contact = app.extensions["state"].consent_deliveries([sent])[-1]["contact_id"]
     assert contact == engine.contacts()[0]["id"]
+
+
+REPLAY_PROCESS = """
+import json, sys, threading
+from webapp import create_app
+from webapp.outbox import Worker
+config, now = json.loads(sys.argv[1]), float(sys.argv[2])
+app = create_app(config)
+app.extensions["state"].clock = lambda: now
+workers = [Worker(app) for _ in range(3)]
+ready = threading.Barrier(3)
+def run(worker):
+    ready.wait()
+    for _ in range(4):
+        worker.step()
+threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+[t.start() for t in threads]
+[t.join() for t in threads]
+app.extensions["engage"].close()
+"""
+
+
+@pytest.mark.shared_state
+def test_the_replay_cap_holds_across_the_threads_of_a_process_and_across_processes(
+    kept, engine, app_config, simulator
+):
+    """OUTBOX_REPLAY_PER_SECOND=3 with twelve due items and a frozen clock (one second that
+    never ends): four replay threads of one process send three in all, not three each; then,
+    in the next second, two processes of three threads each send three more in all. A cap
+    counted per thread, per worker or per process sends more."""
+    settings = {"OUTBOX_KEYS": KEY, "OUTBOX_REPLAY_PER_SECOND": 3, "ENGAGE_READ_TIMEOUT": 1.0,
+                "ENGAGE_CREATE_TIMEOUT": 1.0, "ENGAGE_SETTLE_SECONDS": 0.05,
+                "ENGAGE_RETRY_SECONDS": 0.05}  # fmt: skip
+    app = kept(**settings)
+    engage_down(engine)
+    for n in range(12):
+        submitter(english_browser(app))(email=f"capped{n}@example.com")
+    engine.clear_faults()
+    close_breaker(app)
+    state = app.extensions["state"]
+    state.outbox_retry()
+    now = time.time()
+    state.clock = lambda: now
+    workers = [Worker(app) for _ in range(4)]
+    ready = threading.Barrier(4)
+
+    def run(worker):
+        ready.wait()
+        for _ in range(5):
+            worker.step()
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(engine.requests("/api/v3/contacts", "POST")) == 3, "one process's threads"
+    config = {**app_config, "ENGAGE_BASE_URL": simulator.url, **settings}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", REPLAY_PROCESS, json.dumps(config), str(now + 10)], cwd=root
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=120) for p in processes] == [0, 0]
+    assert len(engine.requests("/api/v3/contacts", "POST")) == 6, "two processes, one cap"
+    assert len(state.outbox_items()) == 6

@@ -150,7 +150,14 @@ def test_migrations_bring_todays_schema_up_once(state_engine, state_config, tmp_
 
 def test_machines_starting_together_apply_each_migration_once(state_config, tmp_path):
     """Six processes open the same empty database at once (PostgreSQL: under an advisory
-    lock; SQLite: under its write lock): one applies the steps, the others find them done."""
+    lock; SQLite: under its write lock): one applies the steps, the others find them done.
+
+    What this test is for: that starting many machines together ends with one schema, each
+    step applied once, and every process reporting the latest version. It is NOT the guard of
+    the lock itself: whether the processes' start-ups overlap is left to timing, so a lock that
+    never waits is caught here only some of the time. The guard is
+    tests/test_deploy.py::test_migrations_wait_for_the_advisory_lock_another_machine_holds,
+    which forces the overlap and catches such a lock every time."""
     script = (
         "import json, sys\n"
         "from webapp.store import open_store\n"

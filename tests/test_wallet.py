@@ -58,6 +58,32 @@ def test_a_refused_pass_link_is_an_engage_error_and_never_sent_twice(engage, eng
     assert len(engage_api.request_history) == 1
 
 
+def _refused() -> requests.exceptions.ConnectionError:
+    """What requests raises when nothing listens: nothing left, so a lookup would be resent."""
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    reason = NewConnectionError(None, "Failed to establish a new connection: [Errno 111]")
+    return requests.exceptions.ConnectionError(MaxRetryError(None, PASS_URLS, reason=reason))
+
+
+def _reset() -> requests.exceptions.ConnectionError:
+    from urllib3.exceptions import ProtocolError
+
+    cause = ConnectionResetError(104, "Connection reset by peer")
+    return requests.exceptions.ConnectionError(ProtocolError("Connection aborted.", cause))
+
+
+@pytest.mark.parametrize("failure", [_refused, _reset], ids=["refused", "reset"])
+def test_a_pass_link_is_asked_for_once_even_when_the_connection_fails(engage, engage_api, failure):
+    """A refused connection is what a lookup is sent again after (nothing left); a pass link
+    never is: nobody waits for a second try, and the page goes on without the card."""
+    engage_api.post(PASS_URLS, exc=failure())
+    with pytest.raises(EngageError) as caught:
+        engage.pass_url(DEMO_WALLET_CARD, CONTACT_ID)
+    assert caught.value.status_code is None
+    assert len(engage_api.request_history) == 1
+
+
 def test_the_link_never_reaches_a_log_line(engage, engage_api, caplog):
     caplog.set_level(logging.DEBUG)
     engage_api.post(PASS_URLS, json={CONTACT_ID: LINK})
