@@ -120,8 +120,8 @@ class PostgresServer:
         import subprocess
         import tempfile
 
-        from .processes import ending_with_tests
-        from .test_run_command import free_port
+        from tests.processes import ending_with_tests
+        from tests.test_run_command import free_port
 
         initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
         if not initdb or not postgres:
@@ -219,7 +219,7 @@ def enrol(browser, app, mode: str = "staff", store: str = "101", domain: str = "
     without Engage's store list; tests/test_devices.py covers /setup/ itself)."""
     import secrets
 
-    from webapp import devices
+    from webapp.access import devices
 
     name, country = STORES[store]
     device = devices.Device(store, name, country, mode, id=secrets.token_urlsafe(12))
@@ -254,7 +254,7 @@ def device_cookie(secret_key: str, mode: str = "staff", store: str = "101") -> s
     """The device cookie /setup/ would give a device of `store`, for an app with `secret_key`."""
     import secrets
 
-    from webapp import devices
+    from webapp.access import devices
 
     name, country = STORES[store]
     with _signer(secret_key).app_context():
@@ -445,7 +445,7 @@ def production_server(simulator, tmp_path):
     """Start the README's server (gunicorn, threaded workers) against the simulator."""
     import os
 
-    from .test_run_command import drain, read_until, start_server, stop, wait_until_up
+    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
 
     servers = []
 
@@ -481,7 +481,7 @@ def production_server(simulator, tmp_path):
 
 def pytest_terminal_summary(terminalreporter):
     """Say where the browser tests' screenshots are, or that they did not run."""
-    from .test_browser import SCREENSHOTS, chromium_path
+    from tests.test_browser import SCREENSHOTS, chromium_path
 
     if not chromium_path():
         terminalreporter.write_line(

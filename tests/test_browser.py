@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
+from tests.conftest import device_cookie
 from webapp import create_app
-
-from .conftest import device_cookie
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PORTRAIT = {"width": 800, "height": 1280}  # a 10" tablet, CSS pixels

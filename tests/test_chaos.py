@@ -14,9 +14,8 @@ import time
 
 from cryptography.fernet import Fernet
 
+from tests.conftest import VALID_FORM, enrolled_session, hidden_fields, wait_until
 from webapp.store import open_store
-
-from .conftest import VALID_FORM, enrolled_session, hidden_fields, wait_until
 
 DEVICES = 12
 SECONDS = 8

@@ -6,7 +6,7 @@ import pytest
 import zxingcpp
 from barcode.writer import ImageWriter
 
-from webapp.codes import _Code128, code128_svg, qr_svg
+from webapp.pages.codes import _Code128, code128_svg, qr_svg
 
 
 @pytest.mark.parametrize("number", ["999000001", "990", "99", "12345678", "7", "M-1001", "ABC"])

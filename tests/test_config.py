@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import TEST_CONFIG, enrol
 from webapp import ConfigError, create_app
 from webapp.config import load_config
-
-from .conftest import TEST_CONFIG, enrol
 
 
 def test_each_key_is_read_from_the_environment_of_the_same_name(monkeypatch):

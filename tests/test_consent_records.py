@@ -12,7 +12,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from .conftest import (
+from tests.conftest import (
     TEST_CONSENTS,
     VALID_FORM,
     english_browser,
@@ -157,8 +157,8 @@ def test_engages_terms_are_cleaned_once_per_language_until_its_definitions_chang
     """Every page and every consent record shows the same cleaned terms: they are cleaned once
     per language from each set of Engage's definitions, and again only when those are read
     anew, and what is read anew is what the next person sees and what is recorded."""
-    from webapp import consents
     from webapp.config import DEFAULT_CONSENTS
+    from webapp.signup import consents
 
     cleaned = []
     clean = consents.nh3.clean

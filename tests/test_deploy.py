@@ -19,11 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from webapp.config import SCHEMA
-from webapp.store import open_store
-from webapp.store.migrations import LATEST
-
-from .conftest import (
+from tests.conftest import (
     PRODUCTION_SECRET,
     VALID_FORM,
     device_cookie,
@@ -31,8 +27,11 @@ from .conftest import (
     missing,
     wait_until,
 )
-from .processes import ending_with_tests
-from .test_run_command import free_port
+from tests.processes import ending_with_tests
+from tests.test_run_command import free_port
+from webapp.config import SCHEMA
+from webapp.store import open_store
+from webapp.store.migrations import LATEST
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -106,7 +105,7 @@ def sign_up(url: str, email: str, till: requests.Session | None = None) -> str:
 @pytest.fixture
 def own_postgres():
     """A PostgreSQL of this test's own, which the test may stop."""
-    from .conftest import PostgresServer
+    from tests.conftest import PostgresServer
 
     server = PostgresServer()
     yield server
@@ -118,9 +117,8 @@ def test_a_postgresql_outage_keeps_the_details_and_calls_no_engage(
 ):
     import logging
 
+    from tests.conftest import TEST_CONFIG, english_browser, outcome_of, submitter
     from webapp import create_app
-
-    from .conftest import TEST_CONFIG, english_browser, outcome_of, submitter
 
     app = create_app({**TEST_CONFIG, "ENGAGE_BASE_URL": simulator.url,
                       "DATABASE_URL": own_postgres.url})  # fmt: skip
@@ -271,9 +269,8 @@ http {{
 @pytest.fixture(scope="module")
 def behind_nginx(tmp_path_factory, postgres):
     """One app (gunicorn, TRUSTED_PROXIES=1, HTTPS=true) on PostgreSQL, with nginx in front."""
+    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
     from webapp.simulator import Engine, serve
-
-    from .test_run_command import drain, read_until, start_server, stop, wait_until_up
 
     folder = tmp_path_factory.mktemp("nginx")
     simulator = serve(Engine(create_limit=1.0))
@@ -575,7 +572,7 @@ def test_durable_transactions_commit_with_synchronous_commit_on(tmp_path):
     """The consent record and a kept sign-up must outlive a crash of PostgreSQL: inside a
     durable transaction synchronous_commit is on, whatever the session's own (off) is. Seen
     on a PostgreSQL started with production defaults, from inside the transaction."""
-    from .conftest import PostgresServer
+    from tests.conftest import PostgresServer
 
     server = PostgresServer(durable=True)
     try:

@@ -8,9 +8,7 @@ import re
 import pytest
 from cryptography.fernet import Fernet
 
-from webapp import create_app
-
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     english_browser,
     english_visitor,
@@ -20,6 +18,7 @@ from .conftest import (
     submitter,
     text_of,
 )
+from webapp import create_app
 
 PIN = "4711"
 
@@ -313,7 +312,7 @@ def test_a_kiosk_releases_a_member_and_a_new_person_at_one_moment(kiosk, chain_a
     """A find alone is one call to Engage, a find and a create two: on a kiosk both answers are
     released at a moment fixed before Engage is asked, the same for both (here the prior of a
     deployment that has timed no create yet), so timing tells nothing."""
-    from webapp.padding import PRIOR_SECONDS
+    from webapp.signup.padding import PRIOR_SECONDS
 
     clock = EngageClock(engine, chain_app)
     submitter(kiosk)(email="new@example.com", follow=False)
@@ -331,7 +330,7 @@ def test_every_final_kiosk_answer_is_released_at_the_target(outcome, simulated_a
     """Not only a found member: Engage's 409 (being created), several matches and a sign-up
     kept for later each end sooner than a create, and each is released at the same target as
     the create before it."""
-    from webapp.padding import PRIOR_SECONDS
+    from webapp.signup.padding import PRIOR_SECONDS
 
     app = simulated_app(DEVICE_MODE="kiosk", OUTBOX_KEYS=Fernet.generate_key().decode(),
                         ENGAGE_RETRY_SECONDS=0)  # fmt: skip
@@ -362,7 +361,7 @@ def test_a_fresh_deployment_holds_kiosk_answers_to_a_prior_until_a_create_is_tim
 ):
     """Right after the first start nobody has timed a create: a found member's answer waits
     for the prior (longer than a create on a healthy tenant), not for nothing."""
-    from webapp.padding import PRIOR_SECONDS
+    from webapp.signup.padding import PRIOR_SECONDS
 
     clock = EngageClock(engine, chain_app)
     engine.add_contact({"email": "known@example.com"})
@@ -374,7 +373,7 @@ def test_kiosk_answer_times_are_shared_by_every_worker(simulated_app, engine):
     """A worker that has timed no create of its own releases its answers at the target the
     others measured (their creates' percentile, with its margin), read from the shared state;
     a worker shares its percentile once it rests on enough creates."""
-    from webapp.padding import LOCAL_ENOUGH, MARGIN
+    from webapp.signup.padding import LOCAL_ENOUGH, MARGIN
 
     settings = {"DEVICE_MODE": "kiosk"}
     first, second = simulated_app(**settings), simulated_app(**settings)
@@ -438,7 +437,7 @@ def test_the_release_target_is_a_high_percentile_of_recent_creates_never_below_t
     few with a wide margin, should one be slower); then this process's own 95th percentile with
     its margin (so that fewer than one create in twenty runs past it), never below what the
     deployment shares; never below the floor."""
-    from webapp import padding
+    from webapp.signup import padding
 
     clock, waits = _Clock(), []
     times = padding.AnswerTimes(store, clock=clock, sleep=waits.append)
@@ -474,7 +473,7 @@ def test_the_release_target_is_a_high_percentile_of_recent_creates_never_below_t
 def test_a_restarted_process_releases_its_first_answers_at_the_shared_target(store):
     """Right after a start a process has timed nothing: its first answers are released at what
     the deployment measured before (shared), not at the prior nor at once."""
-    from webapp import padding
+    from webapp.signup import padding
 
     clock = _Clock()
     before = padding.AnswerTimes(store, clock=clock)

@@ -8,6 +8,7 @@ import threading
 import pytest
 import requests
 
+from tests.conftest import CONTACT_ID, CREATE, ENGAGE, FIND, created_body
 from webapp.engage import (
     ContactBeingCreated,
     ContactExists,
@@ -22,8 +23,6 @@ from webapp.engage import (
     OutcomeUnknown,
     RateLimited,
 )
-
-from .conftest import CONTACT_ID, CREATE, ENGAGE, FIND, created_body
 
 
 @pytest.fixture

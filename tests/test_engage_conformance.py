@@ -10,10 +10,7 @@ import re
 
 import pytest
 
-from webapp import ConfigError, create_app
-from webapp.forms import personal_number
-
-from .conftest import (
+from tests.conftest import (
     CREATE,
     FIND,
     VALID_FORM,
@@ -23,6 +20,8 @@ from .conftest import (
     submitter,
     text_of,
 )
+from webapp import ConfigError, create_app
+from webapp.signup.forms import personal_number
 
 
 @pytest.fixture
@@ -194,7 +193,7 @@ def test_a_personal_number_with_a_wrong_check_digit_never_reaches_engage(tenant,
 
 
 def test_the_examples_the_form_gives_pass_its_own_check(client):
-    from webapp.forms import form_class_for
+    from webapp.signup.forms import form_class_for
 
     form = form_class_for("socialSecurityNumber", (), ())
     message = str(form.socialSecurityNumber.kwargs["validators"][-1].message)
@@ -281,7 +280,7 @@ def test_without_a_terms_url_engages_terms_are_shown_cleaned(tenant, engine):
 
 # --- 7. unapproved contacts; a find that names nobody ---------------------------------------------
 def test_a_kiosk_that_creates_unapproved_says_what_the_person_must_do(tenant):
-    from .conftest import enrol
+    from tests.conftest import enrol
 
     app = tenant(KIOSK_CREATE_AS_UNAPPROVED=True)
     kiosk = enrol(app.test_client(), app, "kiosk")
@@ -373,8 +372,8 @@ def test_training_mode_signs_up_by_personal_number(tmp_path):
 
     import requests
 
-    from .conftest import csrf_token, device_cookie
-    from .test_run_command import drain, read_until, start_server, stop, wait_until_up
+    from tests.conftest import csrf_token, device_cookie
+    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
     env.update(CONTACT_KEY="socialSecurityNumber", SECRET_KEY="training-secret-0123456789")

@@ -7,9 +7,8 @@ import datetime as dt
 import pytest
 from wtforms import SelectChoice
 
-from webapp.forms import parse_birth_date
-
-from .conftest import VALID_FORM, enrol
+from tests.conftest import VALID_FORM, enrol
+from webapp.signup.forms import parse_birth_date
 
 
 @pytest.fixture
@@ -168,7 +167,7 @@ def test_required_fields_from_configuration_are_required(app_config):
 def test_personal_numbers_are_checked_and_written_as_engage_takes_them(typed, country, engage_gets):
     import datetime as dt
 
-    from webapp.forms import personal_number
+    from webapp.signup.forms import personal_number
 
     assert personal_number(typed, country, today=dt.date(2026, 12, 2)) == engage_gets
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography.fernet import Fernet
 
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     english_browser,
     english_visitor,
@@ -314,9 +314,8 @@ def test_a_member_and_a_new_person_are_released_at_one_moment_on_the_phone(app, 
     """The phone is as private as a kiosk, in timing too: with a fake clock in which each
     Engage call takes 0.2 s (a create twice that), the new person (0.6 s) and the member found
     with one call (0.2 s) are both released at the target fixed before Engage was asked."""
-    from webapp.padding import PRIOR_SECONDS
-
-    from .test_devices import EngageClock
+    from tests.test_devices import EngageClock
+    from webapp.signup.padding import PRIOR_SECONDS
 
     clock = EngageClock(engine, app)
     for email, took in (("new.on.phone@example.com", 0.6), ("known@example.com", 0.2)):
@@ -420,7 +419,7 @@ def test_strangers_wrong_codes_do_not_stop_a_waiting_customers_right_code(app):
     """The attack: a few tries a minute from a few addresses shut typed codes for the whole
     store for ten minutes. Now the store's wrong codes shut out only the addresses that typed
     them: a customer's phone, which has typed none, still opens its handoff."""
-    from webapp.handoff import CODE_LIMIT, STORE_WRONG
+    from webapp.pages.handoff import CODE_LIMIT, STORE_WRONG
 
     till = english_browser(app)
     code, address = _typed_code(till, start(till))
@@ -453,7 +452,7 @@ def test_past_the_stores_ceiling_code_entry_rests_for_everyone(app, monkeypatch)
     """What bounds guessing however many addresses an attacker has: the store's tries in ten
     minutes. With the ceiling made tiny here, the next try is refused even from a new address,
     and even with the right code (the QR code still works)."""
-    import webapp.handoff as handoff
+    import webapp.pages.handoff as handoff
 
     monkeypatch.setattr(handoff, "store_ceiling", lambda minutes: 3)
     till = english_browser(app)
@@ -469,7 +468,7 @@ def test_the_typed_codes_figures_keep_a_guess_under_one_in_ten_thousand():
     tries a handoff's whole life can meet, for every HANDOFF_MINUTES the settings allow."""
     import math
 
-    from webapp.handoff import CODE_DIGITS, GUESS_CHANCE, store_ceiling
+    from webapp.pages.handoff import CODE_DIGITS, GUESS_CHANCE, store_ceiling
 
     assert store_ceiling(10) == 25_000
     for minutes in range(1, 61):
@@ -479,7 +478,7 @@ def test_the_typed_codes_figures_keep_a_guess_under_one_in_ten_thousand():
 
 def test_the_code_entry_limits_count_an_ipv6_subscriber_as_one(app):
     """An IPv6 subscriber has a whole /64: each of its addresses is the same one to the limits."""
-    from webapp.handoff import CODE_LIMIT
+    from webapp.pages.handoff import CODE_LIMIT
 
     for n in range(CODE_LIMIT[0]):
         assert _type(app, "/join/101", "111222333", f"2001:db8:1:2::{n + 1:x}").status_code == 400
@@ -492,10 +491,16 @@ def test_the_code_entry_limits_count_an_ipv6_subscriber_as_one(app):
 def test_the_phones_sign_up_counts_for_the_tills_store_not_the_default_one(app, engine):
     """STORE_EXTERNAL_ID is 101; the till is enrolled at 201 (Helsinki): the create, the
     consent record and the metrics say 201 for the phone's sign-up."""
-    from .conftest import enrol
-    from .test_metrics import samples, value
+    from tests.conftest import enrol
+    from tests.test_metrics import samples, value
 
     assert app.config["STORE_EXTERNAL_ID"] == "101"
+
+    def scraped() -> dict:
+        text = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        return samples(text.get_data(as_text=True))
+
+    before = scraped()
     till = enrol(app.test_client(), app, "staff", "201")
     till.get("/?lang=en")
     phone, _ = phone_opens(app, link_of(till, start(till)))
@@ -504,8 +509,10 @@ def test_the_phones_sign_up_counts_for_the_tills_store_not_the_default_one(app, 
     assert create.query["storeExternalId"] == ["201"]
     assert {r["store"] for r in app.extensions["consent_records"].export(store="201")} == {"201"}
     assert app.extensions["consent_records"].export(store="101") == []
-    text = app.test_client().get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
-    counted = samples(text.get_data(as_text=True))
-    total = "engage_signup_signups_total"
-    assert value(counted, total, outcome="created", store="201", mode="phone") == 1
-    assert value(counted, total, outcome="created", store="101", mode="phone") == 0
+    after, total = scraped(), "engage_signup_signups_total"
+
+    def grew(store: str) -> float:
+        labels = {"outcome": "created", "store": store, "mode": "phone"}
+        return value(after, total, **labels) - value(before, total, **labels)
+
+    assert grew("201") == 1 and grew("101") == 0

@@ -15,9 +15,7 @@ import threading
 import pytest
 import requests
 
-from webapp import create_app
-
-from .conftest import (
+from tests.conftest import (
     CREATE,
     ENGAGE,
     FIND,
@@ -32,7 +30,8 @@ from .conftest import (
     submitter,
     text_of,
 )
-from .processes import ending_with_tests
+from tests.processes import ending_with_tests
+from webapp import create_app
 
 FORM_FIELDS = (
     *("firstName", "lastName", "email", "countryCode", "mobilePhone", "birthDay", "zipCode"),
@@ -445,7 +444,7 @@ def test_dev_py_run_stops_everything_it_started_on_sigterm(tmp_path):
     import signal
     import time
 
-    from .test_run_command import free_port, read_until
+    from tests.test_run_command import free_port, read_until
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}

@@ -9,7 +9,7 @@ from babel.messages.frontend import CommandLineInterface
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from .conftest import CREATE, FIND, created_body, enrol, outcome_of, text_of
+from tests.conftest import CREATE, FIND, created_body, enrol, outcome_of, text_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATIONS = ROOT / "webapp" / "translations"

@@ -11,9 +11,7 @@ import re
 import pytest
 from cryptography.fernet import Fernet
 
-from webapp import ConfigError, create_app
-
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     english_visitor,
     enrol,
@@ -22,6 +20,7 @@ from .conftest import (
     submitter,
     text_of,
 )
+from webapp import ConfigError, create_app
 
 KEY = Fernet.generate_key().decode()
 MANAGERS = "Anna@101:48291573,Bo@201:73920461,CRM@*:91827364"
@@ -241,7 +240,7 @@ def test_no_exported_cell_can_run_as_a_spreadsheet_formula(chain, engine):
     """OWASP's CSV-injection rule: a cell that begins with =, +, -, @, a tab or a CR is written
     with a ' in front. The submission token is the client's to send, so it is checked against
     the format the app issues, and refused otherwise."""
-    from webapp.consent_records import as_csv
+    from webapp.signup.consent_records import as_csv
 
     cells = ["=HYPERLINK(1)", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain", "a=b"]
     out = as_csv([{"text_label": cell} for cell in cells])
@@ -383,7 +382,7 @@ def test_the_consent_csv_of_one_store_holds_only_that_stores_rows(chain, engine)
 
 
 def test_a_managers_session_ends_after_session_seconds(chain):
-    from webapp.manager import SESSION_SECONDS
+    from webapp.pages.manager import SESSION_SECONDS
 
     browser, _ = manager(chain, "48291573")
     assert outcome_of(browser.get("/manager/")) == "manager"

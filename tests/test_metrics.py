@@ -16,9 +16,7 @@ import requests
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
 
-from webapp import metrics
-
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     english_browser,
     enrol,
@@ -29,7 +27,8 @@ from .conftest import (
     submitter,
     wait_until,
 )
-from .processes import ending_with_tests
+from tests.processes import ending_with_tests
+from webapp.ops import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus"
@@ -212,7 +211,7 @@ class Prometheus:
     """Debian's prometheus on a loopback port, scraping `target` every second."""
 
     def __init__(self, folder: Path, target: str | None = None, config_text: str | None = None):
-        from .test_run_command import free_port
+        from tests.test_run_command import free_port
 
         binary = shutil.which("prometheus")
         if not binary:
@@ -349,8 +348,8 @@ def test_json_log_lines_parse_one_by_one_under_load_with_no_personal_data(
 
 
 def test_each_process_logs_its_version_and_its_settings_names_at_start(simulator, tmp_path):
-    from .conftest import PRODUCTION_SECRET
-    from .test_run_command import drain, start_server, stop
+    from tests.conftest import PRODUCTION_SECRET
+    from tests.test_run_command import drain, start_server, stop
 
     env = {**os.environ, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_API_KEY": "key",
            "SECRET_KEY": PRODUCTION_SECRET, "STAFF_PIN": "4711", "METRICS_TOKEN": TOKEN,
@@ -372,7 +371,7 @@ def test_each_process_logs_its_version_and_its_settings_names_at_start(simulator
 
 
 def test_version_commit_comes_from_app_commit_when_set(monkeypatch):
-    from webapp import version
+    from webapp.ops import version
 
     version.commit.cache_clear()
     monkeypatch.setenv("APP_COMMIT", "abc123def")
@@ -393,8 +392,15 @@ def test_the_shipped_environment_nginx_and_prometheus_files_work_together(
     so the token alone opens it, as for a Prometheus elsewhere in the chain."""
     import secrets
 
-    from .test_deploy import DEPLOY, Nginx
-    from .test_run_command import drain, free_port, read_until, start_server, stop, wait_until_up
+    from tests.test_deploy import DEPLOY, Nginx
+    from tests.test_run_command import (
+        drain,
+        free_port,
+        read_until,
+        start_server,
+        stop,
+        wait_until_up,
+    )
 
     settings = {}
     for line in (DEPLOY / "engage-signup.env.example").read_text().splitlines():

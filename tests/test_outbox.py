@@ -20,11 +20,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
-from webapp import ConfigError, create_app
-from webapp.outbox import BACKOFF, LEASE_SECONDS, Worker
-from webapp.signup import Outcome
-
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     english_browser,
     enrol,
@@ -33,6 +29,9 @@ from .conftest import (
     text_of,
     wait_until,
 )
+from webapp import ConfigError, create_app
+from webapp.signup.flow import Outcome
+from webapp.signup.outbox import BACKOFF, LEASE_SECONDS, Worker
 
 KEY = Fernet.generate_key().decode()
 
@@ -440,7 +439,7 @@ def _retry_all_now(env: dict) -> None:
 def _queue_while_down(
     url: str, tills: int, seconds: float, prefix: str = "t"
 ) -> list[tuple[str, str]]:
-    from .conftest import enrolled_session, hidden_fields
+    from tests.conftest import enrolled_session, hidden_fields
 
     results: list[tuple[str, str]] = []
     lock = threading.Lock()
@@ -721,7 +720,7 @@ def test_deliveries_are_appended_step_by_step(kept, engine):
 REPLAY_PROCESS = """
 import json, sys, threading
 from webapp import create_app
-from webapp.outbox import Worker
+from webapp.signup.outbox import Worker
 config, now = json.loads(sys.argv[1]), float(sys.argv[2])
 app = create_app(config)
 app.extensions["state"].clock = lambda: now

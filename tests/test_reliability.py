@@ -10,10 +10,7 @@ import pytest
 import requests
 from wtforms import Field, Form
 
-from webapp import create_app
-from webapp.signup import Breaker, Outcome
-
-from .conftest import (
+from tests.conftest import (
     VALID_FORM,
     cycle_garbage,
     english_browser,
@@ -23,6 +20,8 @@ from .conftest import (
     submitter,
     wait_until,
 )
+from webapp import create_app
+from webapp.signup.flow import Breaker, Outcome
 
 CREATE_PATH = "/api/v3/contacts"
 
@@ -230,7 +229,7 @@ def test_a_hanging_engage_opens_the_breaker_so_tills_stop_waiting_it_out(
 
 
 def _signup_for(email: str):
-    from webapp.signup import Signup
+    from webapp.signup.flow import Signup
 
     return Signup(
         contact={"email": email, "contactType": "Member"},
@@ -254,10 +253,9 @@ def test_engage_is_given_time_to_settle_before_the_second_look_up(
 ):
     """Voyado's retry policy: after a create ended in doubt, wait, then look up. The wait must
     come between the create and the second find; after our own read timeout it is not needed."""
+    from tests.conftest import CREATE, ENGAGE, FIND
     from webapp.engage import EngageClient
-    from webapp.signup import register
-
-    from .conftest import CREATE, ENGAGE, FIND
+    from webapp.signup.flow import register
 
     engage_api.get(FIND, status_code=404)
     engage_api.post(CREATE, **create_answer)

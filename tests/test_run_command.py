@@ -15,8 +15,8 @@ import time
 import pytest
 import requests
 
-from .conftest import VALID_FORM, csrf_token
-from .processes import ending_with_tests
+from tests.conftest import VALID_FORM, csrf_token
+from tests.processes import ending_with_tests
 
 
 def free_port() -> int:
@@ -203,10 +203,10 @@ def test_the_simulator_stops_when_the_app_is_killed_without_a_chance_to_clean_up
 def test_a_server_started_by_a_test_run_ends_when_the_run_is_killed():
     """A test run killed by a CI timeout leaves no PostgreSQL, nginx or app behind: each is
     started through ending_with_tests. Here a stand-in run starts a server and is killed."""
-    from .processes import SETPRIV
+    from tests.processes import SETPRIV
 
     if not SETPRIV:
-        from .conftest import missing
+        from tests.conftest import missing
 
         missing("setpriv (util-linux) not found: servers may outlive a killed test run")
     port = free_port()

@@ -11,9 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from webapp import create_app, signed
-
-from .conftest import (
+from tests.conftest import (
     CREATE,
     FIND,
     VALID_FORM,
@@ -24,6 +22,8 @@ from .conftest import (
     outcome_of,
     submitter,
 )
+from webapp import create_app
+from webapp.access import signed
 
 PAGES = [
     ("GET", "/", 200),
@@ -357,7 +357,7 @@ def test_what_one_request_changes_in_its_session_never_reaches_the_next(app):
 
 
 def test_a_remembered_check_is_made_again_after_its_time():
-    from webapp.signed import Memo
+    from webapp.access.signed import Memo
 
     now = [0.0]
     memo = Memo(ttl=120, clock=lambda: now[0])

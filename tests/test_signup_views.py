@@ -8,7 +8,7 @@ import re
 import pytest
 import requests
 
-from .conftest import (
+from tests.conftest import (
     CONTACT_ID,
     CREATE,
     FIND,
@@ -338,7 +338,7 @@ def test_result_pages_are_rendered_once_per_kind_and_each_shows_its_own_member(
     """Three new members at one till, then one already a member: the result page is rendered
     once for "created" and once for "existing", and each page shows its own member's number,
     with the barcode of that number and no other's; a kiosk's thank-you page shows none."""
-    from webapp import codes, views
+    from webapp.pages import codes, views
 
     rendered = []
     real = views.render_template
@@ -371,7 +371,7 @@ def test_the_empty_form_is_rendered_once_and_each_page_gets_its_own_tokens(app, 
     """The till's page holds two forms (the sign-up and "Customer signs up on their phone"),
     each with the session's CSRF token: the cached page fills in every one of them, and a fresh
     submission token, without rendering the template again."""
-    from webapp import views
+    from webapp.pages import views
 
     rendered = []
     real = views._render_form

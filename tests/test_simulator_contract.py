@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from .conftest import cycle_garbage, wait_until
+from tests.conftest import cycle_garbage, wait_until
 
 HEADERS = {"apikey": "k", "User-Agent": "contract-test/1.0", "Content-Type": "application/json"}
 MEMBER = {"contactType": "Member", "email": "eva@example.com", "countryCode": "SE"}

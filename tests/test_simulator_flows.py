@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from .conftest import VALID_FORM, english_browser, outcome_of, submitter, text_of
+from tests.conftest import VALID_FORM, english_browser, outcome_of, submitter, text_of
 
 CREATE_PATH = "/api/v3/contacts"
 FIND_PATH = "/api/v3/contacts/id"

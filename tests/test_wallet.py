@@ -10,11 +10,10 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
+from tests.conftest import CONTACT_ID, ENGAGE, english_browser, outcome_of, submitter, text_of
 from webapp.engage import EngageClient, EngageError
 from webapp.engage.client import WALLET_TIMEOUT
 from webapp.simulator.engine import DEMO_WALLET_CARD
-
-from .conftest import CONTACT_ID, ENGAGE, english_browser, outcome_of, submitter, text_of
 
 PASS_URLS = ENGAGE + "/api/v3/wallet/pass/urls"
 LINK = "https://wallet.example/p/AbCdEf0123456789"
@@ -193,7 +192,7 @@ def test_a_slow_or_failing_wallet_call_leaves_the_signup_as_it_was(
     page = submitter(english_browser(app))(email="card.trouble@example.com")
     assert outcome_of(page) == "created" and "Member number" in text_of(page)
     assert wallet_of(page.get_data(as_text=True)) is None
-    warnings = [r.getMessage() for r in caplog.records if r.name == "webapp.views"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "webapp.pages.views"
                 and r.levelno == logging.WARNING]  # fmt: skip
     assert len(warnings) == 1 and said in warnings[0] and warnings[0].startswith("wallet card:")
     calls = [r.getMessage() for r in caplog.records
@@ -231,7 +230,7 @@ def test_wallet_card_id_is_checked_at_start_up(app_config):
 def test_after_a_scan_to_join_sign_up_the_till_offers_the_card_and_the_phone_never(
     wallet_app, engine
 ):
-    from .test_handoff import link_of, phone_opens, phone_sends, reveal, start
+    from tests.test_handoff import link_of, phone_opens, phone_sends, reveal, start
 
     app = wallet_app()
     till = english_browser(app)

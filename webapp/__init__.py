@@ -12,18 +12,20 @@ from flask_babel import Babel
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import handoff, i18n, manager, metrics, ops, setup, views, web
+from . import i18n
+from .access.signed import SessionInterface
 from .config import ConfigError, load_config
-from .consent_records import ConsentRecords
-from .consent_records import cli as consents_cli
 from .engage import EngageClient
-from .forms import form_class_for
 from .i18n import select_locale
-from .outbox import Outbox
-from .outbox import cli as outbox_cli
-from .padding import AnswerTimes
-from .signed import SessionInterface
-from .signup import Breaker
+from .ops import health, metrics, web
+from .pages import handoff, manager, setup, views
+from .signup.consent_records import ConsentRecords
+from .signup.consent_records import cli as consents_cli
+from .signup.flow import Breaker
+from .signup.forms import form_class_for
+from .signup.outbox import Outbox
+from .signup.outbox import cli as outbox_cli
+from .signup.padding import AnswerTimes
 from .store import StateUnavailable, open_store
 
 try:
@@ -137,7 +139,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
     )
 
     app.register_blueprint(views.bp)
-    app.register_blueprint(ops.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(setup.bp)
     app.register_blueprint(manager.bp)
     app.register_blueprint(handoff.bp)

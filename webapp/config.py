@@ -134,7 +134,7 @@ def _hosts(value: Any) -> tuple[str, ...]:
 
 
 def _outbox_keys(value: Any) -> tuple[str, ...]:
-    from .outbox import parse_keys
+    from .signup.outbox import parse_keys
 
     return parse_keys(value)
 

@@ -96,7 +96,7 @@ def current_language() -> str:
 
 
 def _language_code() -> str:
-    from .devices import current_device
+    from .access.devices import current_device
 
     chosen = session.get("lang")
     if chosen in LANGUAGES:

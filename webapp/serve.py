@@ -22,7 +22,8 @@ import os
 import subprocess
 import sys
 
-from . import ConfigError, background, create_app, logs, training
+from . import ConfigError, create_app, training
+from .ops import background, logs
 from .simulator.engine import DEMO_WALLET_CARD
 
 log = logging.getLogger("webapp.serve")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         f"http://{'localhost' if args.host in ('127.0.0.1', '0.0.0.0') else args.host}:{args.port}/"
     )
     # As JSON where the logs are (LOG_FORMAT=json): one journal, one shape, url=… a field.
-    running = logs.line(__name__, f"engage-signup is running: open {url}",
+    running = logs.line("webapp.serve", f"engage-signup is running: open {url}",
                         os.environ.get("LOG_FORMAT", "text"), url=url)  # fmt: skip
     print(running, flush=True)  # noqa: T201
     _serve(args)
@@ -82,7 +83,7 @@ def _terms_to_read(app) -> None:
     """A required consent must come with terms to read: a `url` in CONSENTS, or terms that
     Engage keeps for it. Checked once here (the only start-up step that asks Engage); when
     Engage cannot be asked now, /readyz keeps asking."""
-    from .consents import missing_terms
+    from .signup.consents import missing_terms
 
     with app.app_context():
         missing = missing_terms()
@@ -135,8 +136,9 @@ def _worker_exited(server, worker) -> None:
 
 def log_start(kind: str) -> None:
     """Each process says what it runs, and which settings it was given (names, not values)."""
-    from . import __version__, version
+    from . import __version__
     from .config import SCHEMA
+    from .ops import version
 
     given = sorted(name for name in SCHEMA if name in os.environ)
     log.info(

@@ -29,9 +29,9 @@ from flask_wtf import CSRFProtect
 from flask_wtf.csrf import generate_csrf
 
 from webapp.config import DEFAULT_CONSENTS
-from webapp.forms import form_class_for
 from webapp.i18n import countries
-from webapp.web import Edge, add_engage_time
+from webapp.ops.web import Edge, add_engage_time
+from webapp.signup.forms import form_class_for
 
 bare_app = Flask("bare")
 _page = b""

@@ -640,8 +640,8 @@ def outbox_run(args, work: Path, app_env: dict, procs: Processes) -> dict:
     replay, then the rest of the backlog drains. Replay throughput is taken over the drain."""
     from cryptography.fernet import Fernet
 
-    from webapp.outbox import Outbox
-    from webapp.signup import Signup, build_contact
+    from webapp.signup.flow import Signup, build_contact
+    from webapp.signup.outbox import Outbox
     from webapp.store import open_store
 
     py, L = sys.executable, args.latency

@@ -61,7 +61,8 @@ import json, os, sys, time, tempfile
 folder = tempfile.mkdtemp(prefix="metrics-bench-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
 sys.path.insert(0, sys.argv[1])
-from webapp import create_app, metrics
+from webapp import create_app
+from webapp.ops import metrics
 config = json.loads(sys.argv[2])
 app = create_app(config)
 outcomes = ["created", "existing", "in-progress", "ambiguous", "queued", "rejected",

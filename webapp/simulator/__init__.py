@@ -1,6 +1,6 @@
 """A built-in Engage simulator: the default back end, staff training mode, and a test partner.
 
-from webapp.simulator import Engine, SimulatorApp, SimulatorServer
+from . import Engine, SimulatorApp, SimulatorServer
 server = SimulatorServer(SimulatorApp(Engine())).start()   # server.url → http://127.0.0.1:PORT
 """
 

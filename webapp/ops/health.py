@@ -8,11 +8,11 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
+from ..engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
+from ..signup import flow
+from ..signup.consents import missing_terms, unknown_consent_ids
+from ..store import StateUnavailable
 from . import metrics
-from . import signup as flow
-from .consents import missing_terms, unknown_consent_ids
-from .engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
-from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def healthz():
 
 
 def _version() -> dict:
-    from . import __version__, version
+    from .. import __version__
+    from . import version
 
     return {"version": __version__, "commit": version.commit() or "unknown"}
 

@@ -38,13 +38,14 @@ from werkzeug.datastructures import MultiDict
 from wtforms import PasswordField
 from wtforms.validators import DataRequired
 
-from . import consent_records, pins, signed, web
-from . import signup as flow
-from .i18n import countries, current_language, ngettext
-from .i18n import gettext as _
-from .i18n import lazy_gettext as _l
-from .outbox import UNOPENED, reference
-from .store import StateUnavailable
+from ..access import pins, signed
+from ..i18n import countries, current_language, ngettext
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
+from ..ops import web
+from ..signup import consent_records, flow
+from ..signup.outbox import UNOPENED, reference
+from ..store import StateUnavailable
 
 log = logging.getLogger(__name__)
 bp = Blueprint("manager", __name__, url_prefix="/manager")

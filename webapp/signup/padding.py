@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .store import StateUnavailable
+from ..store import StateUnavailable
 
 log = logging.getLogger(__name__)
 

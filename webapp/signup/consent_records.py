@@ -31,7 +31,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import metrics
+from ..ops import metrics
 
 log = logging.getLogger(__name__)
 

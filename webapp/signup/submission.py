@@ -20,14 +20,15 @@ from dataclasses import dataclass
 
 from flask import current_app, g, request
 
-from . import consent_records, metrics, padding, signed, web
-from . import signup as flow
+from ..access import signed
+from ..access.devices import PRIVATE_MODES
+from ..i18n import current_language
+from ..i18n import lazy_gettext as _l
+from ..ops import metrics, web
+from ..store import StateUnavailable
+from . import consent_records, flow, padding
 from .consents import consent_texts
-from .devices import PRIVATE_MODES
-from .i18n import current_language
-from .i18n import lazy_gettext as _l
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
-from .store import StateUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, g, has_request_context, render_template, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from .i18n import gettext as _
+from ..i18n import gettext as _
 
 log = logging.getLogger("webapp.request")
 
@@ -154,7 +154,7 @@ def log_context() -> str:
     """Store and request id for log lines written while serving a request."""
     if not has_request_context():
         return ""
-    from .devices import current_device
+    from ..access.devices import current_device
 
     try:  # the device's own store (a chain's devices serve many), else the configured one
         device = current_device()

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from flask import Response, current_app, g, request
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .i18n import country_codes
+from ..i18n import country_codes
 from .signed import remembered
 
 COOKIE = "device"  # over plain HTTP (tests, training)

@@ -72,7 +72,7 @@ def gunicorn_config(log_format: str) -> dict | None:
     """gunicorn's logconfig_dict: its error log in JSON too; None keeps gunicorn's own text."""
     if log_format != "json":
         return None
-    formatter = {"()": "webapp.logs.KeyValueJsonFormatter"}
+    formatter = {"()": "webapp.ops.logs.KeyValueJsonFormatter"}
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engage import (
+from ..engage import (
     ContactBeingCreated,
     ContactExists,
     EngageClient,

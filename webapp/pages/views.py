@@ -29,17 +29,19 @@ from flask_wtf.csrf import CSRFError
 from markupsafe import Markup, escape
 from werkzeug.datastructures import MultiDict
 
-from . import codes, devices, metrics, signed, submission, web
-from . import signup as flow
-from .consents import consent_texts
-from .devices import current_device
-from .engage import EngageError
-from .engage.client import WALLET_TIMEOUT, wallet_words
-from .forms import POSTCODE_DIGITS
-from .i18n import LANGUAGES, countries, current_language, outcome_message
-from .i18n import gettext as _
-from .i18n import lazy_gettext as _l
-from .store import StateUnavailable
+from ..access import devices, signed
+from ..access.devices import current_device
+from ..engage import EngageError
+from ..engage.client import WALLET_TIMEOUT, wallet_words
+from ..i18n import LANGUAGES, countries, current_language, outcome_message
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
+from ..ops import metrics, web
+from ..signup import flow, submission
+from ..signup.consents import consent_texts
+from ..signup.forms import POSTCODE_DIGITS
+from ..store import StateUnavailable
+from . import codes
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ import time
 
 from flask import current_app, request
 
-from . import devices, metrics, signed, web
-from .i18n import gettext as _
-from .store import StateUnavailable
+from ..i18n import gettext as _
+from ..ops import metrics, web
+from ..store import StateUnavailable
+from . import devices, signed
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import threading
 
 from flask import Flask
 
-from .outbox import start_worker
-from .store import StateUnavailable
+from ..signup.outbox import start_worker
+from ..store import StateUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,12 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
-from . import devices, pins, signed, web
-from .engage import EngageError
-from .i18n import gettext as _
-from .i18n import lazy_gettext as _l
-from .store import StateUnavailable
+from ..access import devices, pins, signed
+from ..engage import EngageError
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext as _l
+from ..ops import web
+from ..store import StateUnavailable
 
 log = logging.getLogger(__name__)
 

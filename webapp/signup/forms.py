@@ -18,8 +18,8 @@ from wtforms import BooleanField, HiddenField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 from wtforms.widgets import Select, html_params
 
-from .i18n import country_codes
-from .i18n import lazy_gettext as _l
+from ..i18n import country_codes
+from ..i18n import lazy_gettext as _l
 
 MAX_AGE_YEARS = 120
 
@@ -96,7 +96,7 @@ class BirthDate:
     def __call__(self, form, field):
         if not field.data:
             return
-        from .i18n import current_language
+        from ..i18n import current_language
 
         born = parse_birth_date(field.data, current_language())
         if born is None:

@@ -50,7 +50,8 @@ def init_app(app) -> None:
     """Make this process's metrics (once), and the /metrics page."""
     if app.config["METRICS"]:
         _make()
-        from . import __version__, version
+        from .. import __version__
+        from . import version
 
         _metrics["info"].labels(version=__version__, commit=version.commit() or "unknown").set(1)
     app.register_blueprint(bp)
@@ -193,9 +194,9 @@ class StateCollector:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < STATE_SECONDS:
                 return self._cached[1]
-        from .outbox import UNOPENED
-        from .signup import Breaker
-        from .store import StateUnavailable
+        from ..signup.flow import Breaker
+        from ..signup.outbox import UNOPENED
+        from ..store import StateUnavailable
 
         state = self.app.extensions["state"]
         try:

@@ -17,8 +17,8 @@ import nh3
 from flask import current_app
 from markupsafe import Markup
 
-from .engage import EngageError
-from .i18n import gettext as _
+from ..engage import EngageError
+from ..i18n import gettext as _
 
 log = logging.getLogger(__name__)
 

@@ -50,12 +50,14 @@ from flask_wtf import FlaskForm
 from wtforms import StringField
 from wtforms.validators import DataRequired
 
-from . import codes, signed, submission, views, web
-from . import signup as flow
-from .devices import Device, current_device
-from .i18n import LANGUAGES, current_language
-from .i18n import gettext as _
-from .store import StateUnavailable
+from ..access import signed
+from ..access.devices import Device, current_device
+from ..i18n import LANGUAGES, current_language
+from ..i18n import gettext as _
+from ..ops import web
+from ..signup import flow, submission
+from ..store import StateUnavailable
+from . import codes, views
 
 log = logging.getLogger(__name__)
 bp = Blueprint("handoff", __name__)

@@ -33,9 +33,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from . import metrics
-from . import signup as flow
-from .store import StateUnavailable
+from ..ops import metrics
+from ..store import StateUnavailable
+from . import flow
 
 log = logging.getLogger(__name__)
 
