@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,15 @@ from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import i18n
+from .access.devices import current_device
 from .access.signed import SessionInterface
 from .config import ConfigError, load_config
 from .engage import EngageClient
 from .i18n import select_locale
 from .ops import health, metrics, web
+from .ops.version import __version__
 from .pages import handoff, manager, setup, views
+from .signup import consents, flow
 from .signup.consent_records import ConsentRecords
 from .signup.consent_records import cli as consents_cli
 from .signup.flow import Breaker
@@ -27,11 +29,6 @@ from .signup.outbox import Outbox
 from .signup.outbox import cli as outbox_cli
 from .signup.padding import AnswerTimes
 from .store import StateUnavailable, open_store
-
-try:
-    __version__ = metadata.version("engage-signup")
-except metadata.PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0.0.0"
 
 __all__ = ["ConfigError", "create_app", "__version__"]
 
@@ -91,6 +88,12 @@ def _build(config: dict[str, Any] | None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     logging.getLogger("webapp").setLevel(app.config["LOG_LEVEL"])
 
+    # What the lower parts (i18n, ops) need from above is handed in here, never imported:
+    # the device a request comes from, and readiness's checks of the settings Engage refused.
+    app.extensions["current_device"] = current_device
+    app.extensions["readiness"] = health.Readiness(
+        setting_to_check=flow.setting_to_check, consent_problems=consents.problems
+    )
     web.init_app(app)  # first: its log line must come after every other hook's work
     app.session_interface = SessionInterface()
     Babel(app, locale_selector=select_locale)

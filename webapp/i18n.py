@@ -96,12 +96,10 @@ def current_language() -> str:
 
 
 def _language_code() -> str:
-    from .access.devices import current_device
-
     chosen = session.get("lang")
     if chosen in LANGUAGES:
         return chosen
-    device = current_device()
+    device = current_app.extensions["current_device"]()  # handed in by the app factory
     country = device.country if device else current_app.config["DEFAULT_COUNTRY"]
     by_country = COUNTRY_LANGUAGE.get(country)
     if by_country:

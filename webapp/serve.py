@@ -24,6 +24,7 @@ import sys
 
 from . import ConfigError, create_app, training
 from .ops import background, logs
+from .signup.outbox import start_worker
 from .simulator.engine import DEMO_WALLET_CARD
 
 log = logging.getLogger("webapp.serve")
@@ -229,7 +230,7 @@ def _serve(args: argparse.Namespace) -> None:
         import waitress
 
         app = create_app()
-        background.start(app)
+        background.start(app, start_worker)
         waitress.serve(app, host=args.host, port=args.port, threads=args.threads)
         return
 
@@ -264,7 +265,7 @@ def _serve(args: argparse.Namespace) -> None:
         def load(self):
             log_start("worker")
             app = create_app()
-            background.start(app)  # this worker's outbox replays and housekeeping
+            background.start(app, start_worker)  # this worker's outbox replays, housekeeping
             # What start-up made (Flask, templates, translations, country names, form classes)
             # lives as long as the worker. Frozen, it is left out of garbage collection: a full
             # collection in a worker went from 57 to 9 ms, a pause for every thread in it.

@@ -29,7 +29,7 @@ AUTH_STATUSES = (401, 403)
 # (engage-api.md §1.2, §2.4): the contact type does not exist, the query we built is not one
 # Engage takes (e.g. customKey on a tenant without one), the create body was empty or
 # unreadable, the tenant's own configuration is broken. The person sees "unavailable";
-# operations get an ERROR line naming the setting (signup.SETTING_TO_CHECK).
+# operations get an ERROR line naming the setting (webapp/signup/flow.py: SETTING_TO_CHECK).
 MISCONFIGURATION_TOKENS = frozenset(
     {"InvalidContactType", "InvalidSearchQuery", "NoData", "InvalidSystemConfiguration"}
 )

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from flask import Flask
 
-from ..signup.outbox import start_worker
 from ..store import StateUnavailable
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,12 @@ class Housekeeping(threading.Thread):
         self.stopping.set()
 
 
-def start(app: Flask) -> list[threading.Thread]:
-    threads: list[threading.Thread] = [*start_worker(app)]
+def start(
+    app: Flask, *workers: Callable[[Flask], list[threading.Thread]]
+) -> list[threading.Thread]:
+    """This process's background threads: housekeeping, and what each of `workers` starts
+    (the server hands in the outbox's replays: they belong to the sign-up, above ops)."""
+    threads: list[threading.Thread] = [t for begin in workers for t in begin(app)]
     housekeeping = Housekeeping(app)
     housekeeping.start()
     threads.append(housekeeping)

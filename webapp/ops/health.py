@@ -5,18 +5,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify
 
 from ..engage import EngageError, EngageMisconfigured, EngageRejected, MultipleMatches
-from ..signup import flow
-from ..signup.consents import missing_terms, unknown_consent_ids
 from ..store import StateUnavailable
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("ops", __name__)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What readiness needs from the sign-up (above ops), handed in by the app factory: the
+    setting to check for a refusal of Engage's, and the configured consents' problems in the
+    tenant (ids it does not have; required ones with no terms to read)."""
+
+    setting_to_check: Callable[[EngageError], str]
+    consent_problems: Callable[[], tuple[list[str] | None, list[str] | None]]
+
 
 READY_CACHE_SECONDS = 10  # one Engage call per worker per 10 s at most, however often probed
 _ready_lock = threading.Lock()
@@ -39,10 +50,9 @@ def healthz():
 
 
 def _version() -> dict:
-    from .. import __version__
     from . import version
 
-    return {"version": __version__, "commit": version.commit() or "unknown"}
+    return {"version": version.__version__, "commit": version.commit() or "unknown"}
 
 
 @bp.get("/readyz")
@@ -127,14 +137,14 @@ def _ask_engage() -> dict:
             key=key, value=PROBE_VALUES[key], contact_type=config["CONTACT_TYPE"]
         )
     except EngageMisconfigured as exc:
-        return {"engage": "misconfigured", "check": flow.setting_to_check(exc)}
+        check = current_app.extensions["readiness"].setting_to_check(exc)
+        return {"engage": "misconfigured", "check": check}
     except (MultipleMatches, EngageRejected):
         pass  # Engage answered a lookup; what it thought of the probe value does not matter
     except EngageError:
         return {"engage": "unreachable"}
     result: dict = {"engage": "ok"}
-    unknown = unknown_consent_ids()
-    untold = missing_terms()
+    unknown, untold = current_app.extensions["readiness"].consent_problems()
     if unknown:
         result["consents"] = "not in the tenant: " + ", ".join(unknown)
         result["check"] = "CONSENTS"

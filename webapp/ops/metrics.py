@@ -50,10 +50,10 @@ def init_app(app) -> None:
     """Make this process's metrics (once), and the /metrics page."""
     if app.config["METRICS"]:
         _make()
-        from .. import __version__
         from . import version
 
-        _metrics["info"].labels(version=__version__, commit=version.commit() or "unknown").set(1)
+        _metrics["info"].labels(version=version.__version__,
+                                commit=version.commit() or "unknown").set(1)  # fmt: skip
     app.register_blueprint(bp)
 
 
@@ -194,13 +194,11 @@ class StateCollector:
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < STATE_SECONDS:
                 return self._cached[1]
-        from ..signup.flow import Breaker
-        from ..signup.outbox import UNOPENED
-        from ..store import StateUnavailable
+        from ..store import UNOPENED, StateUnavailable
 
-        state = self.app.extensions["state"]
+        state, breaker = self.app.extensions["state"], self.app.extensions["breaker"]
         try:
-            figures = {"breaker": state.breaker_is_open(Breaker.NAME), **state.outbox_summary()}
+            figures = {"breaker": state.breaker_is_open(breaker.NAME), **state.outbox_summary()}
         except StateUnavailable:
             figures = None
         else:

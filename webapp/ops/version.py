@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+try:
+    __version__ = metadata.version("engage-signup")
+except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+    __version__ = "0.0.0"
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: webapp/ops/version.py
 
 
 @functools.cache

@@ -154,10 +154,8 @@ def log_context() -> str:
     """Store and request id for log lines written while serving a request."""
     if not has_request_context():
         return ""
-    from ..access.devices import current_device
-
     try:  # the device's own store (a chain's devices serve many), else the configured one
-        device = current_device()
+        device = current_app.extensions["current_device"]()  # handed in by the app factory
     except Exception:  # noqa: BLE001 - a log line never fails the request it describes
         device = None
     store = device.store_id if device is not None else current_app.config.get("STORE_EXTERNAL_ID")

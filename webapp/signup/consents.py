@@ -91,6 +91,12 @@ def _texts(language: str, definitions: dict[str, dict]) -> dict[str, dict]:
     return texts
 
 
+def problems() -> tuple[list[str] | None, list[str] | None]:
+    """For readiness: the configured consents the tenant does not have, and the required ones
+    with no url and no terms in Engage."""
+    return unknown_consent_ids(), missing_terms()
+
+
 def unknown_consent_ids() -> list[str] | None:
     """Configured consent ids that Engage's definitions do not have (Engage would drop them
     from a create without a word), or None when the definitions could not be read."""

@@ -34,7 +34,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from ..ops import metrics
-from ..store import StateUnavailable
+from ..store import UNOPENED, StateUnavailable
 from . import flow
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ IN_PROGRESS_RETRY = 10  # another create of this person is running: look again s
 # An item this machine's keys cannot open is left for a machine whose keys can: it is due again
 # after this many seconds (for whichever machine claims it), and this machine says so.
 UNOPENED_RETRY = 60
-UNOPENED = "KeyNotInOutboxKeys"  # its last_error while no machine that tried could open it
 KEY_SAMPLE = 20  # kept items tried at start-up and by /readyz: do these keys open any?
 # Longer than a replay can take (find, create, settle, find at the longest timeouts), so a
 # lease never runs out under a worker that is still working on its item.

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import StateUnavailable, Store, Submission
+from .base import UNOPENED, StateUnavailable, Store, Submission
 
-__all__ = ["StateUnavailable", "Store", "Submission", "open_store"]
+__all__ = ["UNOPENED", "StateUnavailable", "Store", "Submission", "open_store"]
 
 
 def open_store(config: dict[str, Any], *, instance_path: str) -> Store:

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from .migrations import MIGRATIONS
 
 SUBMISSION_DAYS = 1  # how long a used token is remembered
+# A kept sign-up's last_error while no machine that tried could open it (its OUTBOX_KEYS).
+UNOPENED = "KeyNotInOutboxKeys"
 
 
 class StateUnavailable(RuntimeError):
