@@ -8,10 +8,23 @@ import re
 import threading
 from contextlib import contextmanager
 from html import unescape
+from urllib.parse import urlsplit
 
 import pytest
 import requests_mock
+from prometheus_client.parser import text_string_to_metric_families
 
+from tests.components import (
+    SCREENSHOTS,
+    PostgresServer,
+    chromium_path,
+    drain,
+    missing,
+    read_until,
+    start_server,
+    stop,
+    wait_until_up,
+)
 from webapp import create_app
 from webapp.config import DEFAULT_CONSENTS
 
@@ -98,92 +111,6 @@ def store(state_config, tmp_path):
     store = open_store({**state_config, "WEB_THREADS": 4}, instance_path=str(tmp_path))
     yield store
     store.close()
-
-
-# --- a real PostgreSQL, started by the test run -------------------------------------------------
-def _postgres_bin(name: str) -> str | None:
-    import glob
-    import shutil
-
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-class PostgresServer:
-    """initdb into a temporary folder and `postgres` on a free loopback port; as root, run as
-    the `postgres` user (PostgreSQL refuses root). Starts in about two seconds."""
-
-    def __init__(self, durable: bool = False):
-        """`durable`: PostgreSQL's own defaults (fsync, synchronous commit), as in production;
-        otherwise the faster settings that tests can afford."""
-        import shutil
-        import subprocess
-        import tempfile
-
-        from tests.processes import ending_with_tests
-        from tests.test_run_command import free_port
-
-        initdb, postgres = _postgres_bin("initdb"), _postgres_bin("postgres")
-        if not initdb or not postgres:
-            missing("PostgreSQL not found (Debian package postgresql)")
-        self.folder = tempfile.mkdtemp(prefix="engage-signup-pg-")
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user:
-            shutil.chown(self.folder, self.user)
-        data = os.path.join(self.folder, "data")
-        subprocess.run(
-            [initdb, "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "-D", data],
-            check=True, capture_output=True, user=self.user,
-        )  # fmt: skip
-        self.port = free_port()
-        self.log = open(os.path.join(self.folder, "log"), "wb")  # noqa: SIM115 - closed in stop()
-        fast = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        self.process = subprocess.Popen(
-            ending_with_tests(
-                [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
-                 *([] if durable else fast), "-c", "max_connections=400"],
-                "INT",  # PostgreSQL's fast shutdown
-            ),
-            stdout=subprocess.DEVNULL, stderr=self.log, user=self.user,
-        )  # fmt: skip
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._wait_until_ready()
-
-    def _wait_until_ready(self) -> None:
-        import time
-
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(self.url, connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(open(os.path.join(self.folder, "log")).read()) from None
-                time.sleep(0.05)
-
-    def execute(self, sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(sql)
-
-    def stop_server(self) -> None:
-        """A fast shutdown (SIGINT): clients are disconnected, not waited for."""
-        import signal
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            self.process.wait(timeout=20)
-
-    def stop(self) -> None:
-        import shutil
-
-        self.stop_server()
-        self.log.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -445,8 +372,6 @@ def production_server(simulator, tmp_path):
     """Start the README's server (gunicorn, threaded workers) against the simulator."""
     import os
 
-    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
-
     servers = []
 
     def _start(**settings) -> str:
@@ -481,7 +406,6 @@ def production_server(simulator, tmp_path):
 
 def pytest_terminal_summary(terminalreporter):
     """Say where the browser tests' screenshots are, or that they did not run."""
-    from tests.test_browser import SCREENSHOTS, chromium_path
 
     if not chromium_path():
         terminalreporter.write_line(
@@ -490,14 +414,6 @@ def pytest_terminal_summary(terminalreporter):
         )
     elif SCREENSHOTS.is_dir() and any(SCREENSHOTS.iterdir()):
         terminalreporter.write_line(f"Screenshots at tablet size: {SCREENSHOTS}")
-
-
-# --- real components that a test needs and CI must have -----------------------------------------
-def missing(what: str) -> None:
-    """A real component is not on this machine: skip here, fail where CI demands everything."""
-    if os.environ.get("REQUIRE_REAL_COMPONENTS") == "1":
-        pytest.fail(f"{what} (REQUIRE_REAL_COMPONENTS=1: CI must not skip this)")
-    pytest.skip(what)
 
 
 @pytest.fixture
@@ -526,3 +442,81 @@ def fill(disk) -> None:
         assert exc.errno == 28, exc  # No space left on device
     finally:
         os.close(fd)
+
+
+# --- helpers that tests of several parts share ----------------------------------------------
+class EngageClock:
+    """A fake clock in which each call Engage received took `per_call` seconds (a create that
+    made a contact twice that), and a record of every wait the kiosk's padding asked for: the
+    padding's targets asserted, never the wall clock (a loaded machine slows every request,
+    and the first of a process most)."""
+
+    def __init__(self, engine, app, per_call: float = 0.2):
+        self.engine, self.per_call, self.waits = engine, per_call, []
+        times = app.extensions["answer_times"]
+        times.clock, times.sleep = self.now, self.waits.append
+
+    def now(self) -> float:
+        calls = self.engine.requests()
+        return self.per_call * (len(calls) + sum(1 for c in calls if c.status == 201))
+
+
+def scrape(client, **environ) -> dict[tuple, float]:
+    """The samples of one scrape: (name, sorted labels) -> value."""
+    answer = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1", **environ})
+    assert answer.status_code == 200, answer.status_code
+    return samples(answer.get_data(as_text=True))
+
+
+def samples(text: str) -> dict[tuple, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(scraped: dict, name: str, **labels) -> float:
+    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def start(till) -> str:
+    """The cashier taps "Customer signs up on their phone": the till page's address."""
+    page = till.get("/").get_data(as_text=True)
+    assert "data-handoff-start" in page
+    token = re.search(r'action="/handoff/"[^>]*>\s*<input type="hidden" name="csrf_token" '
+                      r'value="([^"]+)"', page).group(1)  # fmt: skip
+    answer = till.post("/handoff/", data={"csrf_token": token})
+    assert answer.status_code == 303
+    return answer.headers["Location"]
+
+
+def link_of(till, till_page: str) -> str:
+    html = till.get(till_page).get_data(as_text=True)
+    return unescape(re.search(r"<p class=\"visually-hidden\" data-handoff-link>([^<]+)</p>",
+                              html).group(1))  # fmt: skip
+
+
+def phone_opens(app, link: str):
+    phone = app.test_client()
+    answer = phone.get(urlsplit(link).path)
+    return phone, answer
+
+
+def reveal(till, till_page: str):
+    """The till after the phone's sign-up: "Signed up on the phone", nothing more, until the
+    cashier turns the screen and presses "Show result" (a form POST): then the result page."""
+    done = till.get(till_page)
+    assert outcome_of(done) == "handoff-done"
+    html = done.get_data(as_text=True)
+    assert "data-reveal" in html
+    token = re.search(r'/reveal"><input type="hidden" name="csrf_token" value="([^"]+)"',
+                      html).group(1)  # fmt: skip
+    return till.post(till_page + "/reveal", data={"csrf_token": token}, follow_redirects=True)
+
+
+def phone_sends(phone, **fields):
+    page = phone.get("/j/").get_data(as_text=True)
+    data = {**VALID_FORM, **fields, **hidden_fields(page)}
+    return phone.post("/j/", data={k: v for k, v in data.items() if v is not None},
+                      follow_redirects=True)  # fmt: skip

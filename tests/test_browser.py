@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
+from tests.components import ARGS, SCREENSHOTS, chromium_path
 from tests.conftest import device_cookie
 from webapp import create_app
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
 PORTRAIT = {"width": 800, "height": 1280}  # a 10" tablet, CSS pixels
 LANDSCAPE = {"width": 1280, "height": 800}
-# Flags seen to work on these machines (shared/field-notes.md): no sandbox as root, and no
-# background networking, which the closed network would refuse.
-ARGS = [
-    *("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"),
-    *("--disable-background-networking", "--disable-component-update", "--disable-sync"),
-]
-
-
-def chromium_path() -> str | None:
-    return (
-        os.environ.get("CHROMIUM_PATH")
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ PostgreSQL started by the test run, nginx with a certificate made here."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
@@ -14,27 +13,33 @@ import statistics
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.components import (
+    DEPLOY,
+    ROOT,
+    Nginx,
+    PostgresServer,
+    drain,
+    free_port,
+    missing,
+    read_until,
+    start_server,
+    stop,
+    wait_until_up,
+)
 from tests.conftest import (
     PRODUCTION_SECRET,
     VALID_FORM,
     device_cookie,
     enrolled_session,
-    missing,
     wait_until,
 )
-from tests.processes import ending_with_tests
-from tests.test_run_command import free_port
 from webapp.config import SCHEMA
 from webapp.store import open_store
 from webapp.store.migrations import LATEST
-
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
 
 
 def hidden(page: str) -> dict[str, str]:
@@ -105,7 +110,6 @@ def sign_up(url: str, email: str, till: requests.Session | None = None) -> str:
 @pytest.fixture
 def own_postgres():
     """A PostgreSQL of this test's own, which the test may stop."""
-    from tests.conftest import PostgresServer
 
     server = PostgresServer()
     yield server
@@ -140,136 +144,9 @@ def test_a_postgresql_outage_keeps_the_details_and_calls_no_engage(
     app.extensions["state"].close()
 
 
-# --- nginx in front -------------------------------------------------------------------------------
-def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for signup.test and 127.0.0.1."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signup.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("signup.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    """What `envsubst '${A} ${B}'` does: only the named variables, nginx's own left alone."""
-    for name, value in values.items():
-        template = template.replace("${" + name + "}", value)
-    assert not re.search(r"\$\{[A-Z_]+\}", template), "every placeholder is filled"
-    return template
-
-
-class Nginx:
-    """Debian's nginx on loopback with deploy/nginx/engage-signup.conf, in a folder of its own."""
-
-    def __init__(self, folder: Path, app_address: str):
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not os.path.exists(binary):
-            missing("nginx not found (Debian package nginx-light or nginx)")
-        folder.mkdir(parents=True, exist_ok=True)
-        cert, key = make_certificate(folder)
-        self.https_port, self.http_port = free_port(), free_port()
-        site = render(
-            (DEPLOY / "nginx" / "engage-signup.conf").read_text(),
-            {"SERVER_NAME": "signup.test", "HTTPS_PORT": f"127.0.0.1:{self.https_port}",
-             "HTTP_PORT": f"127.0.0.1:{self.http_port}", "TLS_CERT": str(cert),
-             "TLS_KEY": str(key), "APP_ADDRESS": app_address,
-             "ACCESS_LOG": str(folder / "access.log"), "ERROR_LOG": str(folder / "error.log")},
-        )  # fmt: skip
-        (folder / "site.conf").write_text(site)
-        temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-        user = "user root;" if os.geteuid() == 0 else ""
-        (folder / "nginx.conf").write_text(
-            f"""{user}
-worker_processes 2;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {folder}/default.access.log;  # Debian's nginx.conf: the combined format
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-    include {folder}/site.conf;
-}}
-"""
-        )
-        self.folder = folder
-        self.process = subprocess.Popen(
-            ending_with_tests([binary, "-e", str(folder / "error.log"),
-                               "-c", str(folder / "nginx.conf"), "-g", "daemon off;"]),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.url = f"https://127.0.0.1:{self.https_port}/"
-        self.cert = str(cert)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.https_port), timeout=1).close()
-                break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "error.log").read_text()) from None
-                time.sleep(0.05)
-
-    def client(self, source: str = "127.0.0.2") -> requests.Session:
-        """A browser on another address than nginx's own connections to the app (127.0.0.1)."""
-        from requests.adapters import HTTPAdapter
-
-        class FromAddress(HTTPAdapter):
-            def init_poolmanager(self, *args, **kwargs):
-                kwargs["source_address"] = (source, 0)
-                super().init_poolmanager(*args, **kwargs)
-
-        browser = requests.Session()
-        browser.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
-        browser.verify = self.cert
-        browser.mount("https://", FromAddress())
-        browser.headers["Referer"] = self.url  # Flask-WTF's CSRF check over HTTPS needs it
-        return browser
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.process.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def behind_nginx(tmp_path_factory, postgres):
     """One app (gunicorn, TRUSTED_PROXIES=1, HTTPS=true) on PostgreSQL, with nginx in front."""
-    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
     from webapp.simulator import Engine, serve
 
     folder = tmp_path_factory.mktemp("nginx")
@@ -572,7 +449,6 @@ def test_durable_transactions_commit_with_synchronous_commit_on(tmp_path):
     """The consent record and a kept sign-up must outlive a crash of PostgreSQL: inside a
     durable transaction synchronous_commit is on, whatever the session's own (off) is. Seen
     on a PostgreSQL started with production defaults, from inside the transaction."""
-    from tests.conftest import PostgresServer
 
     server = PostgresServer(durable=True)
     try:

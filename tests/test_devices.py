@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import (
     VALID_FORM,
+    EngageClock,
     english_browser,
     english_visitor,
     enrol,
@@ -290,22 +291,6 @@ def test_saving_setup_without_picking_a_store_binds_nothing(chain_app):
     assert response.status_code == 400
     assert "Choose the store" in text_of(response)
     assert outcome_of(browser.get("/")) == "setup-needed"
-
-
-class EngageClock:
-    """A fake clock in which each call Engage received took `per_call` seconds (a create that
-    made a contact twice that), and a record of every wait the kiosk's padding asked for: the
-    padding's targets asserted, never the wall clock (a loaded machine slows every request,
-    and the first of a process most)."""
-
-    def __init__(self, engine, app, per_call: float = 0.2):
-        self.engine, self.per_call, self.waits = engine, per_call, []
-        times = app.extensions["answer_times"]
-        times.clock, times.sleep = self.now, self.waits.append
-
-    def now(self) -> float:
-        calls = self.engine.requests()
-        return self.per_call * (len(calls) + sum(1 for c in calls if c.status == 201))
 
 
 def test_a_kiosk_releases_a_member_and_a_new_person_at_one_moment(kiosk, chain_app, engine):

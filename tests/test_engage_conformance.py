@@ -372,8 +372,8 @@ def test_training_mode_signs_up_by_personal_number(tmp_path):
 
     import requests
 
+    from tests.components import drain, read_until, start_server, stop, wait_until_up
     from tests.conftest import csrf_token, device_cookie
-    from tests.test_run_command import drain, read_until, start_server, stop, wait_until_up
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
     env.update(CONTACT_KEY="socialSecurityNumber", SECRET_KEY="training-secret-0123456789")

@@ -4,7 +4,6 @@ phone through the same submission as the till's, and the till gets the answer.""
 from __future__ import annotations
 
 import re
-from html import unescape
 from urllib.parse import urlsplit
 
 import pytest
@@ -12,59 +11,25 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import (
     VALID_FORM,
+    EngageClock,
     english_browser,
     english_visitor,
     hidden_fields,
+    link_of,
     outcome_of,
+    phone_opens,
+    phone_sends,
+    reveal,
+    samples,
+    start,
     text_of,
+    value,
 )
 
 
 @pytest.fixture
 def app(simulated_app):
     return simulated_app(OUTBOX_KEYS=Fernet.generate_key().decode(), ENGAGE_RETRY_SECONDS=0)
-
-
-def start(till) -> str:
-    """The cashier taps "Customer signs up on their phone": the till page's address."""
-    page = till.get("/").get_data(as_text=True)
-    assert "data-handoff-start" in page
-    token = re.search(r'action="/handoff/"[^>]*>\s*<input type="hidden" name="csrf_token" '
-                      r'value="([^"]+)"', page).group(1)  # fmt: skip
-    answer = till.post("/handoff/", data={"csrf_token": token})
-    assert answer.status_code == 303
-    return answer.headers["Location"]
-
-
-def link_of(till, till_page: str) -> str:
-    html = till.get(till_page).get_data(as_text=True)
-    return unescape(re.search(r"<p class=\"visually-hidden\" data-handoff-link>([^<]+)</p>",
-                              html).group(1))  # fmt: skip
-
-
-def phone_opens(app, link: str):
-    phone = app.test_client()
-    answer = phone.get(urlsplit(link).path)
-    return phone, answer
-
-
-def reveal(till, till_page: str):
-    """The till after the phone's sign-up: "Signed up on the phone", nothing more, until the
-    cashier turns the screen and presses "Show result" (a form POST): then the result page."""
-    done = till.get(till_page)
-    assert outcome_of(done) == "handoff-done"
-    html = done.get_data(as_text=True)
-    assert "data-reveal" in html
-    token = re.search(r'/reveal"><input type="hidden" name="csrf_token" value="([^"]+)"',
-                      html).group(1)  # fmt: skip
-    return till.post(till_page + "/reveal", data={"csrf_token": token}, follow_redirects=True)
-
-
-def phone_sends(phone, **fields):
-    page = phone.get("/j/").get_data(as_text=True)
-    data = {**VALID_FORM, **fields, **hidden_fields(page)}
-    return phone.post("/j/", data={k: v for k, v in data.items() if v is not None},
-                      follow_redirects=True)  # fmt: skip
 
 
 def test_the_till_starts_a_handoff_and_the_phone_trades_the_token_for_a_cookie(app):
@@ -314,7 +279,6 @@ def test_a_member_and_a_new_person_are_released_at_one_moment_on_the_phone(app, 
     """The phone is as private as a kiosk, in timing too: with a fake clock in which each
     Engage call takes 0.2 s (a create twice that), the new person (0.6 s) and the member found
     with one call (0.2 s) are both released at the target fixed before Engage was asked."""
-    from tests.test_devices import EngageClock
     from webapp.signup.padding import PRIOR_SECONDS
 
     clock = EngageClock(engine, app)
@@ -492,7 +456,6 @@ def test_the_phones_sign_up_counts_for_the_tills_store_not_the_default_one(app, 
     """STORE_EXTERNAL_ID is 101; the till is enrolled at 201 (Helsinki): the create, the
     consent record and the metrics say 201 for the phone's sign-up."""
     from tests.conftest import enrol
-    from tests.test_metrics import samples, value
 
     assert app.config["STORE_EXTERNAL_ID"] == "101"
 

@@ -444,7 +444,7 @@ def test_dev_py_run_stops_everything_it_started_on_sigterm(tmp_path):
     import signal
     import time
 
-    from tests.test_run_command import free_port, read_until
+    from tests.components import free_port, read_until
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}

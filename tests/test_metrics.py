@@ -9,49 +9,37 @@ import re
 import shutil
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
-import requests
 from cryptography.fernet import Fernet
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.components import (
+    DEPLOY,
+    ROOT,
+    Nginx,
+    Prometheus,
+    drain,
+    missing,
+    start_server,
+    stop,
+)
 from tests.conftest import (
     VALID_FORM,
     english_browser,
     enrol,
     enrolled_session,
     hidden_fields,
-    missing,
     outcome_of,
+    samples,
+    scrape,
     submitter,
+    value,
     wait_until,
 )
-from tests.processes import ending_with_tests
 from webapp.ops import metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus"
 TOKEN = "metrics-token-0123456789abcdef"
-
-
-def scrape(client, **environ) -> dict[tuple, float]:
-    """The samples of one scrape: (name, sorted labels) -> value."""
-    answer = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1", **environ})
-    assert answer.status_code == 200, answer.status_code
-    return samples(answer.get_data(as_text=True))
-
-
-def samples(text: str) -> dict[tuple, float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(scraped: dict, name: str, **labels) -> float:
-    return scraped.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 # --- who may read it ----------------------------------------------------------------------------
@@ -206,48 +194,6 @@ def test_the_alert_rules_load_and_each_fires_on_its_series(tmp_path):
     assert config.returncode == 0, config.stdout + config.stderr
 
 
-# --- a real Prometheus scraping the README's server -----------------------------------------------
-class Prometheus:
-    """Debian's prometheus on a loopback port, scraping `target` every second."""
-
-    def __init__(self, folder: Path, target: str | None = None, config_text: str | None = None):
-        from tests.test_run_command import free_port
-
-        binary = shutil.which("prometheus")
-        if not binary:
-            missing("prometheus not found (Debian package prometheus)")
-        self.port = free_port()
-        config = folder / "prometheus.yml"
-        config.write_text(
-            config_text
-            or "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "scrape_configs:\n"
-            "  - job_name: engage-signup\n"
-            f"    static_configs: [{{targets: ['{target}']}}]\n"
-        )
-        self.log = open(folder / "prometheus.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            ending_with_tests([binary, f"--config.file={config}",
-                               f"--storage.tsdb.path={folder / 'data'}",
-                               f"--web.listen-address=127.0.0.1:{self.port}"]),
-            stdout=subprocess.DEVNULL, stderr=self.log,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def query(self, expression: str) -> list:
-        try:
-            answer = requests.get(self.url + "/api/v1/query", params={"query": expression},
-                                  timeout=5).json()  # fmt: skip
-        except (requests.ConnectionError, ValueError):
-            return []
-        return answer.get("data", {}).get("result", [])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
-        self.log.close()
-
-
 def test_prometheus_scraping_two_workers_counts_every_created_signup(
     production_server, engine, tmp_path
 ):
@@ -349,7 +295,6 @@ def test_json_log_lines_parse_one_by_one_under_load_with_no_personal_data(
 
 def test_each_process_logs_its_version_and_its_settings_names_at_start(simulator, tmp_path):
     from tests.conftest import PRODUCTION_SECRET
-    from tests.test_run_command import drain, start_server, stop
 
     env = {**os.environ, "ENGAGE_BASE_URL": simulator.url, "ENGAGE_API_KEY": "key",
            "SECRET_KEY": PRODUCTION_SECRET, "STAFF_PIN": "4711", "METRICS_TOKEN": TOKEN,
@@ -392,8 +337,7 @@ def test_the_shipped_environment_nginx_and_prometheus_files_work_together(
     so the token alone opens it, as for a Prometheus elsewhere in the chain."""
     import secrets
 
-    from tests.test_deploy import DEPLOY, Nginx
-    from tests.test_run_command import (
+    from tests.components import (
         drain,
         free_port,
         read_until,

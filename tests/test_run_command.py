@@ -6,76 +6,23 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 import requests
 
+from tests.components import (
+    drain,
+    free_port,
+    read_until,
+    start_server,
+    stop,
+    wait_until_up,
+)
 from tests.conftest import VALID_FORM, csrf_token
 from tests.processes import ending_with_tests
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reader(process):
-    """One thread per server reads its output into `process.lines` (so a full pipe never blocks
-    its log writes); read_until() waits on it with a deadline, never inside a readline() that a
-    server which prints nothing more would hold for ever."""
-    if getattr(process, "drainer", None) is None:
-        process.lines, process.ended, process.looked_at = [], False, 0
-        process.arrived = threading.Condition()
-
-        def pump():
-            for line in process.stdout:
-                with process.arrived:
-                    process.lines.append(line)
-                    process.arrived.notify_all()
-            with process.arrived:
-                process.ended = True
-                process.arrived.notify_all()
-
-        process.drainer = threading.Thread(target=pump, daemon=True)
-        process.drainer.start()
-    return process
-
-
-def read_until(process, pattern: str, seconds: float = 30) -> re.Match:
-    """The first line from here on that matches `pattern`; fails after `seconds`, or when the
-    output has ended without one."""
-    _reader(process)
-    deadline = time.monotonic() + seconds
-    with process.arrived:
-        while True:
-            while process.looked_at < len(process.lines):
-                line = process.lines[process.looked_at]
-                process.looked_at += 1
-                if match := re.search(pattern, line):
-                    return match
-            remaining = deadline - time.monotonic()
-            if process.ended or remaining <= 0:
-                break
-            process.arrived.wait(remaining)
-    raise AssertionError(f"never printed {pattern!r}; printed: {''.join(process.lines)}")
-
-
-def start_server(env: dict) -> subprocess.Popen:
-    """The README's run command (python -m webapp.serve) with `env`, output on a pipe."""
-    env = {**env, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        ending_with_tests([sys.executable, "-m", "webapp.serve"]),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 @pytest.fixture
@@ -85,33 +32,6 @@ def launched(tmp_path):
     process = start_server({**env, "WEB_WORKERS": "2", "WEB_THREADS": "2"})
     yield process
     stop(process)
-
-
-def drain(process) -> None:
-    """Keep reading the server's output so a full pipe never blocks its log writes; every line
-    read is kept in `process.lines`."""
-    _reader(process)
-
-
-def stop(process) -> None:
-    """SIGTERM, wait, then close the output once nothing reads it any more."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=20)
-    if getattr(process, "drainer", None):
-        process.drainer.join(timeout=5)
-    process.stdout.close()
-
-
-def wait_until_up(url: str, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.1)
 
 
 def enrol_with_the_staff_pin(browser: requests.Session, app_url: str) -> requests.Response:
@@ -206,7 +126,7 @@ def test_a_server_started_by_a_test_run_ends_when_the_run_is_killed():
     from tests.processes import SETPRIV
 
     if not SETPRIV:
-        from tests.conftest import missing
+        from tests.components import missing
 
         missing("setpriv (util-linux) not found: servers may outlive a killed test run")
     port = free_port()

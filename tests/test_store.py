@@ -203,7 +203,7 @@ def test_the_state_holds_no_personal_data(store):
 
 
 def test_an_unreachable_database_is_state_unavailable(state_engine, tmp_path):
-    from tests.test_run_command import free_port
+    from tests.components import free_port
 
     if state_engine == "sqlite":
         config = {"STATE_DB": str(tmp_path / "file-not-folder"), "DATABASE_URL": ""}

@@ -230,7 +230,7 @@ def test_wallet_card_id_is_checked_at_start_up(app_config):
 def test_after_a_scan_to_join_sign_up_the_till_offers_the_card_and_the_phone_never(
     wallet_app, engine
 ):
-    from tests.test_handoff import link_of, phone_opens, phone_sends, reveal, start
+    from tests.conftest import link_of, phone_opens, phone_sends, reveal, start
 
     app = wallet_app()
     till = english_browser(app)

@@ -47,7 +47,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from tests.conftest import PostgresServer, device_cookie  # noqa: E402  as the tests make them
+from tests.components import PostgresServer  # noqa: E402
+from tests.conftest import device_cookie  # noqa: E402  as the tests make them
 from tests.processes import ending_with_tests  # noqa: E402  no server outlives a killed run
 from webapp import serve  # noqa: E402  the production server's defaults
 
