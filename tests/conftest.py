@@ -143,7 +143,7 @@ def app(app_config):
 
 def enrol(browser, app, mode: str = "staff", store: str = "101", domain: str = "localhost"):
     """Make `browser` a device enrolled by staff on /setup/ (the cookie /setup/ sets, made
-    without Engage's store list; tests/test_devices.py covers /setup/ itself)."""
+    without Engage's store list; tests/access/test_devices.py covers /setup/ itself)."""
     import secrets
 
     from webapp.access import devices

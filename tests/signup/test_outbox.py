@@ -20,6 +20,7 @@ import time
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.components import ROOT
 from tests.conftest import (
     VALID_FORM,
     english_browser,
@@ -773,7 +774,7 @@ def test_the_replay_cap_holds_across_the_threads_of_a_process_and_across_process
         t.join()
     assert len(engine.requests("/api/v3/contacts", "POST")) == 3, "one process's threads"
     config = {**app_config, "ENGAGE_BASE_URL": simulator.url, **settings}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", REPLAY_PROCESS, json.dumps(config), str(now + 10)], cwd=root

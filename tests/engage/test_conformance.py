@@ -1,7 +1,7 @@
 """Engage as documented (issue #14), end to end over the simulator and at the HTTP edge:
 a misconfigured tenant is no customer's typo, keys and numbers travel as Engage takes them,
 consents are checked against the tenant, and the simulator serves the configuration it is
-given. The exact HTTP contract of each point is in test_engage_client.py."""
+given. The exact HTTP contract of each point is in tests/engage/test_client.py."""
 
 from __future__ import annotations
 

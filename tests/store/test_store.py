@@ -156,7 +156,7 @@ def test_machines_starting_together_apply_each_migration_once(state_config, tmp_
     step applied once, and every process reporting the latest version. It is NOT the guard of
     the lock itself: whether the processes' start-ups overlap is left to timing, so a lock that
     never waits is caught here only some of the time. The guard is
-    tests/test_deploy.py::test_migrations_wait_for_the_advisory_lock_another_machine_holds,
+    tests/ops/test_deploy.py::test_migrations_wait_for_the_advisory_lock_another_machine_holds,
     which forces the overlap and catches such a lock every time."""
     script = (
         "import json, sys\n"

@@ -1,6 +1,6 @@
 """What an outside review attacked: malformed requests, state-database faults, replayed tokens
 and cookies, PIN guessing. Each finding of issue #12 that the test client or real sockets can
-show; the kiosk's browser behaviour is in test_browser.py."""
+show; the kiosk's browser behaviour is in tests/pages/test_browser.py."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import threading
 import pytest
 import requests
 
+from tests.components import ROOT
 from tests.conftest import (
     CREATE,
     ENGAGE,
@@ -446,7 +447,7 @@ def test_dev_py_run_stops_everything_it_started_on_sigterm(tmp_path):
 
     from tests.components import free_port, read_until
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENGAGE_", "SECRET_KEY"))}
     env.update(STATE_DB=str(tmp_path / "state.sqlite3"), PYTHONUNBUFFERED="1")
     port = free_port()

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.components import (
+    ROOT,
     drain,
     free_port,
     read_until,
@@ -140,7 +141,7 @@ def test_a_server_started_by_a_test_run_ends_when_the_run_is_killed():
          "print(server.pid, flush=True)\n"
          "time.sleep(60)\n",
          str(port)],
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=str(ROOT),
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     server = int(run.stdout.readline())

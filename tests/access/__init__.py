@@ -1,0 +1,1 @@
+"""Tests of webapp/access: devices, PINs, signed cookies."""

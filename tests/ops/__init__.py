@@ -1,0 +1,2 @@
+"""Tests of webapp/ops and of the deployment: metrics, logs, the edge's headers, the run command,
+nginx, systemd, hardening."""

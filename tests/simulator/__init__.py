@@ -1,0 +1,1 @@
+"""Tests of webapp/simulator: the Engage simulator's own contract."""

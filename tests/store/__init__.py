@@ -1,0 +1,1 @@
+"""Tests of webapp/store: the shared state on SQLite and PostgreSQL."""
