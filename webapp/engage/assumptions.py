@@ -60,8 +60,9 @@ CONSENTS_PATHS = ("/api/v3/consents", "/api/v2/consents")
 LOOKUP_RESEND_STATUSES = (502, 503, 504)
 
 # engage-api.md §8: the personal numbers in Voyado's own examples (196903027573, 198506059738)
-# fail the Luhn check. We send only numbers that pass it (webapp/forms.py personal_number), on
-# the assumption that Engage checks it (find documents InvalidSocialSecurityNumber).
+# fail the Luhn check. We send only numbers that pass it (webapp/signup/forms.py
+# personal_number), on the assumption that Engage checks it (find documents
+# InvalidSocialSecurityNumber).
 
 # Not documented: a 400 on find without one of the documented tokens. Treated as the value
 # being refused (the person can check it), with a WARNING line from the client.

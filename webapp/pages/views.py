@@ -190,7 +190,7 @@ def send(channel: submission.Channel, *, extra_limits=(), told=lambda outcome: N
 
 def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | None = None):
     """The answer to a POST: the result page (after a redirect) or the form back, filled in.
-    The outcome is counted already (webapp/submission.py)."""
+    The outcome is counted already (webapp/signup/submission.py)."""
     device = current_device()
     g.outcome = outcome.name  # the log line keeps the real outcome, on a kiosk too
     metrics.signup_time(web.request_seconds(), device.mode)

@@ -5,11 +5,11 @@ a call here and the outcome into a page.
 In order: the limits (per device or browser, per handoff, per address), the one-time
 submission token (a double tap or a resubmit never creates twice; other details under a used
 token are given back), the consent record (before Engage is asked), the flow (find; create
-only if nobody was found: webapp/signup.py), the member number for staff, the outbox when
+only if nobody was found: webapp/signup/flow.py), the member number for staff, the outbox when
 Engage cannot take it now, and the sign-up's end written in one transaction (its outcome for a
 repeat, its way to Engage beside the consent records, the manager's count). A channel that
 must reveal nothing about anyone (a kiosk, a phone) releases every final outcome at one moment
-fixed before Engage is asked (webapp/padding.py).
+fixed before Engage is asked (webapp/signup/padding.py).
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def unapproved(mode: str) -> bool:
 def _even_out(outcome: flow.Outcome, started: float, release: float | None) -> None:
     """Where nothing may tell one person's outcome from another's (a kiosk, a phone), every
     final answer, a create's too, waits until `release` seconds after the sign-up began: a
-    moment fixed before Engage was asked (webapp/padding.py). Every create is timed, on every
+    moment fixed before Engage was asked (webapp/signup/padding.py). Every create is timed, on every
     channel, for the targets to come."""
     times = current_app.extensions["answer_times"]
     if outcome.name == flow.CREATED:

@@ -266,8 +266,9 @@ class Store:
         return rows[0][0] if rows else 0
 
     # --- the outbox -------------------------------------------------------------------------------
-    # Only the payload holds personal data, and only as ciphertext (webapp/outbox.py); every other
-    # column is about the item: where it came from, when, how often tried, what Engage said.
+    # Only the payload holds personal data, and only as ciphertext (webapp/signup/outbox.py);
+    # every other column is about the item: where it came from, when, how often tried, what
+    # Engage said.
     OUTBOX_COLUMNS = (
         "id, store, device, mode, created, next_attempt, attempts, state, last_error, submission"
     )
@@ -564,7 +565,7 @@ class Store:
         keys = ("hour", "store", "device", "mode", "outcome", "cause", "replay", "count")
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
-    # --- kiosk answer times (webapp/padding.py) --------------------------------------------------
+    # --- public screens' answer times (webapp/signup/padding.py) ----------------------------------
     def timing_sample(self, name: str, seconds: float) -> None:
         """Fold one duration into the shared estimate `name` (a moving average)."""
         self.engine.run(

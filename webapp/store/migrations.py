@@ -142,7 +142,7 @@ MIGRATIONS.append(
         "kiosk answer times shared by every process; kiosk entries and manager sessions kept "
         "server-side",
         [
-            # A smoothed duration of the creates every process has timed (webapp/padding.py).
+            # A smoothed duration of the creates every process has timed (webapp/signup/padding.py).
             """CREATE TABLE IF NOT EXISTS timings (
                 name TEXT PRIMARY KEY,
                 seconds DOUBLE PRECISION NOT NULL,
