@@ -493,7 +493,7 @@ def start(till) -> str:
 
 def link_of(till, till_page: str) -> str:
     html = till.get(till_page).get_data(as_text=True)
-    return unescape(re.search(r"<p class=\"visually-hidden\" data-handoff-link>([^<]+)</p>",
+    return unescape(re.search(r"<p [^>]*data-handoff-link[^>]*>([^<]+)</p>",
                               html).group(1))  # fmt: skip
 
 

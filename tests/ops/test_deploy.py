@@ -296,7 +296,7 @@ def test_the_tokens_redirect_sends_one_referrer_policy(behind_nginx):
     token = re.search(r'action="/handoff/"[^>]*>\s*<input type="hidden" name="csrf_token" '
                       r'value="([^"]+)"', page).group(1)  # fmt: skip
     till = browser.post(behind_nginx.url + "handoff/", data={"csrf_token": token}, timeout=10)
-    link = re.search(r"data-handoff-link>([^<]+)<", till.text).group(1)
+    link = re.search(r"data-handoff-link[^>]*>([^<]+)<", till.text).group(1)
     phone = behind_nginx.client("127.0.0.9")
     opened = phone.get(behind_nginx.url + link.split("/", 3)[3], allow_redirects=False,
                        timeout=10)  # fmt: skip

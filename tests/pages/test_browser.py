@@ -1090,6 +1090,13 @@ def test_a_tall_portrait_kiosk_scales_type_and_targets_to_its_screen(browser, se
     assert label >= 24, label
     assert field["height"] >= 72 and button["height"] >= 80
     assert column["width"] >= 0.8 * 1080
+    # Each checkbox stands clear of its words (they touched: the box's margin ran past its
+    # column into the gap).
+    gaps = page.evaluate("""() => [...document.querySelectorAll('.check')].map(row => {
+        const box = row.querySelector('input').getBoundingClientRect();
+        const words = row.querySelector('label').getBoundingClientRect();
+        return words.left - box.right; })""")
+    assert gaps and min(gaps) >= 12, gaps
     shot(page, "kiosk-portrait-1080x1920")
     context.close()
 
@@ -1150,6 +1157,9 @@ def test_every_target_on_the_customers_phone_is_48_px(browser, serve):
         till.click("[data-handoff-start]")
     link = till.inner_text("[data-handoff-link]").strip()
     address = till.inner_text(".handoff__address").strip()
+    # In the page for tests and copying, never read aloud (a screen reader read the token out).
+    token = link.rsplit("/j/", 1)[1]
+    assert token not in till.locator("body").aria_snapshot()
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                         has_touch=True)  # fmt: skip
     phone = phone_context.new_page()

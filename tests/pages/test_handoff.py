@@ -479,3 +479,22 @@ def test_the_phones_sign_up_counts_for_the_tills_store_not_the_default_one(app, 
         return value(after, total, **labels) - value(before, total, **labels)
 
     assert grew("201") == 1 and grew("101") == 0
+
+
+def test_the_customers_own_phone_may_fill_in_what_it_knows_the_shared_screens_never(app):
+    """The phone is the customer's: the standard autofill tokens, so it can offer their saved
+    e-mail, name, mobile, country, birthday and postcode. The till and the kiosk are shared:
+    every field stays out of the browser's autofill store."""
+    till = english_browser(app)
+    phone, _ = phone_opens(app, link_of(till, start(till)))
+    html = phone.get("/j/").get_data(as_text=True)
+    found = {name: token for token, name in re.findall(
+        r'<(?:input|select)\b[^>]*\bautocomplete="([^"]+)"[^>]*\bid="(\w+)"', html)}  # fmt: skip
+    assert found == {"email": "email", "firstName": "given-name", "lastName": "family-name",
+                     "countryCode": "country", "mobilePhone": "tel", "birthDay": "bday",
+                     "zipCode": "postal-code"}  # fmt: skip
+    assert re.search(r'<form id="signup"[^>]*autocomplete="on"', html)
+    for shared in (english_browser(app), english_browser(app, mode="kiosk")):
+        page = shared.get("/").get_data(as_text=True)
+        assert re.search(r'<form id="signup"[^>]*autocomplete="off"', page)
+        assert set(re.findall(r'<(?:input|select)\b[^>]*\bautocomplete="([^"]+)"', page)) == {"off"}

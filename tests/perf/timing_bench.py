@@ -116,7 +116,7 @@ class Run:
                           r'value="([^"]+)"', page).group(1)  # fmt: skip
         till_page = till.post("/handoff/", data={"csrf_token": token}).headers["Location"]
         html = till.get(till_page).get_data(as_text=True)
-        link = re.search(r"data-handoff-link>([^<]+)<", html).group(1)
+        link = re.search(r"data-handoff-link[^>]*>([^<]+)<", html).group(1)
         phone = self.client(app, "staff")
         phone.delete_cookie("device", domain="localhost")
         phone.get(urlsplit(link).path)
