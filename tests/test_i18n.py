@@ -145,3 +145,54 @@ def test_a_store_outside_the_nordics_follows_the_browser(app_config):
     accept = {"Accept-Language": "da-DK,da;q=0.9,en;q=0.5"}
     page = app.test_client().get("/", headers=accept)
     assert '<html lang="da">' in page.get_data(as_text=True)
+
+
+# What native readers changed (issue 36): the word they read, never the one they stumbled on.
+NATIVE_WORDS = {
+    "sv": [
+        ("Make the membership system slow or down", "otillgängligt", "nere"),
+        ("Customer signs up on their phone", "Kunden blir medlem i mobilen", "anmäler"),
+        (
+            "That code is not valid. Check it on the till's screen, or ask the cashier for a new "
+            "one.",
+            "Koden stämmer inte.",
+            "gäller inte",
+        ),
+        (
+            "Scan to add your membership card to your phone's wallet",
+            "lägga till medlemskortet i mobilens Plånbok",
+            "plånbok",
+        ),
+    ],
+    "fi": [
+        ("Register here instead", "Rekisteröi asiakas tässä", "täällä"),
+        (
+            "Make the membership system slow or down",
+            "Hidasta jäsenjärjestelmää tai katkaise se",
+            "poissa käytöstä",
+        ),
+    ],
+    "nb": [
+        ("Make the membership system slow or down", "utilgjengelig", "nede"),
+        ("No camera? Open this address:", "Ingen kamera?", "Ikke kamera"),
+    ],
+    "da": [
+        ("Customer signs up on their phone", "Kunden bliver medlem på sin mobil", "tilmelder"),
+        ("Make the membership system slow or down", "utilgængeligt", "nede"),
+        (
+            "Scan to add your membership card to your phone's wallet",
+            "mobilens Wallet",
+            "telefonens wallet",
+        ),
+    ],
+}
+
+
+@pytest.mark.parametrize("language", sorted(NATIVE_WORDS))
+def test_the_words_native_readers_chose(language):
+    from babel.support import Translations
+
+    catalogue = Translations.load(str(ROOT / "webapp" / "translations"), [language])
+    for english, wanted, stumbled in NATIVE_WORDS[language]:
+        said = catalogue.gettext(english)
+        assert wanted in said and stumbled not in said, (english, said)

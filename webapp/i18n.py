@@ -100,7 +100,15 @@ def _language_code() -> str:
     if chosen in LANGUAGES:
         return chosen
     device = current_app.extensions["current_device"]()  # handed in by the app factory
-    country = device.country if device else current_app.config["DEFAULT_COUNTRY"]
+    if device is None and g.get("phone_page"):
+        # The customer's own phone before it holds a handoff (the store's short address, a
+        # used code): the phone's own language when it is one of ours, else the store's.
+        best = request.accept_languages.best_match(list(LANGUAGES))
+        if best:
+            return best
+        country = g.get("store_country") or current_app.config["DEFAULT_COUNTRY"]
+    else:
+        country = device.country if device else current_app.config["DEFAULT_COUNTRY"]
     by_country = COUNTRY_LANGUAGE.get(country)
     if by_country:
         return by_country

@@ -498,3 +498,26 @@ def test_the_customers_own_phone_may_fill_in_what_it_knows_the_shared_screens_ne
         page = shared.get("/").get_data(as_text=True)
         assert re.search(r'<form id="signup"[^>]*autocomplete="off"', page)
         assert set(re.findall(r'<(?:input|select)\b[^>]*\bautocomplete="([^"]+)"', page)) == {"off"}
+
+
+def test_the_stores_short_address_speaks_the_phones_language_else_the_stores(app):
+    """/join/201 (Helsinki) opened in Swedish for everyone. Now: the phone's own language when
+    it is one of the five, else the store's (known from its handoffs); a used or unknown code's
+    page likewise; a phone that chose a language keeps it."""
+    from tests.conftest import enrol
+
+    for store in ("201", "301"):
+        till = enrol(app.test_client(), app, "staff", store)
+        start(till)
+    german = {"Accept-Language": "de-DE,de;q=0.9"}
+    helsinki = app.test_client().get("/join/201", headers=german)
+    assert '<html lang="fi"' in helsinki.get_data(as_text=True), "the store's language"
+    oslo = app.test_client().get("/join/301", headers=german)
+    assert '<html lang="nb"' in oslo.get_data(as_text=True)
+    danish = app.test_client().get("/join/201", headers={"Accept-Language": "da-DK,da"})
+    assert '<html lang="da"' in danish.get_data(as_text=True), "the phone's own, one of ours"
+    unknown = app.test_client().get("/j/" + "x" * 43, headers={"Accept-Language": "fi-FI"})
+    assert outcome_of(unknown) == "handoff-closed" and '<html lang="fi"' in unknown.get_data(True)
+    chose = app.test_client()
+    chose.get("/join/201?lang=en", headers=german, follow_redirects=True)
+    assert '<html lang="en"' in chose.get("/join/201", headers=german).get_data(as_text=True)

@@ -103,10 +103,15 @@ def _cookie_name() -> str:
     return f"__Host-{COOKIE}" if current_app.config["HTTPS"] else COOKIE
 
 
+PHONE_ENDPOINTS = ("phone_open", "code_entry", "phone", "phone_language", "phone_done")
+
+
 @bp.before_request
 def _available():
     if not _on():
         abort(404)  # HANDOFF_MINUTES=0: no button, and these pages do not exist
+    if request.endpoint and request.endpoint.rsplit(".", 1)[-1] in PHONE_ENDPOINTS:
+        g.phone_page = True  # the customer's own phone: its language first (webapp/i18n.py)
     return None
 
 
@@ -300,6 +305,8 @@ def phone_open(token: str):
         handoff = current_app.extensions["state"].handoff(id=_hash(token))
     except StateUnavailable:
         return _closed(503)
+    if handoff is not None:
+        g.store_country = handoff["country"]
     return _take(handoff)
 
 
@@ -360,6 +367,10 @@ def _code_wrong(store: str) -> None:
 @bp.route("/join/<store>", methods=["GET", "POST"])
 def code_entry(store: str):
     """The store's short address: the code shown on the till, typed by hand."""
+    try:  # before any word is translated: the store's language, where the phone's is not ours
+        g.store_country = current_app.extensions["state"].store_country(store)
+    except StateUnavailable:
+        pass
     form = CodeForm(formdata=request.form if request.method == "POST" else None)
     g.outcome = "handoff-code"
     error = None

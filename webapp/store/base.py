@@ -673,6 +673,15 @@ class Store:
         ).rows)  # fmt: skip
 
     @_timed
+    def store_country(self, store: str) -> str | None:
+        """The country of `store` as its newest handoff has it (None: it has had none)."""
+        rows = self.engine.run(
+            "SELECT country FROM handoffs WHERE store = :store ORDER BY created DESC LIMIT 1",
+            {"store": store},
+        ).rows
+        return rows[0][0] if rows else None
+
+    @_timed
     def handoff_codes_in_use(self, store: str) -> set[str]:
         rows = self.engine.run(
             "SELECT code FROM handoffs WHERE store = :store AND expires > :now "
