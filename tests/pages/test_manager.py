@@ -78,9 +78,11 @@ def test_the_figures_are_what_the_signups_produced(chain, engine):
     html = page.get_data(as_text=True)
     rows = dict(re.findall(r'<tr><th scope="row">([^<]+)</th><td>(\d+)</td>', html))
     assert rows == {"New members": "3", "Already members": "1", "Kept for later": "1",
-                    "Refused by Engage": "1"}  # fmt: skip
+                    "Refused by the membership system": "1"}  # fmt: skip
     assert '<svg class="chart"' in html and "6 sign-ups today" in html
-    assert "EngageRejected" in html, "what Engage said, by count"
+    assert "EngageRejected" in html, "what Engage said, by count (the raw token in a tooltip)"
+    assert "Engage" not in text_of(page), "one word for it, as every other page: the system"
+    assert "Connection to the membership system" in text_of(page)
     assert "Staff tablet" in text_of(page)
     assert "kept@example.com" not in html and "refused@example.com" not in html
 
@@ -194,7 +196,7 @@ def test_the_queue_shows_depth_and_sends_now(chain, engine):
     signup(email="q1@example.com")
     signup(email="q2@example.com")
     browser, _ = manager(chain, "48291573")
-    assert "2 sign-ups waiting for Engage" in text_of(browser.get("/manager/"))
+    assert "2 sign-ups waiting for the membership system" in text_of(browser.get("/manager/"))
     state = chain.extensions["state"]
     before = [i["next_attempt"] for i in state.outbox_items()]
     browser.post("/manager/queue/retry", data={"csrf_token": token(browser)})
@@ -427,7 +429,7 @@ def test_the_connection_line_says_what_engage_did_lately_not_only_the_breaker(ch
     assert outcome_of(signup(email="kept.a@example.com")) == "queued"
     browser, _ = manager(chain, "48291573")
     text = text_of(browser.get("/manager/"))
-    assert "1 of the last 3 sign-ups (10 minutes) went unanswered by Engage." in text
+    assert "1 of the last 3 sign-ups (10 minutes) went unanswered by the membership system." in text
     assert "Sending is not paused." in text
     assert "Key to the chart" in browser.get("/manager/").get_data(as_text=True)
     assert "Today by hour" in text
@@ -462,7 +464,7 @@ def test_a_refused_kept_item_marks_the_field_engage_named_and_no_raw_token_shows
     browser, _ = manager(chain, "48291573")
     overview = browser.get("/manager/")
     visible = text_of(overview)
-    assert "Engage refused a detail" in visible
+    assert "The membership system refused a detail" in visible
     for raw in ("EngageRejected", "EngageServerError", "ValidationError"):
         assert raw not in visible, raw
     ref = re.search(r"items/([A-Z2-7-]+)/show", overview.get_data(as_text=True))[1]

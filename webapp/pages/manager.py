@@ -68,21 +68,21 @@ def cause_words(cause: str | None) -> str:
     page may show in a tooltip at most."""
     token = (cause or "").split(":", 1)[0]
     words = {
-        "EngageServerError": _("Engage had a fault"),
-        "EngageUnavailable": _("Engage could not be reached"),
-        "NotSent": _("Engage could not be reached"),
-        "EngageTimeout": _("Engage took too long"),
-        "OutcomeUnknown": _("Engage took too long"),
-        "RequestTimeOut": _("Engage took too long"),
-        "RateLimited": _("Engage asked for fewer calls"),
+        "EngageServerError": _("The membership system had a fault"),
+        "EngageUnavailable": _("The membership system could not be reached"),
+        "NotSent": _("The membership system could not be reached"),
+        "EngageTimeout": _("The membership system took too long"),
+        "OutcomeUnknown": _("The membership system took too long"),
+        "RequestTimeOut": _("The membership system took too long"),
+        "RateLimited": _("The membership system asked for fewer calls"),
         "CircuitOpen": _("Not sent: sending was paused"),
         "Misconfigured": _("A setting needs checking (see the log)"),
         "NotAuthorised": _("A setting needs checking (see the log)"),
         "MultipleMatches": _("The details are on several members"),
         "ambiguous": _("The details are on several members"),
-        "EngageRejected": _("Engage refused a detail"),
-        "rejected": _("Engage refused a detail"),
-        "ValidationError": _("Engage refused a detail"),
+        "EngageRejected": _("The membership system refused a detail"),
+        "rejected": _("The membership system refused a detail"),
+        "ValidationError": _("The membership system refused a detail"),
         "KeyNotInOutboxKeys": _("Cannot be opened with this deployment's keys"),
         "ContactBeingCreated": _("Being registered elsewhere"),
         "ContactWithKeyIsBeingCreated": _("Being registered elsewhere"),
@@ -108,9 +108,9 @@ def outcome_labels() -> dict[str, str]:
         "queued": _("Kept for later"),
         "in-progress": _("Being registered"),
         "ambiguous": _("Several matches"),
-        "rejected": _("Refused by Engage"),
-        "timeout": _("Engage too slow"),
-        "unavailable": _("Engage unavailable"),
+        "rejected": _("Refused by the membership system"),
+        "timeout": _("Membership system too slow"),
+        "unavailable": _("Membership system unavailable"),
         "invalid": _("Details to correct"),
         "throttled": _("Too many at once"),
     }
@@ -455,7 +455,8 @@ def _correction_page(item: dict, form, status: int = 200):
     if status == 200:  # first shown: the fields Engage named are marked, as on the till
         for name in refused_fields(item["last_error"]):
             if name in form and not form[name].errors:
-                form[name].errors = [str(REFUSED.get(name) or _("Engage refused a detail"))]
+                said = REFUSED.get(name) or _("The membership system refused a detail")
+                form[name].errors = [str(said)]
     return _page("manager/item.html", "manager-item", status, item=item, correction=form,
                  fields=fields, ref=reference(item["id"]), csrf=signed.csrf_token(),
                  said=cause_words, matches=matches)  # fmt: skip
