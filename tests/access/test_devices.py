@@ -466,3 +466,24 @@ def test_a_restarted_process_releases_its_first_answers_at_the_shared_target(sto
         before.created(0.6)
     restarted = padding.AnswerTimes(store, clock=clock)
     assert restarted.target() == pytest.approx(0.6 * padding.MARGIN)
+
+
+def test_two_devices_of_one_name_are_told_apart_in_the_managers_view(simulated_app, engine):
+    """Two tills both named "Kassa 2" looked identical in the manager's figures: each now shows
+    the start of its own id beside the name."""
+    app = simulated_app(STAFF_PIN=PIN, MANAGER_PINS="crm@*:91827364")
+    for n in range(2):
+        browser = english_visitor(app)
+        assert sign_in(browser).status_code == 303
+        page = browser.get("/setup/").get_data(as_text=True)
+        saved = browser.post("/setup/", data={"store": "201", "mode": "staff", "name": "Kassa 2",
+                                              **hidden_fields(page)})  # fmt: skip
+        assert saved.status_code == 303
+        browser.get("/?lang=en")
+        submitter(browser)(email=f"twin.till.{n}@example.com")
+    manager = english_visitor(app)
+    login = manager.get("/manager/").get_data(as_text=True)
+    manager.post("/manager/login", data={"pin": "91827364", **hidden_fields(login)})
+    overview = text_of(manager.get("/manager/"))
+    shown = set(re.findall(r"Kassa 2 · (\S{6})", overview))
+    assert len(shown) == 2, overview

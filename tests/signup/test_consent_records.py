@@ -82,7 +82,7 @@ def test_each_signup_records_what_was_shown_in_its_language_and_mode(
     # The words above the preferences are recorded as the form showed them, in its mode.
     shown = re.search(r'<legend>([^<]+)</legend>\s*<p class="hint">([^<]+)</p>', page.form_page)
     assert shown, "the preferences have a heading and a hint"
-    words = " ".join(html.unescape(part) for part in shown.groups())
+    words = "\n".join(html.unescape(part) for part in shown.groups())  # heading, then hint
     assert {by_item[p]["text_context"] for p in ("acceptsEmail", "acceptsSms")} == {words}
     # Every word beside the box, the link to the terms ("Läs villkoren") among them.
     link = re.search(r'<a class="terms" href="[^"]+"[^>]*>([^<]+)</a>', page.form_page)

@@ -173,6 +173,17 @@ def _in_scope(manager: dict, store: str) -> bool:
     return manager["store"] in ("*", store)
 
 
+def _told_apart(names: dict[str, str], stores: dict[str, str]):
+    """Devices' names as the manager reads them: two with the same name (two "Kassa 2", in one
+    store or in two) each get the start of their own id, so that neither hides the other."""
+    taken: dict[str, int] = {}
+    for name in names.values():
+        taken[name] = taken.get(name, 0) + 1
+    shown = {device: f"{name} · {device[:6]}" if taken[name] > 1 else name
+             for device, name in names.items()}  # fmt: skip
+    return shown, stores
+
+
 def _page(template: str, outcome: str, status: int = 200, **context):
     g.outcome = outcome
     return render_template(template, outcome=outcome, **context), status
@@ -260,7 +271,7 @@ def dashboard(manager: dict, export_error: str | None = None):
         stores = [chosen]
     try:
         rows = state.event_counts(stores, since)
-        device_names, store_names = state.device_names()
+        device_names, store_names = _told_apart(*state.device_names())
         recent = state.recent_outcomes(stores, state.clock() - RECENT_SECONDS)
         breaker_open = state.breaker_is_open(flow.Breaker.NAME)
         items = state.outbox_items()

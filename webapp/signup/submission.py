@@ -212,7 +212,8 @@ def signup_from(form, channel: Channel) -> tuple[flow.Signup, list[consent_recor
     """The sign-up to send, and what the form showed beside each checkbox."""
     config = current_app.config
     language = current_language()
-    context = " ".join(str(words) for words in PREFERENCE_WORDS[channel.private])
+    # The heading and the hint under it, as the page shows them: two lines, never run together.
+    context = "\n".join(str(words) for words in PREFERENCE_WORDS[channel.private])
     shown = consent_records.shown_on(form, language, consent_texts(language), context)
     said = f"{channel.mode} device in store {channel.store_id}"
     version = current_app.extensions["consent_records"].version
