@@ -1180,3 +1180,51 @@ def test_every_target_on_the_customers_phone_is_48_px(browser, serve):
     assert outcome(other) == "handoff-closed" and other.evaluate(SMALL_TARGETS, 48) == []
     till_context.close()
     phone_context.close()
+
+
+COVERED = """() => {
+    const bar = document.querySelector('form#signup .actions').getBoundingClientRect();
+    const field = document.activeElement.getBoundingClientRect();
+    return field.bottom > bar.top && field.top < bar.bottom ? document.activeElement.id : null;
+}"""
+
+
+@pytest.mark.parametrize(
+    ("size", "scale", "mode"),
+    [({"width": 512, "height": 384}, 2, "staff"), ({"width": 390, "height": 844}, 1, "phone")],
+    ids=["tablet-200-percent", "phone-390"],
+)
+def test_tabbing_through_the_form_never_hides_a_field_behind_the_submit_bar(
+    browser, serve, size, scale, mode
+):
+    """The submit bar stays in view at the bottom; a field it covered (Last name at 200 % on
+    the tablet, "Offers by post" on a phone) was typed into unseen. Tab from the top through
+    every field: the focused one is never under the bar."""
+    base = serve()
+    context = browser.new_context(viewport=size, device_scale_factor=scale)
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    if mode == "phone":
+        with page.expect_navigation():
+            page.click("[data-handoff-start]")
+        link = page.inner_text("[data-handoff-link]").strip()
+        page = context.new_page()
+        context.clear_cookies()
+        page.goto(link)
+        assert outcome(page) == "form"
+    page.focus("form#signup input:not([type=hidden])")
+    hidden, seen = [], []
+    for _ in range(40):
+        name = page.evaluate("document.activeElement.id")
+        if page.evaluate("document.activeElement.closest('.actions') !== null"):
+            break
+        seen.append(name)
+        covered = page.evaluate(COVERED)
+        if covered:
+            hidden.append(covered)
+        page.keyboard.press("Tab")
+    assert "acceptsPostal" in seen and "lastName" in seen, seen
+    assert hidden == [], f"under the submit bar when focused: {hidden}"
+    shot(page, f"tabbing-{mode}")
+    context.close()
