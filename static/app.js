@@ -94,6 +94,15 @@
     window.setTimeout(poll, Number(handoff.dataset.poll) * 1000);
   }
 
+  // The customer's phone: a minute before its code runs out, say so (what was typed is kept).
+  var expiry = document.querySelector("[data-expiry-warning]");
+  if (expiry) {
+    var left = Number(expiry.dataset.secondsLeft);
+    if (left >= 0) {
+      window.setTimeout(function () { expiry.hidden = false; }, Math.max(0, left - 60) * 1000);
+    }
+  }
+
   // A page restored from the back-forward cache must not show a previous person's entry.
   window.addEventListener("pageshow", function (event) {
     if (event.persisted) { window.location.reload(); }

@@ -1228,3 +1228,32 @@ def test_tabbing_through_the_form_never_hides_a_field_behind_the_submit_bar(
     assert hidden == [], f"under the submit bar when focused: {hidden}"
     shot(page, f"tabbing-{mode}")
     context.close()
+
+
+def test_the_phone_warns_a_minute_before_its_code_runs_out(browser, serve):
+    """On the browser's own fake clock (no waiting): hidden until a minute is left, then said
+    where a screen reader hears it."""
+    base = serve()
+    till_context = browser.new_context(viewport={"width": 1024, "height": 768})
+    enrolled(till_context, base)
+    till = till_context.new_page()
+    till.goto(base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-handoff-start]")
+    link = till.inner_text("[data-handoff-link]").strip()
+    phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                        has_touch=True)  # fmt: skip
+    phone = phone_context.new_page()
+    phone.clock.install()
+    phone.goto(link)
+    warning = phone.locator("[data-expiry-warning]")
+    left = int(warning.get_attribute("data-seconds-left"))
+    assert left > 120 and not warning.is_visible()
+    phone.clock.run_for((left - 62) * 1000)
+    assert not warning.is_visible(), "not yet: more than a minute is left"
+    phone.clock.run_for(3000)
+    assert warning.is_visible() and warning.get_attribute("role") == "status"
+    assert "One minute left" in warning.inner_text()
+    shot(phone, "phone-one-minute-left")
+    till_context.close()
+    phone_context.close()

@@ -521,3 +521,38 @@ def test_the_stores_short_address_speaks_the_phones_language_else_the_stores(app
     chose = app.test_client()
     chose.get("/join/201?lang=en", headers=german, follow_redirects=True)
     assert '<html lang="en"' in chose.get("/join/201", headers=german).get_data(as_text=True)
+
+
+def test_a_phone_has_its_own_minutes_from_taking_the_code_and_loses_nothing_when_they_end(app):
+    """Once a phone has taken the code (a photo of the screen is then worth nothing), its
+    HANDOFF_MINUTES run from that moment; its form says how long it has (for the warning a
+    minute before the end); and if they run out as it sends the form, what it typed comes back
+    in the form of the next code the cashier starts."""
+    state = app.extensions["state"]
+    clock = state.clock
+    minutes = app.config["HANDOFF_MINUTES"]
+    try:
+        now = clock()
+        state.clock = lambda: now
+        till = english_browser(app)
+        link = link_of(till, start(till))
+        now += minutes * 60 - 30  # the code sat on the till for most of its minutes
+        phone, taken = phone_opens(app, link)
+        assert taken.status_code == 303
+        form = phone.get("/j/").get_data(as_text=True)
+        assert f'data-seconds-left="{minutes * 60}"' in form, "the phone's own minutes"
+        assert "data-expiry-warning" in form and "@@" not in form
+        now += minutes * 60 - 60
+        assert 'data-seconds-left="60"' in phone.get("/j/").get_data(as_text=True)
+        now += 61  # its minutes ran out while the customer typed
+        typed = {**VALID_FORM, "email": "slow.typist@example.com", "firstName": "Sakari",
+                 **hidden_fields(form)}  # fmt: skip
+        late = phone.post("/j/", data=typed)
+        assert late.status_code == 410 and outcome_of(late) == "handoff-closed"
+        assert "data-kept" in late.get_data(as_text=True)
+        new_till_page = start(till)
+        phone.get(urlsplit(link_of(till, new_till_page)).path)
+        again = phone.get("/j/").get_data(as_text=True)
+        assert 'value="slow.typist@example.com"' in again and 'value="Sakari"' in again
+    finally:
+        state.clock = clock

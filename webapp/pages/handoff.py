@@ -260,11 +260,12 @@ def _limited(key: str, limit: tuple[int, int]) -> bool:
         return True
 
 
-def _closed(status: int = 410):
-    """A used, cancelled, expired or someone else's handoff: the same short page for all."""
+def _closed(status: int = 410, *, kept: bool = False):
+    """A used, cancelled, expired or someone else's handoff: the same short page for all (and,
+    when this phone's own minutes ran out as it sent the form, that what it typed is kept)."""
     g.outcome = "handoff-closed"
     page = render_template("handoff/closed.html", outcome="handoff-closed", device=None,
-                           phone_page=True)  # fmt: skip
+                           phone_page=True, kept=kept)  # fmt: skip
     response = make_response(page, status)
     response.delete_cookie(_cookie_name(), **views._cookie_flags())
     return response
@@ -277,7 +278,8 @@ def _take(handoff: dict | None):
         return _closed(404)
     state = current_app.extensions["state"]
     try:
-        taken = state.handoff_take(handoff["id"], _phone_id())
+        taken = state.handoff_take(handoff["id"], _phone_id(),
+                                   current_app.config["HANDOFF_MINUTES"] * 60)  # fmt: skip
     except StateUnavailable:
         return _closed(503)
     if not taken:
@@ -415,6 +417,27 @@ def _phone_handoff(*, sending: bool = False) -> dict | None:
     return handoff
 
 
+# In the phone's form (cached, the same for every phone): where the seconds its code has left
+# go, for the warning a minute before the end (static/app.js).
+SECONDS_LEFT = b"@@handoff-seconds-left@@"
+KEPT_SECONDS = 600  # what a phone typed when its minutes ran out waits this long for a new code
+
+
+def _ran_out() -> bool:
+    """This phone held its handoff open, and the handoff's minutes ran out."""
+    sealed = request.cookies.get(_cookie_name())
+    opened = signed.unseal(sealed, "handoff", 3600) if sealed else None
+    if not isinstance(opened, dict):
+        return False
+    try:
+        handoff = current_app.extensions["state"].handoff(id=str(opened.get("id")))
+    except StateUnavailable:
+        return False
+    return (handoff is not None and handoff["phone"] == _phone_id()
+            and handoff["state"] == "open"
+            and handoff["expires"] <= current_app.extensions["state"].clock())  # fmt: skip
+
+
 TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")  # a one-time submission token, as the form checks it
 CLAIM_POLL = 0.05  # how often a send that waits for another of the same phone looks again
 
@@ -478,6 +501,11 @@ def phone():
         return _closed(429)
     handoff = _phone_handoff(sending=request.method == "POST")
     if handoff is None:
+        if request.method == "POST" and _ran_out():
+            # Its minutes ran out as it sent the form: what it typed waits, sealed, for the
+            # form of the next code this phone takes (the cashier starts a new one).
+            response = _closed(kept=True)
+            return views.keep_entry(response, "form", seconds=KEPT_SECONDS)
         return _closed()
     request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
     if request.method == "GET":
@@ -489,7 +517,10 @@ def phone():
         else:
             g.outcome = "form"
             page = views._empty_form_page(device)
-        return make_response(page)
+        left = max(0, int(handoff["expires"] - current_app.extensions["state"].clock()))
+        if isinstance(page, str):
+            page = page.encode()
+        return make_response(page.replace(SECONDS_LEFT, str(left).encode()))
     token = request.form.get("submission", "")
     if TOKEN.fullmatch(token):  # else the form's own check refuses it, before any sign-up
         refused = _claim(handoff, token)

@@ -56,6 +56,9 @@ STORE_LANGUAGE = "store"  # ?lang=store: the store's own language again
 ENTRY_OUTCOMES = ("invalid", flow.REJECTED, flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
 PREFERENCE_WORDS = submission.PREFERENCE_WORDS  # the page shows them; the records keep them
 ENTRY_SECONDS = 120  # a kiosk's sealed entry is shown on the very next page, or never
+# What a phone typed when its code ran out, for the form of its next code (the state database
+# holds it no longer: its own expiry), as the longest any entry is opened after sealing.
+LONGEST_ENTRY_SECONDS = 600
 # Form-level notes that an answer can carry (a sealed kiosk entry holds only the key).
 NOTES = {
     "resend": _l(
@@ -227,22 +230,29 @@ def _keep_entry(outcome: str, fields=(), note: str | None = None):
     browser's history for Back, Forward or Reload to send again. The entry is sealed (Fernet
     under SECRET_KEY) and kept in the shared state for ENTRY_SECONDS, read once; the cookie holds
     only its random id, so however much was typed, no header grows past what a proxy takes."""
+    return keep_entry(redirect(_form_url(current_device()), code=303), outcome, fields, note)
+
+
+def keep_entry(response, outcome: str, fields=(), note: str | None = None, *,
+               seconds: float = ENTRY_SECONDS):  # fmt: skip
+    """`response`, with the cookie of what this POST sent, kept sealed for `seconds` for the
+    next form page of this browser (read once)."""
     entry = {
         "outcome": outcome,
         "fields": list(fields),
         "note": note,
         "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
         "for": signed.client_id(),
+        "seconds": seconds,
     }
     sealed, value = signed.seal(entry, "entry"), secrets.token_urlsafe(18)
     try:
-        current_app.extensions["state"].entry_put(value, sealed, ENTRY_SECONDS)
+        current_app.extensions["state"].entry_put(value, sealed, seconds)
     except StateUnavailable as exc:
         submission.state_fault(exc)
         # The state database is down: the entry travels in the cookie itself where it fits
         # well inside a proxy's header buffer (nginx's default: 4 KB), else it is not kept.
         value = SEALED_PREFIX + sealed if len(sealed) <= SEALED_COOKIE_MAX else ""
-    response = redirect(_form_url(current_device()), code=303)
     if value:
         response.set_cookie(_entry_cookie(), value, **_cookie_flags())
     return response
@@ -305,7 +315,10 @@ def _take_entry() -> dict | None:
         except StateUnavailable as exc:
             submission.state_fault(exc)
             return None
-    entry = signed.unseal(sealed, "entry", ENTRY_SECONDS) if sealed else None
+    # The state database holds each entry only its own seconds; one that travelled in the
+    # cookie (the database was down) is good for a page's turn at most.
+    limit = ENTRY_SECONDS if value.startswith(SEALED_PREFIX) else LONGEST_ENTRY_SECONDS
+    entry = signed.unseal(sealed, "entry", limit) if sealed else None
     if not isinstance(entry, dict) or entry.get("for") != session.get("client_id"):
         return None
     return entry

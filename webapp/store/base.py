@@ -691,14 +691,18 @@ class Store:
         return {row[0] for row in rows}
 
     @_timed
-    def handoff_take(self, handoff_id: str, phone: str) -> bool:
-        """This phone takes the handoff: True when it is now (or already was) this phone's."""
+    def handoff_take(self, handoff_id: str, phone: str, seconds: float) -> bool:
+        """This phone takes the handoff: True when it is now (or already was) this phone's. The
+        first take gives the phone `seconds` of its own from now (the code on the till's
+        screen is worth nothing from then on, so nothing is lost by it)."""
+        now = self.clock()
         return (
             self.engine.run(
-                "UPDATE handoffs SET state = 'open', phone = :phone WHERE id = :id "
-                "AND expires > :now AND ((state = 'waiting' AND phone IS NULL) OR "
-                "(state = 'open' AND phone = :phone))",
-                {"id": handoff_id, "phone": phone, "now": self.clock()},
+                "UPDATE handoffs SET state = 'open', phone = :phone, "
+                "expires = CASE WHEN state = 'waiting' THEN :until ELSE expires END "
+                "WHERE id = :id AND expires > :now AND ((state = 'waiting' AND phone IS NULL) "
+                "OR (state = 'open' AND phone = :phone))",
+                {"id": handoff_id, "phone": phone, "now": now, "until": now + seconds},
             ).rowcount
             == 1
         )
