@@ -196,3 +196,19 @@ def test_the_words_native_readers_chose(language):
     for english, wanted, stumbled in NATIVE_WORDS[language]:
         said = catalogue.gettext(english)
         assert wanted in said and stumbled not in said, (english, said)
+
+
+@pytest.mark.parametrize("language", ["en", "sv", "fi", "nb", "da"])
+def test_the_cashier_is_sent_to_the_managers_section_by_the_name_it_has_there(language):
+    """Several matches, kept for the manager: the cashier's words name the manager's section
+    exactly as its heading reads (it said "needs attention" of a section called "Needs a
+    person")."""
+    from babel.support import Translations
+
+    from webapp.i18n import _CASHIER_MESSAGES
+
+    catalogue = Translations.load(str(ROOT / "webapp" / "translations"), [language])
+    section = catalogue.gettext("Needs a person")
+    _heading, text = _CASHIER_MESSAGES["ambiguous-kept"]
+    told = catalogue.gettext(text._args[0])
+    assert section in told, (section, told)

@@ -241,7 +241,7 @@ _CASHIER_MESSAGES = {
         _l(
             "These details belong to more than one member, so none was chosen. Finish the "
             "purchase without a member number: the store manager sees the case under "
-            '"needs attention", has the members merged, and the sign-up is sent then.'
+            '"Needs a person", has the members merged, and the sign-up is sent then.'
         ),
     ),
     "rejected": (
