@@ -11,6 +11,7 @@ import requests
 from tests.conftest import (
     CONTACT_ID,
     CREATE,
+    ENGAGE,
     FIND,
     VALID_FORM,
     created_body,
@@ -177,11 +178,17 @@ def test_several_matches_send_the_person_to_staff(submit, engage_api):
     engage_api.get(
         FIND, status_code=409, json={"messageDetails": {"multipleMatchesFound": ["a", "b"]}}
     )
+    for contact_id, first, number in (("a", "Anna", "101"), ("b", "Bo", "102")):
+        engage_api.get(f"{ENGAGE}/api/v3/contacts/{contact_id}", json={
+            "id": contact_id, "attributes": {"firstName": first, "lastName": "Ek",
+                                             "memberNumber": number}})  # fmt: skip
     page = submit()
     assert outcome_of(page) == "ambiguous"
     assert "merge the members below" in text_of(page)
-    assert "a b Next customer" in text_of(page), "the contacts that matched are listed"
-    assert methods(engage_api) == ["GET"]
+    assert "Anna E. · Member number 101 Bo E. · Member number 102 Next customer" in text_of(page), (
+        "the members that matched, as the cashier may see them"
+    )
+    assert methods(engage_api) == ["GET", "GET", "GET"], "the find, then each member read"
 
 
 def test_engage_down_at_find_means_unavailable_and_no_create(submit, engage_api):
@@ -387,3 +394,21 @@ def test_the_empty_form_is_rendered_once_and_each_page_gets_its_own_tokens(app, 
     assert len(set(submissions)) == 3, "a new one-time token on every page"
     other = english_browser(app).get("/").get_data(as_text=True)
     assert hidden_fields(other)["csrf_token"] != hidden_fields(pages[0])["csrf_token"]
+
+
+def test_several_matches_are_shown_to_the_cashier_by_masked_name_and_member_number(sim_app, engine):
+    """Two raw contact ids told the cashier nothing: each member that matched is shown as a
+    first name and last initial with the member number, read from Engage (staff only)."""
+    from tests.conftest import english_browser, submitter
+
+    first = engine.add_contact({"email": "shared@example.com", "firstName": "Astrid",
+                                "lastName": "Lindgren"})  # fmt: skip
+    second = engine.add_contact({"email": "shared@example.com", "firstName": "Tove",
+                                 "lastName": "Jansson"})  # fmt: skip
+    page = submitter(english_browser(sim_app))(email="shared@example.com")
+    assert outcome_of(page) == "ambiguous"
+    shown = text_of(page)
+    for contact, name in ((first, "Astrid L."), (second, "Tove J.")):
+        assert name in shown and contact["attributes"]["memberNumber"] in shown
+        assert contact["id"] not in page.get_data(as_text=True)
+    assert "Lindgren" not in shown and "Jansson" not in shown

@@ -402,7 +402,7 @@ def done():
         else None,
         "masked_name": result.get("masked_name") if name == flow.EXISTING and phone else None,
         "other_type": result.get("other_type") if show_number else None,
-        "matches": result.get("matches") if name == flow.AMBIGUOUS else None,
+        "matches": _matches(result.get("matches"), device) if name == flow.AMBIGUOUS else None,
         "reference": result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
         "wallet": wallet,
     }
@@ -457,6 +457,13 @@ def _result_page(device, page: dict, number: str | None, barcode) -> bytes:
     values = {_NUMBER: escape(number or ""), _BARCODE: barcode or "",
               _CONTACT: escape(page["contact_id"] or "")}  # fmt: skip
     return "".join(values.get(part, part) for part in parts).encode()
+
+
+def _matches(contact_ids, device) -> list[dict] | None:
+    """The members that matched, for a staff tablet: masked names and member numbers."""
+    if not contact_ids or device is None or not device.bound or device.private:
+        return None
+    return flow.described_matches(current_app.extensions["engage"], contact_ids)
 
 
 def _wallet_card(contact_id: str | None):

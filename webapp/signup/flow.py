@@ -248,6 +248,27 @@ def with_member_number(client: EngageClient, outcome: Outcome, contact_type: str
     )
 
 
+def described_matches(client: EngageClient, contact_ids) -> list[dict[str, str | None]]:
+    """Each contact that matched, as a cashier may see it on a staff tablet: the first name and
+    the last initial and the member number, read from Engage now; where one cannot be read, its
+    contact id (still enough to have it merged)."""
+    described = []
+    for contact_id in list(contact_ids)[:MAX_MATCHES]:
+        try:
+            contact = client.get_contact(contact_id)
+        except EngageError:
+            described.append({"id": contact_id, "name": None, "number": None})
+            continue
+        attributes = contact.get("attributes")
+        attributes = attributes if isinstance(attributes, dict) else {}
+        described.append({
+            "id": contact_id,
+            "name": masked_name(attributes.get("firstName"), attributes.get("lastName")),
+            "number": _text(attributes.get("memberNumber")),
+        })  # fmt: skip
+    return described
+
+
 def masked_name(first, last) -> str | None:
     """ "Astrid L.": the first name and the initial of the last, enough for a cashier to ask
     "Are you Astrid?" and no more."""
