@@ -48,6 +48,7 @@ TEST_CONFIG = {
     "ENGAGE_SETTLE_SECONDS": 0,
     "ENGAGE_RETRY_SECONDS": 0,
     "HTTPS": False,  # the test client speaks plain HTTP; tests of HTTPS set it themselves
+    "PUBLIC_URL": "http://localhost",  # the address the test client's "phones" reach
 }
 STORES = {  # the simulator's stores (webapp/simulator/engine.py), as /setup/ binds them
     "101": ("Acme Stockholm Drottninggatan", "SE"),

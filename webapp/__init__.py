@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import i18n
 from .access.devices import current_device
 from .access.signed import SessionInterface
-from .config import ConfigError, load_config
+from .config import ConfigError, handoff_available, load_config
 from .engage import EngageClient
 from .i18n import select_locale
 from .ops import health, metrics, web
@@ -78,6 +78,11 @@ def _build(config: dict[str, Any] | None) -> Flask:
         BABEL_TRANSLATION_DIRECTORIES=str(_HERE / "translations"),
     )
     app.config.update(settings)
+    if app.config["HANDOFF_MINUTES"] and not handoff_available(app.config):
+        logging.getLogger("webapp").warning(
+            "scan to join is off: set PUBLIC_URL to the address customers' phones reach this "
+            "service by (or HANDOFF_MINUTES=0 to say it is off on purpose)"
+        )
     if app.config["HTTPS"]:
         # __Host-: only ever sent over HTTPS, to this host, for every path.
         app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")

@@ -338,12 +338,22 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "CONSENT_RECORD_DAYS": (_integer(30, 36_500), 3650),
     # Scan to join: minutes a handoff from a till to a customer's phone lasts; 0 turns it off.
     "HANDOFF_MINUTES": (_integer(0, 60), 10),
+    # Scan to join: the address customers' phones reach this service by (scheme and host), for
+    # the QR code and the store's short address. Outside training scan to join is off without
+    # it: the request's own host is often a name only the tills can reach.
+    "PUBLIC_URL": (_base_url, ""),
     # The membership card offered on a staff tablet after created and existing (off unset).
     "WALLET_CARD_ID": (_card_id, ""),
     # Consent texts: "config" (CONSENTS labels) or "engage" (GET /api/v3/consents texts in the
     # person's language, falling back to CONSENTS labels).
     "CONSENT_TEXTS": (_choice("config", "engage"), "config"),
 }
+
+
+def handoff_available(config) -> bool:
+    """Scan to join is offered: HANDOFF_MINUTES above 0, and an address customers' phones can
+    reach (PUBLIC_URL; in training, the address the till used)."""
+    return config["HANDOFF_MINUTES"] > 0 and bool(config["PUBLIC_URL"] or config["TRAINING_MODE"])
 
 
 def load_config(
@@ -391,6 +401,15 @@ def _check_required(config: dict[str, Any]) -> None:
             "on /setup/ (or set DEVICE_MODE=kiosk and STORE_EXTERNAL_ID to serve every "
             "device as a kiosk of that store)",
         )
+    public = config["PUBLIC_URL"]
+    if (
+        public
+        and not public.startswith("https://")
+        and config["HTTPS"]
+        and not config["TRAINING_MODE"]
+    ):
+        raise ConfigError("PUBLIC_URL", "must be https:// (customers' phones come from the "
+                          "internet), like https://signup.acme.se")  # fmt: skip
     if config["METRICS_TOKEN"] and len(config["METRICS_TOKEN"]) < 16:
         raise ConfigError("METRICS_TOKEN", "too short; use at least 16 random characters")
     if len(config["SECRET_KEY"]) < 16:

@@ -158,6 +158,7 @@ def behind_nginx(tmp_path_factory, postgres):
         "STAFF_PIN": "4711", "HTTPS": "true", "TRUSTED_PROXIES": "1",
         "DATABASE_URL": postgres.url + "?options=-c%20search_path%3Dbehind_nginx",
         "SUBMIT_LIMIT_PER_ADDRESS": "1", "LOG_LEVEL": "WARNING",
+        "PUBLIC_URL": "https://signup.test",
         "WEB_WORKERS": "2", "WEB_THREADS": "8",
     }  # fmt: skip
     app = start_server(env)

@@ -61,6 +61,8 @@ def serve(simulator, app_config):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         base = f"http://127.0.0.1:{server.server_port}"
+        if "PUBLIC_URL" not in config:  # the browser's "phones" reach this very server
+            app.config["PUBLIC_URL"] = base
         SECRETS[base] = app.secret_key
         APPS[base] = app
         return base

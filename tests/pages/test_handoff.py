@@ -4,6 +4,7 @@ phone through the same submission as the till's, and the till gets the answer.""
 from __future__ import annotations
 
 import re
+from html import unescape
 from urllib.parse import urlsplit
 
 import pytest
@@ -556,3 +557,49 @@ def test_a_phone_has_its_own_minutes_from_taking_the_code_and_loses_nothing_when
         assert 'value="slow.typist@example.com"' in again and 'value="Sakari"' in again
     finally:
         state.clock = clock
+
+
+def test_the_phones_address_is_the_public_one_not_the_one_the_till_used(simulated_app):
+    """Tills often reach the app by an internal name a customer's phone cannot reach: the QR
+    code and the store's short address are built on PUBLIC_URL."""
+    from tests.conftest import enrol
+
+    app = simulated_app(PUBLIC_URL="https://join.acme.example")
+    internal = "http://till-7.store.lan"
+    till = enrol(app.test_client(), app, domain="till-7.store.lan")
+    form = till.get("/", base_url=internal).get_data(as_text=True)
+    token = re.search(r'action="/handoff/"[^>]*>\s*<input type="hidden" name="csrf_token" '
+                      r'value="([^"]+)"', form).group(1)  # fmt: skip
+    page = till.post("/handoff/", data={"csrf_token": token}, base_url=internal)
+    html = till.get(page.headers["Location"], base_url=internal).get_data(as_text=True)
+    link = unescape(re.search(r"data-handoff-link[^>]*>([^<]+)<", html).group(1))
+    assert link.startswith("https://join.acme.example/j/")
+    assert re.search(r'class="handoff__address">https://join\.acme\.example/join/101<', html)
+    assert "till-7.store.lan" not in html
+
+
+def test_without_a_public_address_scan_to_join_is_off_and_says_why(simulated_app, caplog):
+    """Outside training, with no PUBLIC_URL there is no address to give a phone: no button, no
+    phone pages, and one WARNING at start naming the setting. In training the till's own
+    address serves (a phone on the same network)."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    app = simulated_app(PUBLIC_URL="")
+    assert "scan to join is off: set PUBLIC_URL" in caplog.text
+    assert "data-handoff-start" not in english_browser(app).get("/").get_data(as_text=True)
+    assert app.test_client().get("/join/101").status_code == 404
+    assert app.test_client().get("/j/" + "x" * 43).status_code == 404
+    training = simulated_app(PUBLIC_URL="", TRAINING_MODE=True, HTTPS=False)
+    till = english_browser(training)
+    link = link_of(till, start(till))
+    assert link.startswith("http://localhost/j/"), "in training, the address the till used"
+
+
+def test_a_public_address_must_be_https_outside_training(app_config):
+    from webapp import ConfigError, create_app
+
+    for wrong in ("http://join.acme.example", "https://join.acme.example/phone"):
+        with pytest.raises(ConfigError) as refused:
+            create_app({**app_config, "HTTPS": True, "PUBLIC_URL": wrong})
+        assert refused.value.key == "PUBLIC_URL"

@@ -143,7 +143,8 @@ def app_on_simulator(
     env = {"ENGAGE_BASE_URL": f"http://127.0.0.1:{sim_port}", "ENGAGE_API_KEY": "bench",
            "SECRET_KEY": SECRET_KEY, "STORE_EXTERNAL_ID": "101", "STAFF_PIN": "4711",
            "HTTPS": "false", "STATE_DB": str(state_db), "SUBMIT_LIMIT_PER_DEVICE": "10000",
-           "SUBMIT_LIMIT_PER_ADDRESS": "100000", **settings}  # fmt: skip
+           "SUBMIT_LIMIT_PER_ADDRESS": "100000", "PUBLIC_URL": f"http://127.0.0.1:{app_port}",
+           **settings}  # fmt: skip
     server = [str(PERF / "variants.py"), variant] if variant else ["-m", "webapp.serve"]
     process = procs.start([py, *server, "--port", str(app_port)], env,
                           f"http://127.0.0.1:{app_port}/healthz")  # fmt: skip
@@ -474,6 +475,7 @@ def main() -> int:
             "SECRET_KEY": SECRET_KEY, "STORE_EXTERNAL_ID": "101", "STAFF_PIN": "4711",
             "HTTPS": "false", "STATE_DB": str(work / "state.sqlite3"),
             "SUBMIT_LIMIT_PER_DEVICE": "10000", "SUBMIT_LIMIT_PER_ADDRESS": "100000",
+            "PUBLIC_URL": url["app"].rstrip("/"),  # the form page as before: the phone button on
         }  # fmt: skip
         procs.start(
             [py, "-m", "webapp.serve", "--port", str(ports["app"]), "--workers",

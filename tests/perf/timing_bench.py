@@ -85,6 +85,7 @@ class Run:
         app = create_app({
             "ENGAGE_BASE_URL": self.simulator_url, "ENGAGE_API_KEY": "bench", "SECRET_KEY": SECRET,
             "STAFF_PIN": "4711", "STORE_EXTERNAL_ID": "101", "HTTPS": False,
+            "PUBLIC_URL": "http://localhost",
             "STATE_DB": str(self.folder / state), "SUBMIT_LIMIT_PER_DEVICE": 10000,
             "SUBMIT_LIMIT_PER_ADDRESS": 10000, "LOG_LEVEL": "WARNING",
             "CONSENTS": TEST_CONSENTS,

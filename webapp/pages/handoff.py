@@ -52,6 +52,7 @@ from wtforms.validators import DataRequired
 
 from ..access import signed
 from ..access.devices import Device, current_device
+from ..config import handoff_available
 from ..i18n import LANGUAGES, current_language
 from ..i18n import gettext as _
 from ..ops import web
@@ -79,7 +80,15 @@ CORRECTING = (flow.REJECTED, "invalid", flow.TIMEOUT, flow.UNAVAILABLE, "throttl
 
 
 def _on() -> bool:
-    return current_app.config["HANDOFF_MINUTES"] > 0
+    return handoff_available(current_app.config)
+
+
+def _public(endpoint: str, **values) -> str:
+    """The address of one of our pages as a customer's phone reaches it."""
+    public = current_app.config["PUBLIC_URL"]
+    if public:
+        return public + url_for(endpoint, **values)
+    return url_for(endpoint, **values, _external=True)  # training: the till's own address
 
 
 def _hash(token: str) -> str:
@@ -109,7 +118,7 @@ PHONE_ENDPOINTS = ("phone_open", "code_entry", "phone", "phone_language", "phone
 @bp.before_request
 def _available():
     if not _on():
-        abort(404)  # HANDOFF_MINUTES=0: no button, and these pages do not exist
+        abort(404)  # HANDOFF_MINUTES=0 (or no PUBLIC_URL): no button, and no such pages
     if request.endpoint and request.endpoint.rsplit(".", 1)[-1] in PHONE_ENDPOINTS:
         g.phone_page = True  # the customer's own phone: its language first (webapp/i18n.py)
     return None
@@ -192,8 +201,8 @@ def till(till: str):
         return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
                                poll_seconds=POLL_SECONDS)  # fmt: skip
     g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
-    link = url_for(".phone_open", token=_token(till), _external=True) if now != "closed" else None
-    short = url_for(".code_entry", store=handoff["store"], _external=True)
+    link = _public(".phone_open", token=_token(till)) if now != "closed" else None
+    short = _public(".code_entry", store=handoff["store"])
     page = render_template(
         "handoff/till.html",
         outcome=g.outcome,

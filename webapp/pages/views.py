@@ -31,6 +31,7 @@ from werkzeug.datastructures import MultiDict
 
 from ..access import devices, signed
 from ..access.devices import current_device
+from ..config import handoff_available
 from ..engage import EngageError
 from ..engage.client import WALLET_TIMEOUT, wallet_words
 from ..i18n import LANGUAGES, countries, current_language, outcome_message
@@ -134,6 +135,7 @@ def _page_context():
         "entry_outcomes": ENTRY_OUTCOMES,
         "postcode_digits": POSTCODE_DIGITS,
         "preference_words": PREFERENCE_WORDS,
+        "handoff_on": handoff_available(config),
     }
 
 
