@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     if not os.environ.get("ENGAGE_BASE_URL"):
-        _start_training_simulator()
+        _start_training_simulator(args.host)
     if sys.platform != "win32":
         _metrics_folder()
     os.environ["WEB_THREADS"] = str(args.threads)  # the app sizes its database pool by it
@@ -148,14 +148,12 @@ def log_start(kind: str) -> None:
     )  # fmt: skip
 
 
-def _start_training_simulator() -> None:
+def _start_training_simulator(host: str = "127.0.0.1") -> None:
     """No Engage configured: run the built-in simulator beside the app (training mode).
 
     It runs as a process of its own so that every app worker sees the same simulated tenant.
     """
-    command = [sys.executable, "-m", "webapp.simulator", "--port", "0", "--demo"]
-    command += ["--until-stdin-closes"]
-    command += _simulated_tenant(os.environ)
+    command = _simulator_command(os.environ, host)
     if os.environ.get("SIMULATOR_STATE_FILE"):
         command += ["--state-file", os.environ["SIMULATOR_STATE_FILE"]]
     if os.environ.get("SIMULATOR_LATENCY"):
@@ -169,7 +167,7 @@ def _start_training_simulator() -> None:
     first_line = simulator.stdout.readline() if simulator.stdout else ""
     if "listening on " not in first_line:
         raise SystemExit("engage-signup: the built-in Engage simulator did not start")
-    url = first_line.rsplit(" ", 1)[1].strip()
+    url = first_line.rsplit(" ", 1)[1].strip().replace("//0.0.0.0:", "//127.0.0.1:")
     # Made once and kept (mode 0600) beside the training state, so that a restart keeps every
     # enrolled device, the manager's PIN and what the outbox holds.
     kept = training.secrets_for(os.environ, create=True)
@@ -199,6 +197,23 @@ def _start_training_simulator() -> None:
     print(f"Simulator's page (make Engage fail): {url}/_simulator", flush=True)  # noqa: T201
     manager_pin = os.environ["MANAGER_PINS"].split(",")[0].rsplit(":", 1)[1]
     print(f"Manager's view (/manager/) PIN: {manager_pin}", flush=True)  # noqa: T201
+
+
+def _simulator_command(environ, host: str) -> list[str]:
+    """The training simulator's command line. Started for real phones (the app on all
+    addresses), it listens there too and names PUBLIC_URL's host in its wallet links, so that a
+    phone can open the card it scans."""
+    from urllib.parse import urlsplit
+
+    command = [sys.executable, "-m", "webapp.simulator", "--port", "0", "--demo"]
+    command += ["--until-stdin-closes"]
+    command += _simulated_tenant(environ)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        command += ["--host", host]
+        public = urlsplit(environ.get("PUBLIC_URL", "")).hostname
+        if public:
+            command += ["--public-host", public]
+    return command
 
 
 def _simulated_tenant(environ) -> list[str]:

@@ -318,3 +318,29 @@ def test_a_create_latency_range_draws_each_creates_time_from_it():
     assert all(0.04 <= d <= 0.4 for d in draws) and len(set(draws)) > 150
     assert max(draws) - min(draws) > 0.3, "across the range"
     assert engine.call_latency("find") == 0.03 and Engine().call_latency("create") == 0.0
+
+
+def test_wallet_links_name_the_host_a_phone_reaches_when_told_one(simulator, engine):
+    """Training for real phones: the simulator's wallet links name the machine's public host
+    (with the simulator's own port), not the loopback address the app called it at."""
+    import requests
+
+    from webapp.simulator.engine import DEMO_WALLET_CARD
+
+    contact = engine.add_contact({"email": "phone.card@example.com"})
+    engine.public_host = "192.0.2.10"
+    answer = requests.post(simulator.url + "/api/v3/wallet/pass/urls", timeout=5,
+                           json={"cardId": DEMO_WALLET_CARD, "contactIds": [contact["id"]]},
+                           headers={"apikey": "k", "User-Agent": "test"})  # fmt: skip
+    port = simulator.url.rsplit(":", 1)[1]
+    assert answer.json()[contact["id"]].startswith(f"http://192.0.2.10:{port}/_simulator/wallet/")
+
+
+def test_training_for_real_phones_starts_the_simulator_on_all_addresses_with_the_public_host():
+    from webapp.serve import _simulator_command
+
+    loopback = _simulator_command({}, "127.0.0.1")
+    assert "--host" not in loopback and "--public-host" not in loopback
+    phones = _simulator_command({"PUBLIC_URL": "http://192.0.2.10:8000"}, "0.0.0.0")
+    assert phones[phones.index("--host") + 1] == "0.0.0.0"
+    assert phones[phones.index("--public-host") + 1] == "192.0.2.10"

@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         help="what find's customKey searches (the tenant's custom key)",
     )
     parser.add_argument(
+        "--public-host",
+        default=None,
+        help="the host a phone reaches this machine by, for the wallet links it gives",
+    )
+    parser.add_argument(
         "--until-stdin-closes",
         action="store_true",
         help="stop when standard input closes: when whoever started it is gone, even if killed",
@@ -78,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         contact_types=args.contact_types,
         custom_key=args.custom_key,
     )
+    engine.public_host = args.public_host
     if args.demo and not engine.contacts():
         first_type = next(iter(engine.contact_types))  # the deployment's contact type
         for contact in DEMO_CONTACTS:

@@ -225,6 +225,8 @@ class SimulatorApp:
         if body["cardId"] not in self.engine.wallet_cards:
             return error(404, "CardNotFound", "No wallet card with that id.")
         base = request.host_url.rstrip("/")
+        if self.engine.public_host:  # a phone opens these: the machine's address, our port
+            base = f"{request.scheme}://{self.engine.public_host}:{request.host.rsplit(':', 1)[-1]}"
         links = {}
         for contact_id in body["contactIds"]:
             token = self.engine.pass_url_token(contact_id)

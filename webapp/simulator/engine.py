@@ -227,6 +227,9 @@ class Engine:
         # The API key's address allow list (§6): None lets every address in.
         self.allowed_addresses = allowed_addresses
         self.consents_v3 = True  # False: a tenant that answers consents on v2 only
+        # The host a customer's phone reaches this machine by (training for real phones): the
+        # wallet links name it instead of the address the app called the simulator at.
+        self.public_host: str | None = None
         self.state_file = Path(state_file) if state_file else None
         self.stopping = threading.Event()
         self._lock = threading.RLock()
