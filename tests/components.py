@@ -260,7 +260,8 @@ def render(template: str, values: dict[str, str]) -> str:
 class Nginx:
     """Debian's nginx on loopback with deploy/nginx/engage-signup.conf, in a folder of its own."""
 
-    def __init__(self, folder: Path, app_address: str):
+    def __init__(self, folder: Path, app_address: str, more_apps: tuple[str, ...] = ()):
+        """`more_apps`: further app addresses in the site's upstream (machines behind one nginx)."""
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not os.path.exists(binary):
             missing("nginx not found (Debian package nginx-light or nginx)")
@@ -274,6 +275,10 @@ class Nginx:
              "TLS_KEY": str(key), "APP_ADDRESS": app_address,
              "ACCESS_LOG": str(folder / "access.log"), "ERROR_LOG": str(folder / "error.log")},
         )  # fmt: skip
+        upstream = f"    server {app_address};"
+        assert site.count(upstream) == 1
+        more = [f"    server {address};" for address in more_apps]
+        site = site.replace(upstream, "\n".join([upstream, *more]))
         (folder / "site.conf").write_text(site)
         temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
         user = "user root;" if os.geteuid() == 0 else ""

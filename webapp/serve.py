@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         checked = create_app()  # check the configuration once, before any worker starts
         _terms_to_read(checked)
     except ConfigError as exc:
-        print(f"engage-signup: configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        said = logs.line("webapp.serve", f"engage-signup: configuration error: {exc}",
+                         os.environ.get("LOG_FORMAT", "text"), logging.ERROR)  # fmt: skip
+        print(said, file=sys.stderr)  # noqa: T201
         return 2
     log_start("server")  # once the settings are known to be right: an error stays one line
     # Workers make their own connections: none of the check's may cross a fork.
@@ -188,15 +190,21 @@ def _start_training_simulator(host: str = "127.0.0.1") -> None:
         TRAINING_MODE="true",
     )
     note = f"Training mode: no ENGAGE_BASE_URL set, using the built-in simulator at {url}"
-    print(note, flush=True)  # noqa: T201
+    _say(note)
     where = training.path(os.environ)
     kept_note = f"Training secrets kept in {where} (readable by you only): a restart keeps "
-    print(kept_note + "enrolled devices, PINs and kept sign-ups", flush=True)  # noqa: T201
-    print(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}", flush=True)  # noqa: T201
+    _say(kept_note + "enrolled devices, PINs and kept sign-ups")
+    _say(f"Device setup (/setup/) staff PIN: {os.environ['STAFF_PIN']}")
     # The simulator's own page, to make Engage fail or slow (also linked from the banner).
-    print(f"Simulator's page (make Engage fail): {url}/_simulator", flush=True)  # noqa: T201
+    _say(f"Simulator's page (make Engage fail): {url}/_simulator")
     manager_pin = os.environ["MANAGER_PINS"].split(",")[0].rsplit(":", 1)[1]
-    print(f"Manager's view (/manager/) PIN: {manager_pin}", flush=True)  # noqa: T201
+    _say(f"Manager's view (/manager/) PIN: {manager_pin}")
+
+
+def _say(message: str) -> None:
+    """A line of training's banner, to the console: as JSON where the logs are JSON (a
+    container's log holds nothing else)."""
+    print(logs.line("webapp.serve", message, os.environ.get("LOG_FORMAT", "text")), flush=True)  # noqa: T201
 
 
 def _simulator_command(environ, host: str) -> list[str]:
@@ -260,7 +268,9 @@ def _serve(args: argparse.Namespace) -> None:
                 "worker_class": "gthread",
                 # Longer than the slowest signup can take (find + create + settle + find).
                 "timeout": 60,
-                "graceful_timeout": 10,
+                # SIGTERM (a container stopped, a unit restarted): requests in flight, a
+                # sign-up waiting on Engage's create among them, get this long to finish.
+                "graceful_timeout": 30,
                 "keepalive": 5,
                 "accesslog": None,  # our own request line (no query strings, no personal data)
                 "errorlog": "-",

@@ -44,12 +44,12 @@ class KeyValueJsonFormatter(JsonFormatter):
                 log_record[key] = None if value == "-" else value
 
 
-def line(name: str, message: str, log_format: str, **fields) -> str:
+def line(name: str, message: str, log_format: str, level: int = logging.INFO, **fields) -> str:
     """One line that must be said whatever LOG_LEVEL is (the server's start-up line): as text
-    it is the message itself; as JSON, an INFO record as every other line is, with `fields`."""
+    it is the message itself; as JSON, a record as every other line is, with `fields`."""
     if log_format != "json":
         return message
-    record = logging.LogRecord(name, logging.INFO, "", 0, message, None, None)
+    record = logging.LogRecord(name, level, "", 0, message, None, None)
     record.__dict__.update(fields)
     return KeyValueJsonFormatter().format(record)
 
