@@ -78,11 +78,6 @@ def _build(config: dict[str, Any] | None) -> Flask:
         BABEL_TRANSLATION_DIRECTORIES=str(_HERE / "translations"),
     )
     app.config.update(settings)
-    if app.config["HANDOFF_MINUTES"] and not handoff_available(app.config):
-        logging.getLogger("webapp").warning(
-            "scan to join is off: set PUBLIC_URL to the address customers' phones reach this "
-            "service by (or HANDOFF_MINUTES=0 to say it is off on purpose)"
-        )
     if app.config["HTTPS"]:
         # __Host-: only ever sent over HTTPS, to this host, for every path.
         app.config.update(SESSION_COOKIE_SECURE=True, SESSION_COOKIE_NAME="__Host-session")
@@ -153,6 +148,12 @@ def _build(config: dict[str, Any] | None) -> Flask:
     app.register_blueprint(handoff.bp)
     metrics.init_app(app)
     manager.end_stale_sessions(app)
+    if app.config["HANDOFF_MINUTES"] and not handoff_available(app.config):
+        # Said once the app stands (a configuration error stays one line of its own).
+        logging.getLogger("webapp").warning(
+            "scan to join is off: set PUBLIC_URL to the address customers' phones reach this "
+            "service by (or HANDOFF_MINUTES=0 to say it is off on purpose)"
+        )
     return app
 
 

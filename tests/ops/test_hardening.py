@@ -418,7 +418,7 @@ def test_a_device_enrolled_before_the_cookie_prefix_keeps_its_enrolment(app_conf
     keeps working, and gets the new cookie and an id of its own."""
     from itsdangerous import URLSafeSerializer
 
-    app = create_app({**app_config, "HTTPS": True})
+    app = create_app({**app_config, "HTTPS": True, "PUBLIC_URL": "https://localhost"})
     site = "https://tablet.store.example"
     browser = app.test_client()
     # The cookie as /setup/ made it before devices had ids and the cookie had its prefix.

@@ -64,7 +64,7 @@ def test_pages_load_no_inline_script(client):
 
 
 def test_over_https_cookies_are_secure_host_only_and_hsts_is_sent(app_config):
-    app = create_app({**app_config, "HTTPS": True})
+    app = create_app({**app_config, "HTTPS": True, "PUBLIC_URL": "https://localhost"})
     browser = enrol(app.test_client(), app, domain="tablet.store.example")
     response = browser.get("/", base_url="https://tablet.store.example")
     cookie = response.headers["Set-Cookie"]
@@ -83,7 +83,13 @@ def test_over_https_every_cookie_the_app_sets_is_secure_host_only_and_same_site(
     from werkzeug.http import parse_cookie
 
     app = create_app(
-        {**app_config, "ENGAGE_BASE_URL": simulator.url, "HTTPS": True, "STAFF_PIN": "4711"}
+        {
+            **app_config,
+            "ENGAGE_BASE_URL": simulator.url,
+            "HTTPS": True,
+            "STAFF_PIN": "4711",
+            "PUBLIC_URL": "https://localhost",
+        }
     )
     site = "https://tablet.store.example"
     browser = app.test_client()
@@ -126,7 +132,9 @@ def test_the_session_cookie_is_http_only_and_same_site_over_http(app):
 
 
 def test_https_is_the_default_outside_training_mode(app_config):
-    config = {k: v for k, v in app_config.items() if k != "HTTPS"}
+    config = {k: v for k, v in app_config.items() if k != "HTTPS"} | {
+        "PUBLIC_URL": "https://localhost"
+    }
     assert create_app(config).config["HTTPS"] is True
     assert create_app({**config, "TRAINING_MODE": True}).config["HTTPS"] is False
 
