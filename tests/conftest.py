@@ -27,6 +27,7 @@ from tests.components import (
 )
 from webapp import create_app
 from webapp.config import DEFAULT_CONSENTS
+from webapp.signup.padding import PRIOR_SECONDS
 
 # A base URL that explains itself if a test ever lets a real request out.
 ENGAGE = "https://unmocked-engage.invalid"
@@ -49,6 +50,9 @@ TEST_CONFIG = {
     "ENGAGE_RETRY_SECONDS": 0,
     "HTTPS": False,  # the test client speaks plain HTTP; tests of HTTPS set it themselves
     "PUBLIC_URL": "http://localhost",  # the address the test client's "phones" reach
+    # The simulator answers in milliseconds: public screens' answers need not wait the second
+    # a real tenant's first creates might take (tests of the release moment set their own).
+    "ANSWER_PRIOR_SECONDS": 0.25,
 }
 STORES = {  # the simulator's stores (webapp/simulator/engine.py), as /setup/ binds them
     "101": ("Acme Stockholm Drottninggatan", "SE"),
@@ -390,6 +394,7 @@ def production_server(simulator, tmp_path):
             "LOG_LEVEL": "WARNING",
             "WEB_WORKERS": "2",
             "WEB_THREADS": "8",
+            "ANSWER_PRIOR_SECONDS": "0.25",
             **settings,
         }
         server = start_server(env)
@@ -456,6 +461,7 @@ class EngageClock:
         self.engine, self.per_call, self.waits = engine, per_call, []
         times = app.extensions["answer_times"]
         times.clock, times.sleep = self.now, self.waits.append
+        times.prior = PRIOR_SECONDS  # the production default, longer than a simulated create
 
     def now(self) -> float:
         calls = self.engine.requests()

@@ -82,3 +82,17 @@ def test_consents_come_from_json_with_labels_per_language(client, app_config):
 
 def test_the_api_key_is_never_rendered(client):
     assert TEST_CONFIG["ENGAGE_API_KEY"] not in client.get("/").get_data(as_text=True)
+
+
+def test_the_public_screens_prior_is_a_setting_never_below_the_floor(app_config):
+    """Before any create is timed, a kiosk's or phone's answer is released after
+    ANSWER_PRIOR_SECONDS (a slow tenant may want more); never under the release floor."""
+    from webapp import ConfigError, create_app
+    from webapp.signup.padding import FLOOR_SECONDS
+
+    app = create_app({**app_config, "ANSWER_PRIOR_SECONDS": "2.5"})
+    assert app.extensions["answer_times"].prior == 2.5
+    assert app.extensions["answer_times"].target() == 2.5
+    with pytest.raises(ConfigError) as refused:
+        create_app({**app_config, "ANSWER_PRIOR_SECONDS": str(FLOOR_SECONDS / 2)})
+    assert refused.value.key == "ANSWER_PRIOR_SECONDS"

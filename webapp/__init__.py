@@ -123,7 +123,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
         cooldown=app.config["BREAKER_COOLDOWN"],
         window=app.config["BREAKER_WINDOW"],
     )
-    app.extensions["answer_times"] = AnswerTimes(state)
+    app.extensions["answer_times"] = AnswerTimes(state, prior=app.config["ANSWER_PRIOR_SECONDS"])
     records = app.extensions["consent_records"] = ConsentRecords(
         state, version=__version__, days=app.config["CONSENT_RECORD_DAYS"]
     )

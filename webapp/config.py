@@ -338,6 +338,9 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "CONSENT_RECORD_DAYS": (_integer(30, 36_500), 3650),
     # Scan to join: minutes a handoff from a till to a customer's phone lasts; 0 turns it off.
     "HANDOFF_MINUTES": (_integer(0, 60), 10),
+    # Public screens (kiosk, phone): seconds after its start at which a final answer is
+    # released while no create has yet been timed anywhere (webapp/signup/padding.py).
+    "ANSWER_PRIOR_SECONDS": (_number(0.25, 10), 1.0),
     # Scan to join: the address customers' phones reach this service by (scheme and host), for
     # the QR code and the store's short address. Outside training scan to join is off without
     # it: the request's own host is often a name only the tills can reach.
