@@ -1136,6 +1136,17 @@ def test_the_managers_view_reflows_at_200_percent_zoom_and_prints_without_button
     page.context.close()
 
 
+def till_with_a_handoff(browser, base: str):
+    """An enrolled till (1024x768) that has pressed "Customer signs up on their phone"."""
+    context = browser.new_context(viewport={"width": 1024, "height": 768})
+    enrolled(context, base)
+    till = context.new_page()
+    till.goto(base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-handoff-start]")
+    return context, till
+
+
 SMALL_TARGETS = """(least) => [...document.querySelectorAll(
         'input:not([type=hidden]):not([type=checkbox]), select, button:not(.default-submit), a,'
         + ' summary')]
@@ -1151,12 +1162,7 @@ def test_every_target_on_the_customers_phone_is_48_px(browser, serve):
     page, the closed page) at 390x844 with touch: nothing smaller than 48 px high (and the
     language buttons 48 wide)."""
     base = serve()
-    till_context = browser.new_context(viewport={"width": 1024, "height": 768})
-    enrolled(till_context, base)
-    till = till_context.new_page()
-    till.goto(base + "/?lang=en")
-    with till.expect_navigation():
-        till.click("[data-handoff-start]")
+    till_context, till = till_with_a_handoff(browser, base)
     link = till.inner_text("[data-handoff-link]").strip()
     address = till.inner_text(".handoff__address").strip()
     # In the page for tests and copying, never read aloud (a screen reader read the token out).
@@ -1235,13 +1241,7 @@ def test_tabbing_through_the_form_never_hides_a_field_behind_the_submit_bar(
 def test_the_phone_warns_a_minute_before_its_code_runs_out(browser, serve):
     """On the browser's own fake clock (no waiting): hidden until a minute is left, then said
     where a screen reader hears it."""
-    base = serve()
-    till_context = browser.new_context(viewport={"width": 1024, "height": 768})
-    enrolled(till_context, base)
-    till = till_context.new_page()
-    till.goto(base + "/?lang=en")
-    with till.expect_navigation():
-        till.click("[data-handoff-start]")
+    till_context, till = till_with_a_handoff(browser, serve())
     link = till.inner_text("[data-handoff-link]").strip()
     phone_context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
                                         has_touch=True)  # fmt: skip

@@ -406,9 +406,8 @@ def code_entry(store: str):
                            store=store, device=None, phone_page=True), status  # fmt: skip
 
 
-def _phone_handoff(*, sending: bool = False) -> dict | None:
-    """The handoff this phone holds, while it is open (`sending`: also while one of its sends
-    holds it, or after one closed it, for a double tap to be told so)."""
+def _cookies_handoff() -> dict | None:
+    """The handoff this phone's cookie names, in whatever state, if this phone took it."""
     sealed = request.cookies.get(_cookie_name())
     opened = signed.unseal(sealed, "handoff", 3600) if sealed else None
     if not isinstance(opened, dict):
@@ -417,8 +416,15 @@ def _phone_handoff(*, sending: bool = False) -> dict | None:
         handoff = current_app.extensions["state"].handoff(id=str(opened.get("id")))
     except StateUnavailable:
         return None
+    return handoff if handoff is not None and handoff["phone"] == _phone_id() else None
+
+
+def _phone_handoff(*, sending: bool = False) -> dict | None:
+    """The handoff this phone holds, while it is open (`sending`: also while one of its sends
+    holds it, or after one closed it, for a double tap to be told so)."""
+    handoff = _cookies_handoff()
     states = ("open", "sending", "closed") if sending else ("open",)
-    if handoff is None or handoff["phone"] != _phone_id() or handoff["state"] not in states:
+    if handoff is None or handoff["state"] not in states:
         return None
     expired = handoff["expires"] <= current_app.extensions["state"].clock()
     if expired and handoff["state"] != "closed":
@@ -434,16 +440,8 @@ KEPT_SECONDS = 600  # what a phone typed when its minutes ran out waits this lon
 
 def _ran_out() -> bool:
     """This phone held its handoff open, and the handoff's minutes ran out."""
-    sealed = request.cookies.get(_cookie_name())
-    opened = signed.unseal(sealed, "handoff", 3600) if sealed else None
-    if not isinstance(opened, dict):
-        return False
-    try:
-        handoff = current_app.extensions["state"].handoff(id=str(opened.get("id")))
-    except StateUnavailable:
-        return False
-    return (handoff is not None and handoff["phone"] == _phone_id()
-            and handoff["state"] == "open"
+    handoff = _cookies_handoff()
+    return (handoff is not None and handoff["state"] == "open"
             and handoff["expires"] <= current_app.extensions["state"].clock())  # fmt: skip
 
 
