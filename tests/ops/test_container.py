@@ -149,7 +149,7 @@ def test_two_containers_on_one_postgresql_behind_nginx_sign_up_once_and_stop_gra
         assert len(engine.requests("/api/v3/contacts", "POST")) == 1
         podman("stop", "--time", "40", names[1])  # one machine leaves; nginx sends all to the other
         engine.create_limit = 10.0  # Engage's own limit, past the slow create below
-        engine.inject("latency", on="create", seconds=3.0)
+        engine.inject("latency", on="create", seconds=6.0)
         answers = []
         sending = threading.Thread(
             target=lambda: answers.append(sign_up("slow.create@example.com"))

@@ -92,12 +92,15 @@ class Run:
         })  # fmt: skip
         return app
 
-    def client(self, app, mode: str):
+    def client(self, app, mode: str | None = None):
+        """A browser on an address of its own (the phone pages' limits are per address): an
+        enrolled device in `mode`, or with no device cookie at all (a customer's phone)."""
         client = app.test_client()
         with self.lock:
             n = next(self.addresses)
         client.environ_base["REMOTE_ADDR"] = f"127.{n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
-        client.set_cookie("device", device_cookie(SECRET, mode), domain="localhost")
+        if mode:
+            client.set_cookie("device", device_cookie(SECRET, mode), domain="localhost")
         return client
 
     def kiosk_signup(self, app, email: str) -> float:
@@ -118,8 +121,7 @@ class Run:
         till_page = till.post("/handoff/", data={"csrf_token": token}).headers["Location"]
         html = till.get(till_page).get_data(as_text=True)
         link = re.search(r"data-handoff-link[^>]*>([^<]+)<", html).group(1)
-        phone = self.client(app, "staff")
-        phone.delete_cookie("device", domain="localhost")
+        phone = self.client(app)
         phone.get(urlsplit(link).path)
         form = phone.get("/j/").get_data(as_text=True)
         data = {**VALID_FORM, "email": email, **hidden_fields(form)}

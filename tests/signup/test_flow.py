@@ -205,3 +205,12 @@ def _wait_for(condition, seconds=3.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.01)
+
+
+def test_a_cashier_sees_a_first_name_and_a_last_initial_never_a_blank_one():
+    from webapp.signup.flow import masked_name
+
+    assert masked_name("Astrid", "lindgren") == "Astrid L."
+    assert masked_name(" Astrid ", None) == "Astrid"
+    assert masked_name("   ", "Lindgren") is None, "no name to ask by"
+    assert masked_name(None, "Lindgren") is None

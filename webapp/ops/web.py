@@ -106,13 +106,11 @@ class Edge:
 
         def edge_start_response(status, headers, exc_info=None):
             app_ms = (time.perf_counter() - timing[0] - timing[1]) * 1000
-            # Added without looking for them, but for a Referrer-Policy that a view chose
-            # itself (the scan-to-join token's redirect says no-referrer): a browser obeys
-            # the last of two, so a second one would undo it.
-            if environ.get(OWN_REFERRER_POLICY):
-                headers.extend(h for h in SECURITY_HEADERS if h[0] != "Referrer-Policy")
-            else:
-                headers.extend(SECURITY_HEADERS)
+            # Each, unless the view chose its own (the scan-to-join token's redirect says
+            # Referrer-Policy: no-referrer): a browser obeys the last of two, so a second one
+            # would undo the view's.
+            chosen = {name.lower() for name, _value in headers}
+            headers.extend(h for h in SECURITY_HEADERS if h[0].lower() not in chosen)
             if self.https or environ.get("wsgi.url_scheme") == "https":
                 headers.append(HSTS)
             if any(k.lower() == "content-type" and v.startswith("text/html") for k, v in headers):
@@ -176,9 +174,6 @@ def request_id() -> str:
     """This request's id, as the Edge middleware chose it and sent it in X-Request-Id."""
     return request.environ.get(REQUEST_ID, "-")
 
-
-# Set in a request's environ by a view that sends a Referrer-Policy of its own.
-OWN_REFERRER_POLICY = "engage_signup.own_referrer_policy"
 
 SECURITY_HEADERS = [
     ("Content-Security-Policy", CSP),

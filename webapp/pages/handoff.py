@@ -301,7 +301,6 @@ def _take(handoff: dict | None):
     response.set_cookie(_cookie_name(), signed.seal({"id": handoff["id"]}, "handoff"),
                         **views._cookie_flags())  # fmt: skip
     response.headers["Referrer-Policy"] = "no-referrer"  # the token's address goes nowhere
-    request.environ[web.OWN_REFERRER_POLICY] = True  # and the site's own does not follow it
     log.info("handoff %s taken by a phone %s", _short(handoff["id"]), web.log_context())
     return response
 

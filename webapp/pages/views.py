@@ -245,7 +245,6 @@ def keep_entry(response, outcome: str, fields=(), note: str | None = None, *,
         "note": note,
         "data": [(k, v) for k, v in request.form.items(multi=True) if k not in _TOKENS],
         "for": signed.client_id(),
-        "seconds": seconds,
     }
     sealed, value = signed.seal(entry, "entry"), secrets.token_urlsafe(18)
     try:

@@ -232,20 +232,30 @@ def with_member_number(client: EngageClient, outcome: Outcome, contact_type: str
     if not outcome.contact_id or outcome.member_number:
         return outcome
     try:
-        contact = client.get_contact(outcome.contact_id)
+        person = _person(client.get_contact(outcome.contact_id))
     except EngageError:
         return outcome
-    attributes = contact.get("attributes") if isinstance(contact.get("attributes"), dict) else {}
-    meta = contact.get("meta") if isinstance(contact.get("meta"), dict) else {}
-    found_type = _text(meta.get("contactType") or attributes.get("contactType"))
+    found_type = person["type"]
     return Outcome(
         **{
             **outcome.__dict__,
-            "member_number": _text(attributes.get("memberNumber")),
+            "member_number": person["number"],
             "other_type": found_type if found_type and found_type != contact_type else None,
-            "masked_name": masked_name(attributes.get("firstName"), attributes.get("lastName")),
+            "masked_name": person["name"],
         }
     )
+
+
+def _person(contact: dict) -> dict[str, str | None]:
+    """What a cashier may see of a contact Engage gave: its member number, its first name and
+    last initial, and its contact type."""
+    attributes = contact.get("attributes") if isinstance(contact.get("attributes"), dict) else {}
+    meta = contact.get("meta") if isinstance(contact.get("meta"), dict) else {}
+    return {
+        "number": _text(attributes.get("memberNumber")),
+        "name": masked_name(attributes.get("firstName"), attributes.get("lastName")),
+        "type": _text(meta.get("contactType") or attributes.get("contactType")),
+    }
 
 
 def described_matches(client: EngageClient, contact_ids) -> list[dict[str, str | None]]:
@@ -255,27 +265,19 @@ def described_matches(client: EngageClient, contact_ids) -> list[dict[str, str |
     described = []
     for contact_id in list(contact_ids)[:MAX_MATCHES]:
         try:
-            contact = client.get_contact(contact_id)
+            person = _person(client.get_contact(contact_id))
         except EngageError:
-            described.append({"id": contact_id, "name": None, "number": None})
-            continue
-        attributes = contact.get("attributes")
-        attributes = attributes if isinstance(attributes, dict) else {}
-        described.append({
-            "id": contact_id,
-            "name": masked_name(attributes.get("firstName"), attributes.get("lastName")),
-            "number": _text(attributes.get("memberNumber")),
-        })  # fmt: skip
+            person = {"name": None, "number": None}
+        described.append({"id": contact_id, "name": person["name"], "number": person["number"]})
     return described
 
 
 def masked_name(first, last) -> str | None:
     """ "Astrid L.": the first name and the initial of the last, enough for a cashier to ask
     "Are you Astrid?" and no more."""
-    first, last = _text(first), _text(last)
+    first, last = (_text(first) or "").strip(), (_text(last) or "").strip()
     if not first:
         return None
-    first, last = first.strip(), (last or "").strip()
     return f"{first} {last[0].upper()}." if last else first
 
 
