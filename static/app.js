@@ -58,6 +58,71 @@
     });
   }
 
+  // A staff tablet looks the person up as the cashier leaves the key field: once its value
+  // looks valid, after a short pause (a look-up per field left, never per key pressed), and
+  // the answer replaces the [data-lookup] beside it. "Look up" does the same without a reload.
+  var lookupRow = document.querySelector("[data-lookup-url]");
+  var keyField = lookupRow && document.getElementById(lookupRow.dataset.lookupKey);
+  if (lookupRow && keyField) {
+    var form = keyField.form, sent = "", asked = 0, pause = null;
+    var looksValid = function (value) {
+      var key = lookupRow.dataset.lookupKey;
+      if (key === "email") { return /^[^@\s]+@[^@\s]+\.[^@\s]{2,}$/.test(value); }
+      if (key === "mobilePhone") { return value.replace(/\D/g, "").length >= 7; }
+      if (key === "socialSecurityNumber") { return value.replace(/\D/g, "").length >= 10; }
+      return value.length >= 2;
+    };
+    var touched = {};
+    form.addEventListener("change", function (event) {
+      if (event.target.type === "checkbox") { touched[event.target.name] = true; }
+    });
+    var place = function (html) {
+      var old = document.getElementById("lookup");
+      if (!old) { return; }
+      var holder = document.createElement("div");
+      holder.innerHTML = html;
+      var fresh = holder.querySelector("[data-lookup]");
+      if (!fresh) { return; }
+      old.parentNode.replaceChild(fresh, old);
+      // What the person has given is ticked, so that unticking one withdraws it; never a box
+      // the cashier has touched already.
+      (fresh.dataset.given || "").split(" ").forEach(function (name) {
+        if (!name) { return; }
+        var box = form.elements[name] || form.elements["consent-" + name];
+        if (box && box.type === "checkbox" && !touched[box.name]) { box.checked = true; }
+      });
+    };
+    var lookUp = function (force) {
+      var value = keyField.value.trim();
+      if (!looksValid(value) || (value === sent && !force)) { return; }
+      sent = value;
+      var mine = ++asked;
+      var body = new FormData();
+      body.append("csrf_token", form.elements.csrf_token.value);
+      body.append(keyField.name, keyField.value);
+      fetch(lookupRow.dataset.lookupUrl, { method: "POST", body: body, credentials: "same-origin" })
+        .then(function (response) { return response.status === 200 ? response.text() : ""; })
+        .then(function (html) { if (mine === asked && html) { place(html); } })
+        .catch(function () { sent = ""; });
+    };
+    keyField.addEventListener("change", function () {
+      window.clearTimeout(pause);
+      pause = window.setTimeout(lookUp, 250);
+    });
+    keyField.addEventListener("blur", function () {
+      window.clearTimeout(pause);
+      pause = window.setTimeout(lookUp, 250);
+    });
+    var button = lookupRow.querySelector("button[name=lookup]");
+    if (button) {
+      button.addEventListener("click", function (event) {
+        event.preventDefault();
+        window.clearTimeout(pause);
+        lookUp(true);
+      });
+    }
+  }
+
   // Staff: "Next customer" next to a filled form asks for a second tap, so a stray tap never
   // wipes what the cashier typed.
   var clear = document.querySelector(".clear-form");

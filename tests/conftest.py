@@ -80,6 +80,18 @@ def created_body(**attributes):
     }
 
 
+# A member in the simulator who holds everything VALID_FORM gives: found, `existing`.
+KNOWN_MEMBER = {**{k: v for k, v in VALID_FORM.items() if "-" not in k},
+                "consents": [{"id": "memberConsent", "value": True}]}  # fmt: skip
+
+
+def member_body(**attributes):
+    """A member who holds everything VALID_FORM gives: found, nothing new to add (`existing`)."""
+    body = created_body(**{**{k: v for k, v in VALID_FORM.items() if "-" not in k}, **attributes})
+    body["consents"] = [{"id": "memberConsent", "value": True}]
+    return body
+
+
 ENGINES = ("sqlite", "postgresql")
 
 

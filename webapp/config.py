@@ -296,6 +296,9 @@ SCHEMA: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "ALLOWED_HOSTS": (_hosts, ()),
     # Submissions allowed per device, and per client address, each minute.
     "SUBMIT_LIMIT_PER_DEVICE": (_integer(1, 10_000), 12),
+    # The cashier's look-ups while typing, per minute and staff tablet (each asks Engage at
+    # most twice: find and read; Engage's limit is per API key, engage-api.md §15).
+    "LOOKUP_LIMIT_PER_DEVICE": (_integer(1, 10_000), 30),
     "SUBMIT_LIMIT_PER_ADDRESS": (_integer(1, 100_000), 300),
     # Circuit breaker: after this many failed signups in a row, answer `unavailable` at once
     # for BREAKER_COOLDOWN seconds, then let one request probe Engage.

@@ -212,6 +212,20 @@ _CASHIER_MESSAGES = {
         _l("Already a member"),
         _l("Nothing more to register: attach the purchase to the member number below."),
     ),
+    "promoted": (
+        _l("Now a member"),
+        _l(
+            "The customer was in the membership system already, not as a member: now they "
+            "are, with what they chose today. Attach the purchase to the member number below."
+        ),
+    ),
+    "updated": (
+        _l("Already a member: details added"),
+        _l(
+            "What the customer gave that the membership system lacked is added. Attach the "
+            "purchase to the member number below."
+        ),
+    ),
     "in-progress": (
         _l("Already being registered"),
         _l(

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import (
     CREATE,
     FIND,
+    KNOWN_MEMBER,
     VALID_FORM,
     created_body,
     english_browser,
@@ -131,7 +132,7 @@ def test_why_memberNumber_as_custom_key_cannot_serve_an_external_id(http_simulat
 
 def test_an_external_id_is_found_through_custom_key(tenant, engine):
     engine.contact_types["Member"] = {"key": "externalId", "mandatory": ["externalId"]}
-    engine.add_contact({"externalId": "C-42", "firstName": "Known"})
+    engine.add_contact({**KNOWN_MEMBER, "email": None, "externalId": "C-42"})
     app = tenant(CONTACT_KEY="externalId", ENGAGE_CUSTOM_KEY="externalId")
     page = submitter(english_browser(app))(externalId="C-42", email=None)
     assert outcome_of(page) == "existing"
@@ -141,20 +142,24 @@ def test_an_external_id_is_found_through_custom_key(tenant, engine):
 # --- 3. which contact types a find searches -------------------------------------------------------
 @pytest.mark.parametrize(("setting", "creates"), [("any", 0), ("same", 1)])
 def test_someone_stored_as_another_contact_type(tenant, engine, setting, creates):
-    """Someone in Engage as a Contact (a newsletter subscriber) signs up as a Member. With
-    FIND_CONTACT_TYPE=any (the default, Engage's own for find) they are found and not created a
-    second time, and the cashier learns which type they are; with "same" they are looked for as
-    Members only, and the simulator's tenant then makes a second contact for them."""
-    engine.add_contact({"contactType": "Contact", "mobilePhone": "+46701740611",
-                        "email": "subscriber@example.com"})  # fmt: skip
+    """Someone in Engage as a Contact (a newsletter subscriber) signs up as a Member at a till.
+    With FIND_CONTACT_TYPE=any (the default, Engage's own for find) they are found, never
+    created a second time, and made a member (updateContactType, then what they chose); with
+    "same" they are looked for as Members only, and the simulator's tenant then makes a second
+    contact for them."""
+    subscriber = engine.add_contact({"contactType": "Contact", "mobilePhone": "+46701740611",
+                                     "email": "subscriber@example.com"})  # fmt: skip
     app = tenant(FIND_CONTACT_TYPE=setting)
     page = submitter(english_browser(app))(email="subscriber@example.com")
     finds = engine.requests("/api/v3/contacts/id")
     assert ("contactType" in finds[0].query) == (setting == "same")
     assert len(engine.requests("/api/v3/contacts", "POST")) == creates
     if setting == "any":
-        assert outcome_of(page) == "existing"
-        assert "registered as Contact, not Member" in text_of(page)
+        assert outcome_of(page) == "promoted"
+        assert "Now a member" in text_of(page)
+        now = next(c for c in engine.contacts() if c["id"] == subscriber["id"])
+        assert now["meta"]["contactType"] == "Member"
+        assert now["attributes"]["firstName"] == "Anna", "what the customer gave is added"
     else:
         assert outcome_of(page) == "created"
         emails = [c["attributes"]["email"] for c in engine.contacts()]
@@ -393,6 +398,7 @@ def test_training_mode_signs_up_by_personal_number(tmp_path):
         assert 'data-outcome="created"' in browser.post(url, data=fields, timeout=10).text
         page = browser.get(url, timeout=10)
         fields.update(socialSecurityNumber="19121212-1212", csrf_token=csrf_token(page.text))
-        assert 'data-outcome="existing"' in browser.post(url, data=fields, timeout=10).text
+        # The training member lacks the last name the form gives: it is added.
+        assert 'data-outcome="updated"' in browser.post(url, data=fields, timeout=10).text
     finally:
         stop(server)

@@ -24,6 +24,7 @@ from tests.components import (
     stop,
 )
 from tests.conftest import (
+    KNOWN_MEMBER,
     VALID_FORM,
     english_browser,
     enrol,
@@ -98,7 +99,7 @@ def test_signups_and_engage_calls_are_counted_by_outcome_store_and_mode(simulate
     app = simulated_app(DEVICE_MODE="kiosk")
     client = app.test_client()
     before = scrape(client)
-    engine.add_contact({"email": "known@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "known@example.com"})
     till = enrol(app.test_client(), app, "staff", "201")
     till.get("/?lang=en")
     assert outcome_of(submitter(till)(email="metrics.new@example.com")) == "created"

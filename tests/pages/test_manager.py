@@ -12,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.conftest import (
+    KNOWN_MEMBER,
     VALID_FORM,
     english_visitor,
     enrol,
@@ -63,7 +64,7 @@ def test_a_manager_signs_in_with_their_own_pin_never_the_staff_pin(chain):
 
 
 def test_the_figures_are_what_the_signups_produced(chain, engine):
-    engine.add_contact({"email": "known@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "known@example.com"})
     signup = till(chain)
     for n in range(3):
         assert outcome_of(signup(email=f"new{n}@example.com")) == "created"
@@ -406,7 +407,7 @@ def test_a_managers_correction_is_looked_up_before_anything_is_created(chain, en
     state, outbox = chain.extensions["state"], chain.extensions["outbox"]
     state.outbox_retry()
     assert outbox.replay_one(chain, sleep=lambda s: None) == "rejected"
-    engine.add_contact({"email": "real@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "real@example.com"})
     browser, _ = manager(chain, "48291573")
     ref = re.search(r"items/([A-Z2-7-]+)/show", browser.get("/manager/").get_data(as_text=True))[1]
     corrected = {"csrf_token": token(browser), "email": "real@example.com", "countryCode": "SE"}

@@ -18,6 +18,7 @@ from tests.conftest import (
     csrf_token,
     english_browser,
     hidden_fields,
+    member_body,
     outcome_of,
     submitter,
     text_of,
@@ -104,7 +105,7 @@ def test_find_uses_the_same_normalised_key_that_create_sends(submit, engage_api)
 
 def test_someone_already_found_is_told_so_and_never_created(submit, engage_api):
     engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
-    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=created_body())
+    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=member_body())
     page = submit()
     assert outcome_of(page) == "existing"
     assert "Already a member" in text_of(page)
@@ -364,7 +365,7 @@ def test_result_pages_are_rendered_once_per_kind_and_each_shows_its_own_member(
         assert not [other for other in numbers if other != number and other in html]
     assert rendered.count("signup/done.html") == 1
     engage_api.get(FIND, status_code=200, text=json.dumps(CONTACT_ID))
-    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=created_body(memberNumber="999000777"))
+    engage_api.get(f"{CREATE}/{CONTACT_ID}", json=member_body(memberNumber="999000777"))
     page = submitter(browser)(email="known@example.com")
     assert outcome_of(page) == "existing" and "999000777" in page.get_data(as_text=True)
     assert rendered.count("signup/done.html") == 2
@@ -381,8 +382,8 @@ def test_the_empty_form_is_rendered_once_and_each_page_gets_its_own_tokens(app, 
     from webapp.pages import views
 
     rendered = []
-    real = views._render_form
-    monkeypatch.setattr(views, "_render_form",
+    real = views.render_form
+    monkeypatch.setattr(views, "render_form",
                         lambda *a, **k: rendered.append(1) or real(*a, **k))  # fmt: skip
     browser = english_browser(app)
     pages = [browser.get("/").get_data(as_text=True) for _ in range(3)]

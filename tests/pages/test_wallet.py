@@ -10,7 +10,15 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 
-from tests.conftest import CONTACT_ID, ENGAGE, english_browser, outcome_of, submitter, text_of
+from tests.conftest import (
+    CONTACT_ID,
+    ENGAGE,
+    KNOWN_MEMBER,
+    english_browser,
+    outcome_of,
+    submitter,
+    text_of,
+)
 from webapp.engage import EngageClient, EngageError
 from webapp.engage.client import WALLET_TIMEOUT
 from webapp.simulator.engine import DEMO_WALLET_CARD
@@ -93,7 +101,7 @@ def test_the_link_never_reaches_a_log_line(engage, engage_api, caplog):
 
 # --- the simulator's endpoint, over real sockets ------------------------------------------------
 def test_the_simulator_gives_one_link_per_contact_and_refuses_the_unknown(simulator, engine):
-    contact = engine.add_contact({"email": "card@example.com"})
+    contact = engine.add_contact({**KNOWN_MEMBER, "email": "card@example.com"})
     session = requests.Session()
     session.trust_env = False
     headers = {"apikey": "k", "Content-Type": "application/json", "User-Agent": "t/1"}
@@ -134,7 +142,7 @@ def wallet_of(page) -> str | None:
 
 def test_a_staff_tablet_shows_the_card_after_created_and_after_existing(wallet_app, engine):
     app = wallet_app()
-    engine.add_contact({"email": "known@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "known@example.com"})
     till = submitter(english_browser(app))
     for email, outcome in (("new.card@example.com", "created"), ("known@example.com", "existing")):
         page = till(email=email)
@@ -151,7 +159,7 @@ def test_a_staff_tablet_shows_the_card_after_created_and_after_existing(wallet_a
 
 def test_a_kiosk_never_offers_a_card_whatever_the_outcome(wallet_app, engine):
     app = wallet_app(DEVICE_MODE="kiosk")
-    engine.add_contact({"email": "known@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "known@example.com"})
     kiosk = app.test_client()
     kiosk.get("/?lang=en")
     for email in ("new.kiosk@example.com", "known@example.com"):

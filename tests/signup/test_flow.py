@@ -6,7 +6,14 @@ import threading
 
 import pytest
 
-from tests.conftest import VALID_FORM, english_browser, outcome_of, submitter, text_of
+from tests.conftest import (
+    KNOWN_MEMBER,
+    VALID_FORM,
+    english_browser,
+    outcome_of,
+    submitter,
+    text_of,
+)
 
 CREATE_PATH = "/api/v3/contacts"
 FIND_PATH = "/api/v3/contacts/id"
@@ -45,7 +52,7 @@ def test_created_the_contact_is_stored_as_the_person_gave_it(sim_submit, engine)
 
 
 def test_existing_someone_already_there_is_not_created_again(sim_submit, engine):
-    contact = engine.add_contact({"email": "anna@example.com", "firstName": "Anna"})
+    contact = engine.add_contact(KNOWN_MEMBER)
     page = sim_submit()
     assert outcome_of(page) == "existing"
     assert f"Member number {contact['attributes']['memberNumber']}" in text_of(page)

@@ -22,6 +22,7 @@ from cryptography.fernet import Fernet
 
 from tests.components import ROOT
 from tests.conftest import (
+    KNOWN_MEMBER,
     VALID_FORM,
     english_browser,
     enrol,
@@ -120,7 +121,10 @@ def test_on_a_kiosk_kept_reads_exactly_like_any_other_success(kept, engine):
         (lambda e: e.inject("status", on="find", status=429), True),
         (lambda e: setattr(e, "api_key", "another"), True),  # misconfigured: kept till fixed
         (lambda e: e.inject("status", status=422), False),  # the person's to correct
-        (lambda e: e.add_contact({"email": "p@example.com"}), False),  # already a member
+        (
+            lambda e: e.add_contact({**KNOWN_MEMBER, "email": "p@example.com"}),
+            False,
+        ),  # already a member
     ],
 )
 def test_only_signups_that_engage_did_not_answer_clearly_are_kept(kept, engine, arrange, kept_one):
@@ -146,7 +150,7 @@ def test_details_on_several_members_go_to_the_manager_with_the_contacts_to_merge
     steps = app.extensions["state"].consent_deliveries([item["submission"]])
     assert [s["state"] for s in steps] == ["needs-attention"]
     engine.reset()  # merged in Engage: one of them remains
-    engine.add_contact({"email": "p@example.com"})
+    engine.add_contact({**KNOWN_MEMBER, "email": "p@example.com"})
     app.extensions["state"].outbox_retry(item["id"])  # the manager's "send again"
     assert replay_all(app) == ["existing"]
     assert app.extensions["state"].outbox_items() == []
@@ -610,7 +614,7 @@ def test_a_replay_that_meets_a_create_in_progress_waits_and_is_done_once_found(k
     (waiting,) = app.extensions["state"].outbox_items()
     assert (waiting["id"], waiting["state"]) == (item["id"], "waiting")
     assert _steps(app, submission) == ["kept"]
-    engine.add_contact({"email": "busy@example.com"})  # the other create finished
+    engine.add_contact({**KNOWN_MEMBER, "email": "busy@example.com"})  # the other create finished
     assert replay_all(app) == ["existing"]
     assert app.extensions["state"].outbox_items() == []
     assert _steps(app, submission) == ["kept", "already-member"]

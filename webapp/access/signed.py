@@ -125,7 +125,7 @@ def client_id() -> str:
 RESULT_SECONDS = 3600  # how long the result page can be reloaded after a signup
 # What a result page shows: never anything the person typed.
 RESULT_FIELDS = ("name", "member_number", "contact_id", "other_type", "matches", "reference",
-                 "masked_name", "phone")  # fmt: skip
+                 "masked_name", "phone", "changed", "kept")  # fmt: skip
 
 
 def result_value(outcome: dict[str, str | None], client_id: str) -> str:

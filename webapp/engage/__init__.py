@@ -4,6 +4,7 @@ from .client import EngageClient
 from .errors import (
     ContactBeingCreated,
     ContactExists,
+    ContactNotFound,
     EngageError,
     EngageMisconfigured,
     EngageRejected,
@@ -19,6 +20,7 @@ from .errors import (
 __all__ = [
     "ContactBeingCreated",
     "ContactExists",
+    "ContactNotFound",
     "EngageClient",
     "EngageError",
     "EngageMisconfigured",

@@ -25,6 +25,7 @@ from . import assumptions
 from .errors import (
     ContactBeingCreated,
     ContactExists,
+    ContactNotFound,
     EngageError,
     EngageMisconfigured,
     EngageRejected,
@@ -160,6 +161,35 @@ class EngageClient:
         )
         body = assumptions.parse_body(response.text)
         return body if isinstance(body, dict) else {}
+
+    def update_contact(self, contact_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change what `changes` names on one contact (PATCH /api/v3/contacts/{id}, engage-api.md
+        §15): only attributes that change, since any value sent overwrites what Engage holds and
+        an empty one empties it. So an empty or null value is refused here, before it can leave.
+        Returns Engage's answer (the contact), or {} when it sends none.
+
+        Raises ContactNotFound (gone since it was found), EngageRejected (a value refused),
+        EngageUnavailable; a timeout or a dropped connection as OutcomeUnknown: sending the same
+        changes again is harmless (they set, never add), so a later replay may.
+        """
+        empty = sorted(name for name, value in changes.items() if value in (None, "", [], {}))
+        if not changes or empty:
+            raise ValueError(f"no PATCH with nothing or an empty value in it: {empty}")
+        response = self._request(
+            "PATCH", f"{CONTACTS_PATH}/{quote(contact_id, safe='')}", json=changes,
+            timeout=self.read_timeout,
+        )  # fmt: skip
+        body = assumptions.parse_body(response.text)
+        return body if isinstance(body, dict) else {}
+
+    def update_contact_type(self, contact_id: str, contact_type: str) -> None:
+        """Make one contact of `contact_type` (POST /api/v3/contacts/{id}/updateContactType
+        ?contactTypeId=…): v3's only way to change a contact's type (engage-api.md §3, §15; a
+        PATCH cannot). Raises as update_contact does."""
+        self._request(
+            "POST", f"{CONTACTS_PATH}/{quote(contact_id, safe='')}/updateContactType",
+            params={"contactTypeId": contact_type}, timeout=self.read_timeout,
+        )  # fmt: skip
 
     def get_stores(self) -> list[dict[str, Any]]:
         """Engage's active stores (GET /api/v3/stores)."""
@@ -386,7 +416,9 @@ def error_for(method: str, response: requests.Response) -> EngageError:
         return NotAuthorised(**kwargs)
     if status == 404 and token != "ContactNotFound":  # a path the tenant does not have
         return EngageMisconfigured(**kwargs)
-    if status in (400, 404, 422):
+    if status == 404:
+        return ContactNotFound(**kwargs)
+    if status in (400, 422):
         return EngageRejected(field_errors=assumptions.field_errors(body), **kwargs)
     if status >= 500:
         if status == 504 and token == "RequestTimeOut":

@@ -33,6 +33,11 @@ class EngageRejected(EngageError):
     """A 4xx saying the data itself is wrong (400 NoData/Invalid*, 422 ValidationError)."""
 
 
+class ContactNotFound(EngageRejected):
+    """404 ContactNotFound on a call naming a contact id: it is gone (deleted, or merged into
+    another) since its id was found."""
+
+
 class ContactExists(EngageError):
     """409 ApprovedContactWithKeyExists: an approved contact already has this key."""
 

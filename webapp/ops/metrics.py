@@ -78,6 +78,10 @@ def _make() -> None:
                                  ["endpoint", "status", "token"], registry=own),
             engage_seconds=Histogram(f"{PREFIX}_engage_call_seconds", "Engage call time.",
                                      ["endpoint"], buckets=ENGAGE_BUCKETS, registry=own),
+            lookups=Counter(f"{PREFIX}_lookups", "Cashiers' look-ups while typing, by what "
+                            "they found (none, member, other-type, several, unavailable) and "
+                            "whether Engage was asked or it was remembered.",
+                            ["result", "store", "source"], registry=own),
             replays=Counter(f"{PREFIX}_replays", "Outbox replays by what Engage said.",
                             ["outcome"], registry=own),
             consent_records=Counter(f"{PREFIX}_consent_records", "Consent records written.",
@@ -123,6 +127,11 @@ def signup(outcome: str, store: str | None, mode: str) -> None:
         _metrics["signups"].labels(outcome=outcome, store=_store(store), mode=mode).inc()
 
 
+def lookup(result: str, store: str | None, source: str) -> None:
+    if _on():
+        _metrics["lookups"].labels(result=result, store=_store(store), source=source).inc()
+
+
 def signup_time(seconds: float, mode: str) -> None:
     if _on():
         _metrics["signup_seconds"].labels(mode=mode).observe(seconds)
@@ -150,8 +159,10 @@ def _endpoint(method: str, path: str) -> str:
         return "find"
     if path == "/api/v3/contacts":
         return "create" if method == "POST" else OTHER
+    if path.startswith("/api/v3/contacts/") and path.endswith("/updateContactType"):
+        return "promote"
     if path.startswith("/api/v3/contacts/"):
-        return "read"
+        return "update" if method == "PATCH" else "read"
     if path.endswith("/consents"):
         return "consents"
     if path == "/api/v3/stores":

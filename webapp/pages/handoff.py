@@ -485,7 +485,7 @@ def _double_tap(handoff: dict):
     on the phone is "thanks" whatever it was; nothing is sent again or counted again."""
     _as_device(handoff)
     request.environ[web.HIDE_TIMING] = True
-    form = views._new_form(formdata=request.form)
+    form = views.new_form(formdata=request.form)
     name = handoff["outcome"] if handoff["outcome"] in submission.FINAL_OUTCOMES else flow.QUEUED
     log.info("handoff %s: a second send of the phone's, answered as the first %s",
              _short(handoff["id"]), web.log_context())  # fmt: skip

@@ -104,7 +104,9 @@ def refused_fields(cause: str | None) -> list[str]:
 def outcome_labels() -> dict[str, str]:
     return {
         "created": _("New members"),
+        "promoted": _("Made members (were in the system already)"),
         "existing": _("Already members"),
+        "updated": _("Members with details added"),
         "queued": _("Kept for later"),
         "in-progress": _("Being registered"),
         "ambiguous": _("Several matches"),

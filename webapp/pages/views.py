@@ -52,6 +52,8 @@ bp = Blueprint("signup", __name__)
 FINAL_OUTCOMES = submission.FINAL_OUTCOMES
 # What a kiosk shows for every final outcome.
 THANKS = "thanks"
+# A person found on a staff tablet and made a member, or completed.
+KNOWN = (flow.PROMOTED, flow.UPDATED)
 STORE_LANGUAGE = "store"  # ?lang=store: the store's own language again
 # Pages that show an entry that was sent: a kiosk clears them sooner than a half-filled form.
 ENTRY_OUTCOMES = ("invalid", flow.REJECTED, flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
@@ -109,13 +111,15 @@ def language():
 
 
 # What training mode suggests typing, per CONTACT_KEY: the simulator's demo contacts
-# (webapp/simulator/engine.py DEMO_CONTACTS): one member, and one key that two contacts share.
+# (webapp/simulator/engine.py DEMO_CONTACTS): one member, one key that two contacts share, a
+# newsletter subscriber (another contact type) and a member whose details are incomplete.
 TRAINING_EXAMPLES = {
-    "email": ("member@example.com", "twins@example.com"),
-    "mobilePhone": ("070-174 06 05", "070-174 06 06"),
-    "socialSecurityNumber": ("19121212-1212", "19811218-9876"),
-    "externalId": ("M-1001", "M-2002"),
-}
+    "email": ("member@example.com", "twins@example.com", "newsletter@example.com",
+              "incomplete@example.com"),
+    "mobilePhone": ("070-174 06 05", "070-174 06 06", "070-174 06 07", "070-174 06 08"),
+    "socialSecurityNumber": ("19121212-1212", "19811218-9876", "19900101-1239", "19850505-4562"),
+    "externalId": ("M-1001", "M-2002", "C-4004", "M-3003"),
+}  # fmt: skip
 
 
 @bp.app_context_processor
@@ -179,7 +183,7 @@ def send(channel: submission.Channel, *, extra_limits=(), told=lambda outcome: N
     (the till's, the kiosk's and the phone's alike); `told` hears each outcome first."""
     if channel.private:
         request.environ[web.HIDE_TIMING] = True  # Engage's share would tell one call from two
-    form = _new_form(formdata=request.form)  # the fields sent as text, never files
+    form = new_form(formdata=request.form)  # the fields sent as text, never files
     if request.files:  # no browser sends this form's fields as files: malformed, not a signup
         outcome = submission.count(flow.Outcome("invalid", cause="FileField"), channel)
         told(outcome)
@@ -212,6 +216,12 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
                 "other_type": outcome.other_type,
                 "matches": list(outcome.matches),
                 "reference": outcome.reference,
+                # Someone found and read on a staff tablet: who, and what was sent or kept.
+                "masked_name": outcome.masked_name
+                if outcome.changed or outcome.kept or outcome.name in KNOWN
+                else None,
+                "changed": list(outcome.changed),
+                "kept": list(outcome.kept),
             }
         )
         response = redirect(_done_url(device), code=303)
@@ -224,7 +234,7 @@ def _present(form, outcome: flow.Outcome, duplicate: bool = False, note: str | N
         return _keep_entry(outcome.name, fields, note)
     _mark(form, fields, note)
     form.submission.data = new_submission_token()  # trying again is a new submission
-    return _render_form(form, outcome.name, unmarked=outcome.name == flow.REJECTED and not fields)
+    return render_form(form, outcome.name, unmarked=outcome.name == flow.REJECTED and not fields)
 
 
 def _keep_entry(outcome: str, fields=(), note: str | None = None):
@@ -329,13 +339,13 @@ def _form_from_entry(entry: dict):
     data = MultiDict([tuple(pair) for pair in entry["data"]])
     data["csrf_token"] = signed.csrf_token()
     data["submission"] = new_submission_token()
-    form = _new_form(formdata=data)
+    form = new_form(formdata=data)
     outcome = entry["outcome"]
     if outcome != "form":  # a half-filled form that changed language is not checked yet
         form.validate()  # the same messages the person would have read on a staff tablet
     fields = entry.get("fields") or ()
     _mark(form, fields, entry.get("note"))
-    return _render_form(form, outcome, unmarked=outcome == flow.REJECTED and not fields)
+    return render_form(form, outcome, unmarked=outcome == flow.REJECTED and not fields)
 
 
 def _result_cookie() -> str:
@@ -363,7 +373,7 @@ def _csrf_failed(exc: CSRFError):
     device = current_device()
     if device is None:
         return redirect(url_for(".form"), code=303)
-    form = _new_form(formdata=request.form)  # not validated: it carries the data back
+    form = new_form(formdata=request.form)  # not validated: it carries the data back
     return _present(form, flow.Outcome("invalid", cause="CSRF"), note="resend")
 
 
@@ -384,14 +394,14 @@ def done():
         "ambiguous-kept" if kept_for_manager else name, kiosk=kiosk, unapproved=unapproved
     )
     # Staff see the member number to attach the purchase; a kiosk never shows one.
-    show_number = name in (flow.CREATED, flow.EXISTING)
+    show_number = name in (flow.CREATED, flow.EXISTING, *KNOWN)
     # After a sign-up on the customer's phone: never Engage's contact id, and the wallet card
     # only for a new member (a found member has theirs; whoever typed their address has not).
     phone = bool(result.get("phone"))
     wallet = None
     if show_number and device is not None and device.bound and not device.private:
-        if not phone or name == flow.CREATED:
-            wallet = _wallet_card(result.get("contact_id"))
+        if not phone or name == flow.CREATED or name == flow.PROMOTED:
+            wallet = wallet_card(result.get("contact_id"))
     number = result.get("member_number") if show_number else None
     page = {
         "outcome": name,
@@ -401,7 +411,13 @@ def done():
         "contact_id": result.get("contact_id")
         if show_number and not number and not phone
         else None,
-        "masked_name": result.get("masked_name") if name == flow.EXISTING and phone else None,
+        "masked_name": result.get("masked_name")
+        if (name == flow.EXISTING and phone) or (name in (flow.EXISTING, *KNOWN) and not kiosk)
+        else None,
+        "changed": _labels(result.get("changed")) if name in KNOWN and not kiosk else None,
+        "kept": _labels(result.get("kept"))
+        if name in (flow.EXISTING, *KNOWN) and not kiosk
+        else None,
         "other_type": result.get("other_type") if show_number else None,
         "matches": _matches(result.get("matches"), device) if name == flow.AMBIGUOUS else None,
         "reference": result.get("reference") if name in (flow.QUEUED, flow.AMBIGUOUS) else None,
@@ -412,7 +428,8 @@ def done():
         codes.code128_svg(number, _("Member number as a barcode")) if number and not kiosk else None
     )
     if device is not None and not any(
-        page[k] for k in ("other_type", "matches", "reference", "wallet", "masked_name")
+        page[k]
+        for k in ("other_type", "matches", "reference", "wallet", "masked_name", "changed", "kept")
     ):
         return _result_page(device, page, number, barcode)
     return render_template("signup/done.html", member_number=number, barcode=barcode, **page)
@@ -460,6 +477,23 @@ def _result_page(device, page: dict, number: str | None, barcode) -> bytes:
     return "".join(values.get(part, part) for part in parts).encode()
 
 
+def _labels(names) -> list[str] | None:
+    """What was sent to, or kept in, a found person's record, in the form's own words."""
+    if not names:
+        return None
+    form = new_form()
+    consents = consent_texts(current_language())
+    said = []
+    for name in names:
+        if name.startswith("consent:"):
+            field_name = "consent-" + name.removeprefix("consent:")
+            text = consents.get(field_name, {}).get("label")
+            said.append(str(text) if text else _("A consent"))
+        elif name in form:
+            said.append(str(form[name].label.text))
+    return said or None
+
+
 def _matches(contact_ids, device) -> list[dict] | None:
     """The members that matched, for a staff tablet: masked names and member numbers."""
     if not contact_ids or device is None or not device.bound or device.private:
@@ -467,7 +501,7 @@ def _matches(contact_ids, device) -> list[dict] | None:
     return flow.described_matches(current_app.extensions["engage"], contact_ids)
 
 
-def _wallet_card(contact_id: str | None):
+def wallet_card(contact_id: str | None):
     """The QR code of this member's wallet link (WALLET_CARD_ID), for a staff tablet's page
     after created or existing: asked for now, when the sign-up has its outcome, only for the
     page that shows it, and never kept (no log, no URL of ours, no store). Any failure leaves
@@ -496,7 +530,7 @@ def _wallet_card(contact_id: str | None):
     return codes.qr_svg(link, _("Membership card for the phone's wallet"))
 
 
-def _new_form(**kwargs):
+def new_form(**kwargs):
     # Flask-WTF signs a CSRF token for every form it builds, a POST's included; this session's
     # signed token is usually remembered already (signed.csrf_token), and Flask-WTF takes it.
     signed.csrf_token()
@@ -541,8 +575,8 @@ def _empty_form_page(device):
     cache = current_app.extensions.setdefault("page_cache", {})
     page = cache.get(key)
     if page is None:
-        form = _new_form(data={"countryCode": device.country})
-        html, _status = _render_form(form, "form")
+        form = new_form(data={"countryCode": device.country})
+        html, _status = render_form(form, "form")
         csrf, submission = form.csrf_token.current_token, form.submission.data
         if html.count(submission) != 1 or csrf in submission or submission in csrf:
             return html  # pragma: no cover - cannot template it safely: serve it as it is
@@ -564,7 +598,8 @@ def _empty_form_page(device):
 STATUS = {"invalid": 400, "throttled": 429}
 
 
-def _render_form(form, outcome: str, unmarked: bool = False):
+def render_form(form, outcome: str, unmarked: bool = False, lookup: dict | None = None):
+    """The form page; `lookup`: what the cashier's look-up found, shown beside the key field."""
     g.outcome = outcome
     device = current_device()
     heading, text = outcome_message(
@@ -579,6 +614,7 @@ def _render_form(form, outcome: str, unmarked: bool = False):
             text=text,
             consents=consent_texts(current_language()),
             language=current_language(),
+            lookup=lookup,
         ),
         STATUS.get(outcome, 200) if request.method == "POST" else 200,
     )

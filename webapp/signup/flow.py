@@ -2,6 +2,15 @@
 
 `register()` turns every answer Engage can give into one `Outcome`, whose name is what
 `<main data-outcome>` shows, so tests and monitoring can rely on it.
+
+On an enrolled staff tablet (and only there: `Signup.known_person`) a person who is found is
+not where it stops: someone of another contact type is made a member (`promote`:
+updateContactType, then one PATCH with what the customer chose), and a member whose record
+lacks what the customer gives now has just that added (`complete`: one PATCH, only the new
+values, never an empty one, never replacing a value Engage holds unless the cashier confirmed
+that field). Both read the contact as Engage holds it at that moment, so a replay from the
+outbox, or a contact that changed since the cashier's look-up, sends only what is still needed.
+`look_up()` is the cashier's look-up while typing (webapp/pages/lookup.py).
 """
 
 from __future__ import annotations
@@ -10,12 +19,13 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engage import (
     ContactBeingCreated,
     ContactExists,
+    ContactNotFound,
     EngageClient,
     EngageError,
     EngageMisconfigured,
@@ -37,6 +47,22 @@ REJECTED = "rejected"
 TIMEOUT = "timeout"
 UNAVAILABLE = "unavailable"
 QUEUED = "queued"  # kept in the outbox, to be sent when Engage can take it
+PROMOTED = "promoted"  # found as another contact type, made a member (staff tablets only)
+UPDATED = "updated"  # a member found, what they lacked added (staff tablets only)
+
+# What the cashier's look-up found (data-lookup-result).
+LOOKUP_NONE = "none"
+LOOKUP_MEMBER = "member"
+LOOKUP_OTHER_TYPE = "other-type"
+LOOKUP_SEVERAL = "several"
+LOOKUP_UNAVAILABLE = "unavailable"
+# The attributes a found person may have completed or (confirmed) replaced: never the key,
+# which found them, and never the language Engage writes to them in.
+COMPLETABLE = (
+    "firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode",
+    "socialSecurityNumber", "externalId",
+)  # fmt: skip
+PREFERENCES = ("acceptsEmail", "acceptsSms", "acceptsPostal")
 
 SOURCE = "POS"
 MAX_MATCHES = 5
@@ -78,6 +104,10 @@ class Outcome:
     # A found member's first name and the initial of the last ("Astrid L."), when it was read:
     # for the cashier to ask "Are you Astrid?" after a sign-up on the customer's phone.
     masked_name: str | None = None
+    # promoted/updated: what was sent (attribute, preference and consent names), and the
+    # attributes Engage holds another value of that were left as they were (not confirmed).
+    changed: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,19 @@ class Signup:
     find_contact_type: str | None = None
     # Engage attribute names the form shows: a refusal naming others is no customer's to fix.
     form_fields: frozenset[str] = frozenset()
+    # An enrolled staff tablet's sign-up: a person found is made a member or completed. Never
+    # for a kiosk, a phone or a customer display: anyone can type anyone's address there.
+    known_person: bool = False
+    # Attributes Engage holds that the cashier confirmed to replace with what was typed.
+    replace: tuple[str, ...] = ()
+    # Preferences and consent ids the cashier's look-up showed as given (ticked on the form):
+    # one unticked now is withdrawn. Any other unticked box says nothing and changes nothing.
+    shown_given: tuple[str, ...] = ()
+    # (consent id, comment) of each consent shown and left unticked, for a withdrawal.
+    unticked_consents: tuple[tuple[str, str], ...] = ()
+    # Nobody had this key at a look-up on this device moments ago (and no create of it since
+    # ended in doubt): the look-up was the find, create at once.
+    found_nobody: bool = False
 
 
 def build_contact(
@@ -190,12 +233,15 @@ def _find(client, signup: Signup) -> str | None:
 
 
 def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
-    try:
-        found = _find(client, signup)
-    except EngageError as exc:
-        return _outcome_for_find_error(exc)
-    if found:
-        return Outcome(EXISTING, contact_id=found)
+    if not signup.found_nobody:
+        try:
+            found = _find(client, signup)
+        except EngageError as exc:
+            return _outcome_for_find_error(exc)
+        if found:
+            if signup.known_person:
+                return complete(client, signup, found)
+            return Outcome(EXISTING, contact_id=found)
 
     try:
         created = client.create_contact(
@@ -205,6 +251,9 @@ def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
             create_as_unapproved=signup.create_as_unapproved,
         )
     except ContactExists as exc:
+        if signup.found_nobody and signup.known_person:
+            # Made between the look-up and now: the person who has the key, as if just found.
+            return _find_then_create(client, replace(signup, found_nobody=False), 0, sleep)
         return Outcome(EXISTING, cause=_name(exc))
     except ContactBeingCreated as exc:
         return Outcome(IN_PROGRESS, cause=_name(exc))
@@ -224,6 +273,189 @@ def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
         contact_id=_text(created.get("id")),
         member_number=_text(attributes.get("memberNumber")),
     )
+
+
+@dataclass(frozen=True)
+class Person:
+    """A contact as Engage holds it when it was read: for the cashier's eyes only what `view`
+    gives; the rest decides what a sign-up still has to send."""
+
+    id: str
+    type: str | None
+    number: str | None
+    name: str | None
+    attributes: dict[str, str]  # the attributes it holds (no empty ones)
+    preferences: dict[str, bool]
+    consents: dict[str, bool]  # the consents that are set, Yes or No
+
+    def given(self) -> tuple[str, ...]:
+        """The preferences and consent ids this person has given (Yes)."""
+        return (*(n for n, v in self.preferences.items() if v),
+                *(c for c, v in self.consents.items() if v))  # fmt: skip
+
+
+def read_person(client: EngageClient, contact_id: str) -> Person:
+    """The contact as Engage holds it now (GET /api/v3/contacts/{id}). Raises EngageError."""
+    contact = client.get_contact(contact_id)
+    attributes = contact.get("attributes") if isinstance(contact.get("attributes"), dict) else {}
+    preferences = contact.get("preferences") if isinstance(contact.get("preferences"), dict) else {}
+    consents = contact.get("consents") if isinstance(contact.get("consents"), list) else []
+    described = _person(contact)
+    return Person(
+        id=contact_id,  # the id it was found and read by
+        type=described["type"],
+        number=described["number"],
+        name=described["name"],
+        attributes={
+            k: str(v) for k, v in attributes.items() if k in COMPLETABLE and v not in (None, "")
+        },  # fmt: skip
+        preferences={
+            k: v for k, v in preferences.items() if k in PREFERENCES and isinstance(v, bool)
+        },
+        consents={
+            str(c.get("id")): c.get("value")
+            for c in consents
+            if isinstance(c, dict) and isinstance(c.get("value"), bool)
+        },  # fmt: skip
+    )
+
+
+@dataclass(frozen=True)
+class LookedUp:
+    """What the cashier's look-up found: `result` is what data-lookup-result says."""
+
+    result: str
+    person: Person | None = None
+    matches: tuple[str, ...] = ()
+    cause: str | None = None
+
+
+def look_up(
+    client: EngageClient, *, key: str, value: str, contact_type: str,
+    find_contact_type: str | None, breaker: Breaker | None = None,
+) -> LookedUp:  # fmt: skip
+    """Find who has `value` as their key, and read them: for a staff tablet only. Engage
+    is not asked while the breaker keeps it alone."""
+    if breaker is not None and not breaker.allows():
+        return LookedUp(LOOKUP_UNAVAILABLE, cause="CircuitOpen")
+    try:
+        found = client.find_contact_id(key=key, value=value, contact_type=find_contact_type)
+        if not found:
+            return LookedUp(LOOKUP_NONE)
+        person = read_person(client, found)
+    except MultipleMatches as exc:
+        matches = tuple(getattr(exc, "contact_ids", ())[:MAX_MATCHES])
+        return LookedUp(LOOKUP_SEVERAL, matches=matches, cause=_name(exc))
+    except EngageError as exc:
+        return LookedUp(LOOKUP_UNAVAILABLE, cause=_name(exc))
+    kind = LOOKUP_MEMBER if person.type in (None, contact_type) else LOOKUP_OTHER_TYPE
+    return LookedUp(kind, person=person)
+
+
+def changes_for(signup: Signup, person: Person, *, now: dt.datetime | None = None):
+    """(the PATCH body, the attributes left as Engage holds them): what the customer gave now
+    that Engage lacks, the fields the cashier confirmed to replace, the preferences and
+    consents newly given, and those the look-up showed given that are unticked now. Never an
+    empty value, never the key, never what Engage already holds."""
+    contact = signup.contact
+    changes: dict[str, Any] = {}
+    kept = []
+    for name in COMPLETABLE:
+        typed = contact.get(name)
+        if typed in (None, "") or name == signup.key:
+            continue
+        held = person.attributes.get(name)
+        if held is None:
+            changes[name] = typed
+        elif not _same(name, held, typed):
+            if name in signup.replace:
+                changes[name] = typed
+            else:
+                kept.append(name)
+    preferences = {}
+    for name, ticked in (contact.get("preferences") or {}).items():
+        held = person.preferences.get(name)
+        if ticked and held is not True:
+            preferences[name] = True
+        elif not ticked and held is True and name in signup.shown_given:
+            preferences[name] = False  # withdrawn: the cashier saw it given and unticked it
+    if preferences:
+        changes["preferences"] = preferences
+    consents = [
+        c for c in contact.get("consents") or [] if person.consents.get(c["id"]) is not True
+    ]
+    stamp = (now or dt.datetime.now(dt.UTC).astimezone()).isoformat(timespec="seconds")
+    for consent_id, comment in signup.unticked_consents:
+        if person.consents.get(consent_id) is True and consent_id in signup.shown_given:
+            consents.append({"id": consent_id, "value": False, "date": stamp, "source": SOURCE,
+                             "comment": comment})  # fmt: skip
+    if consents:
+        changes["consents"] = consents
+    return changes, tuple(kept)
+
+
+def complete(client: EngageClient, signup: Signup, contact_id: str) -> Outcome:
+    """A staff tablet's sign-up for someone found: read them as Engage holds them now; made a
+    member when of another type (`promoted`), what they lack added when a member (`updated`),
+    or `existing` when nothing is new. Any doubt or failure is `unavailable`/`timeout`, so the
+    outbox keeps it; its replay comes back here and sends only what is still needed."""
+    try:
+        person = read_person(client, contact_id)
+    except ContactNotFound:
+        # Gone since it was found (merged, deleted): nothing is sent now; kept in the outbox,
+        # whose replay finds the person again first.
+        return Outcome(UNAVAILABLE, cause="ContactGone")
+    except EngageError as exc:
+        # Found, but not readable now: a member as far as the cashier can tell (the contact id
+        # finds them), with nothing added, as before the till could complete anyone.
+        log.warning("found contact could not be read, nothing added: %s", exc)
+        return Outcome(EXISTING, contact_id=contact_id, cause=_name(exc))
+    promote = person.type not in (None, signup.contact_type)
+    changes, kept = changes_for(signup, person)
+    said = {"contact_id": person.id, "member_number": person.number, "masked_name": person.name}
+    if not promote and not changes:
+        return Outcome(EXISTING, kept=kept, **said)
+    try:
+        if promote:
+            client.update_contact_type(person.id, signup.contact_type)
+        if changes:
+            answer = client.update_contact(person.id, changes)
+            attributes = (
+                answer.get("attributes") if isinstance(answer.get("attributes"), dict) else {}
+            )
+            said["member_number"] = _text(attributes.get("memberNumber")) or person.number
+    except ContactNotFound:
+        return Outcome(UNAVAILABLE, cause="ContactGone")
+    except ContactExists as exc:
+        # A member of this type already has the key beside this contact: two contacts of one
+        # person, for the store manager to have merged.
+        return Outcome(AMBIGUOUS, cause=_name(exc), matches=(person.id,))
+    except EngageRejected as exc:
+        return _rejection(signup, exc)
+    except EngageError as exc:
+        return _failed_step(exc, "promote" if promote else "update")
+    return Outcome(PROMOTED if promote else UPDATED, changed=_names(changes), kept=kept, **said)
+
+
+def _names(changes: dict) -> tuple[str, ...]:
+    names = [n for n in changes if n not in ("preferences", "consents")]
+    names += list(changes.get("preferences", {}))
+    names += [f"consent:{c['id']}" for c in changes.get("consents", [])]
+    return tuple(names)
+
+
+def _failed_step(exc: EngageError, call: str) -> Outcome:
+    if isinstance(exc, EngageMisconfigured):
+        return misconfigured(exc, call)
+    if isinstance(exc, EngageTimeout) or getattr(exc, "timed_out", False):
+        return Outcome(TIMEOUT, cause=_name(exc))
+    return Outcome(UNAVAILABLE, cause=_name(exc))
+
+
+def _same(name: str, held: str, typed: Any) -> bool:
+    if name == "email":
+        return held.strip().lower() == str(typed).strip().lower()
+    return held.strip() == str(typed).strip()
 
 
 def with_member_number(client: EngageClient, outcome: Outcome, contact_type: str) -> Outcome:

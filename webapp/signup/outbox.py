@@ -9,7 +9,9 @@ when it came from, how often it was tried and what Engage last said.
 A thread in each app process replays due items: it claims one with a lease (exactly one worker
 on any machine works on it), runs the same flow as the live path (find; create only if nobody
 is found; any doubt looked up again before anything else), and then:
-- created or found: the item is deleted at once (the contact is in Engage);
+- created or found: the item is deleted at once (the contact is in Engage); a staff tablet's
+  sign-up for someone found reads them again and sends only what is still needed (made a
+  member, what they lack added: webapp/signup/flow.py `complete`), never twice;
 - Engage refused it clearly (422, several matches, a misconfiguration): kept for a person
   (`attention`), for the manager's view or `flask outbox retry|discard`;
 - anything else: tried again later, on Voyado's retry policy's schedule (later, not sooner),
@@ -143,6 +145,11 @@ class Outbox:
         values = json.loads(self._fernet.decrypt(payload.encode()))
         values.pop("_matches", None)
         values["form_fields"] = frozenset(values["form_fields"])
+        for name in ("replace", "shown_given"):
+            values[name] = tuple(values.get(name) or ())
+        values["unticked_consents"] = tuple(tuple(c) for c in values.get("unticked_consents") or ())
+        # A replay always finds first: what a look-up once found stands in for nothing later.
+        values["found_nobody"] = False
         return flow.Signup(**values)
 
     def matches(self, payload: str) -> list[str]:
@@ -196,9 +203,9 @@ class Outbox:
             store=item["store"], device=item["device"], mode=item["mode"], outcome=outcome.name,
             cause=outcome.cause, replay=True,
         )  # fmt: skip
-        if outcome.name in (flow.CREATED, flow.EXISTING):
+        if outcome.name in (flow.CREATED, flow.EXISTING, flow.PROMOTED, flow.UPDATED):
             self.store.outbox_done(item["id"])
-            state = "sent" if outcome.name == flow.CREATED else "already-member"
+            state = "already-member" if outcome.name == flow.EXISTING else "sent"
             self._delivered(item, state, outcome.contact_id)
             log.info(
                 "outbox item %s sent: %s (store=%s attempts=%d)",

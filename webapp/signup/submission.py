@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flask import current_app, g, request
 
@@ -26,14 +26,15 @@ from ..i18n import current_language
 from ..i18n import lazy_gettext as _l
 from ..ops import metrics, web
 from ..store import StateUnavailable
-from . import consent_records, flow, padding
+from . import consent_records, flow, lookups, padding
 from .consents import consent_texts
 from .outbox import KEPT_OUTCOMES, NOT_KEPT_CAUSES
 
 log = logging.getLogger(__name__)
 
 # Outcomes that end the person's part: shown on a result page after a redirect.
-FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS, flow.QUEUED)
+FINAL_OUTCOMES = (flow.CREATED, flow.EXISTING, flow.IN_PROGRESS, flow.AMBIGUOUS, flow.QUEUED,
+                  flow.PROMOTED, flow.UPDATED)  # fmt: skip
 ATTRIBUTES = (
     *("firstName", "lastName", "email", "mobilePhone", "countryCode", "birthDay", "zipCode"),
     *("socialSecurityNumber", "externalId", "acceptsEmail", "acceptsSms", "acceptsPostal"),
@@ -44,7 +45,10 @@ PREFERENCE_WORDS = {
     True: (_l("What may we send you?"), _l("You can change this at any time.")),
     False: (_l("Offers the customer wants"), _l("The customer can change this at any time.")),
 }
-DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept"}
+DELIVERY = {flow.CREATED: "sent", flow.EXISTING: "already-member", flow.QUEUED: "kept",
+            flow.PROMOTED: "sent", flow.UPDATED: "sent"}  # fmt: skip
+# Outcomes after which Engage holds the contact: its id goes with the consent records.
+FOUND = (flow.CREATED, flow.EXISTING, flow.PROMOTED, flow.UPDATED)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class Channel:
         """The person is alone with a public screen (a kiosk, their phone): nothing may tell
         one outcome from another, not even timing, and no member number is shown."""
         return self.mode in PRIVATE_MODES
+
+    @property
+    def staff(self) -> bool:
+        """An enrolled staff tablet: the only channel that looks a person up, makes them a
+        member or completes them (anyone can type anyone's address on a public screen)."""
+        return self.mode == "staff" and bool(self.device_id)
 
 
 def channel_of(device) -> Channel:
@@ -98,6 +108,10 @@ def submit(channel: Channel, form, *, extra_limits=()) -> Submitted:
         return Submitted(_wait_for(token, earlier), duplicate=True)
 
     signup, shown = signup_from(form, channel)
+    try:
+        signup = _with_what_was_looked_up(signup, shown, channel)
+    except StateUnavailable as exc:
+        return Submitted(_counted(state_fault(exc), channel))
     try:  # what the person was shown and chose is on record before Engage is asked
         current_app.extensions["consent_records"].record(
             token, shown, store=channel.store_id, device=channel.device_id, mode=channel.mode
@@ -116,14 +130,60 @@ def submit(channel: Channel, form, *, extra_limits=()) -> Submitted:
         breaker=current_app.extensions["breaker"],
         settle_seconds=current_app.config["ENGAGE_SETTLE_SECONDS"],
     )
-    if outcome.name == flow.EXISTING and not channel.private:
+    if outcome.name == flow.EXISTING and not channel.private and not signup.known_person:
         # The cashier attaches the purchase: show the member number of who was found.
         outcome = flow.with_member_number(engage, outcome, current_app.config["CONTACT_TYPE"])
+    if signup.known_person:
+        _after_create(signup, outcome, channel)
     g.engage_cause = outcome.cause
     outcome = _keep_for_later(signup, outcome, channel, token)
     _finish(token, outcome, channel)
     _even_out(outcome, started, release)
     return Submitted(outcome)
+
+
+def _with_what_was_looked_up(signup: flow.Signup, shown, channel: Channel) -> flow.Signup:
+    """A staff tablet's sign-up: a person found is made a member or completed; the fields the
+    cashier confirmed to replace; what the look-up showed as given (an unticked box of those
+    is a withdrawal); and a create at once where a look-up moments ago found nobody."""
+    if not channel.staff:
+        return signup
+    value = signup.contact.get(signup.key)
+    recalled = lookups.recall(channel.device_id, value) if value else None
+    view = recalled.view if recalled is not None else None
+    found = view is not None and view.get("result") in (flow.LOOKUP_MEMBER, flow.LOOKUP_OTHER_TYPE)
+    confirmed = set(request.form.getlist("replace")) & set(flow.COMPLETABLE)
+    return replace(
+        signup,
+        known_person=True,
+        replace=tuple(sorted(confirmed)),
+        shown_given=tuple(view.get("given") or ()) if found else (),
+        unticked_consents=tuple(
+            (s.item, _comment(channel, s)) for s in shown if s.kind == "consent" and not s.given
+        ),
+        found_nobody=recalled is not None and recalled.stands_for_a_find,
+    )
+
+
+def _after_create(signup: flow.Signup, outcome: flow.Outcome, channel: Channel) -> None:
+    """A remembered look-up stands for one find at most, and never after a create of its key
+    ended in doubt: from then on each attempt starts with a new find (Voyado's retry policy)."""
+    doubt = outcome.name in (flow.TIMEOUT, flow.UNAVAILABLE) or outcome.cause in (
+        "OutcomeUnknown",
+        "EngageTimeout",
+    )
+    if signup.found_nobody or doubt:
+        try:
+            lookups.note_doubt(channel.device_id, signup.contact[signup.key])
+        except StateUnavailable as exc:
+            state_fault(exc)
+
+
+def _comment(channel: Channel, shown) -> str:
+    said = f"{channel.mode} device in store {channel.store_id}"
+    return consent_records.comment(
+        said, shown.hash, current_app.extensions["consent_records"].version
+    )
 
 
 def count(outcome: flow.Outcome, channel: Channel) -> flow.Outcome:
@@ -152,7 +212,7 @@ def _event(outcome: flow.Outcome, channel: Channel) -> dict:
 def _finish(token: str, outcome: flow.Outcome, channel: Channel) -> None:
     """Write down, in one transaction, the outcome for a repeat of this form, where the sign-up
     (and so its consents) went, beside the consent records, and its count for the manager."""
-    found = outcome.name in (flow.CREATED, flow.EXISTING)
+    found = outcome.name in FOUND
     kept_for_a_person = outcome.name == flow.AMBIGUOUS and outcome.reference
     delivery = current_app.extensions["consent_records"].delivery(
         token,
@@ -215,13 +275,7 @@ def signup_from(form, channel: Channel) -> tuple[flow.Signup, list[consent_recor
     # The heading and the hint under it, as the page shows them: two lines, never run together.
     context = "\n".join(str(words) for words in PREFERENCE_WORDS[channel.private])
     shown = consent_records.shown_on(form, language, consent_texts(language), context)
-    said = f"{channel.mode} device in store {channel.store_id}"
-    version = current_app.extensions["consent_records"].version
-    consents = [
-        (s.item, consent_records.comment(said, s.hash, version))
-        for s in shown
-        if s.kind == "consent" and s.given
-    ]
+    consents = [(s.item, _comment(channel, s)) for s in shown if s.kind == "consent" and s.given]
     values = {name: form.normalized(name) for name in ATTRIBUTES if name in form}
     signup = flow.Signup(
         contact=flow.build_contact(

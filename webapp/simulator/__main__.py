@@ -14,6 +14,7 @@ import sys
 import threading
 
 from . import DEMO_CONTACTS, Engine, serve
+from .engine import DEMO_INCOMPLETE_MOBILE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     engine.public_host = args.public_host
     if args.demo and not engine.contacts():
         first_type = next(iter(engine.contact_types))  # the deployment's contact type
+        key = engine.contact_types[first_type]["key"]
         for contact in DEMO_CONTACTS:
-            engine.add_contact({**contact, "contactType": first_type})
+            # The newsletter subscriber stays of its other type where the tenant has one.
+            other = contact["contactType"] != "Member" and contact["contactType"] != first_type
+            kind = (
+                contact["contactType"]
+                if other and contact["contactType"] in engine.contact_types
+                else first_type
+            )
+            if key == "mobilePhone" and "mobilePhone" not in contact:
+                contact = {**contact, "mobilePhone": DEMO_INCOMPLETE_MOBILE}
+            engine.add_contact({**contact, "contactType": kind})
     server = serve(engine, args.host, args.port)
     print(f"Engage simulator listening on {server.url}", flush=True)  # noqa: T201
     stop = threading.Event()

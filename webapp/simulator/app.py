@@ -164,6 +164,10 @@ class SimulatorApp:
             return self._find(request)
         if scope == "wallet":
             return self._pass_urls(request)
+        if scope == "update":
+            return self._update(request, entry)
+        if scope == "promote":
+            return self._change_type(request)
         if request.method != "GET":
             return error(405, "MethodNotAllowed", "Method not allowed.")
         if request.path == "/api/v3/stores":
@@ -206,6 +210,60 @@ class SimulatorApp:
             return error(409, "MultipleMatches", "More than one contact matched.",
                          {"multipleMatchesFound": found})  # fmt: skip
         return ok(found[0])  # a JSON string literal, quotes included (§1.2)
+
+    def _update(self, request: Request, entry: Recorded) -> Response:
+        """PATCH /api/v3/contacts/{id} (engage-api.md §15): sets what the body names. A null or
+        empty value is taken, as Engage takes it: it empties what the contact held (recorded
+        as a warning, so that a test catches one). The same checks as a create's, on what
+        was sent; unknown names are ignored."""
+        body = entry.body
+        contact_id = request.path.rsplit("/", 1)[1]
+        if not isinstance(body, dict) or not body:
+            return error(400, "NoData", "No data.")
+        for name, value in body.items():
+            if value is None or value == "" or value == [] or value == {}:
+                entry.warnings.append(f"{name} is null or empty: it overwrote a stored value")
+        for name in ("contactType", "id", "memberNumber"):
+            if name in body:
+                entry.warnings.append(f"{name} sent in a PATCH: Engage does not change it so")
+        current = self.engine.get(contact_id)
+        if current is None:
+            return error(404, "ContactNotFound", "Contact not found.")
+        sent = {k: v for k, v in body.items() if v not in (None, "")}
+        details = {
+            name: problem
+            for name, problem in self._validate(
+                {**sent, "contactType": current["meta"]["contactType"]},
+                current["meta"]["contactType"], mandatory=False,
+            ).items()
+        }  # fmt: skip
+        if details:
+            return error(422, "ValidationError", "Validation failed.", details)
+        changed = self.engine.update(
+            contact_id, {k: v for k, v in body.items() if k not in ("contactType", "id")}
+        )
+        if changed is None:
+            return error(404, "ContactNotFound", "Contact not found.")
+        return ok(changed)
+
+    def _change_type(self, request: Request) -> Response:
+        """POST /api/v3/contacts/{id}/updateContactType?contactTypeId=… (engage-api.md §15).
+        ASSUMPTION: the statuses for an unknown type (400 InvalidContactType), a contact that
+        lacks the new type's key (422) and a key another contact of that type holds (409) are
+        not documented."""
+        wanted = request.args.get("contactTypeId") or ""
+        if wanted not in self.engine.contact_types:
+            return error(400, "InvalidContactType", "Invalid contact type.")
+        contact_id = request.path.rsplit("/", 2)[1]
+        changed = self.engine.change_type(contact_id, wanted)
+        if changed is None:
+            return error(404, "ContactNotFound", "Contact not found.")
+        if changed == "MissingKey":
+            key = self.engine.contact_types[wanted]["key"]
+            return error(422, "ValidationError", "Validation failed.", {key: "Mandatory"})
+        if isinstance(changed, str):
+            return error(409, changed, "Conflict.")
+        return ok(changed)
 
     def _pass_urls(self, request: Request) -> Response:
         """POST /api/v3/wallet/pass/urls (engage-api.md §13): each known contact's one link.
@@ -308,13 +366,13 @@ class SimulatorApp:
             self.engine.end_create(contact_type, key_value)
         return ok(contact, 201)
 
-    def _validate(self, body: dict, contact_type: str) -> dict[str, str]:
+    def _validate(self, body: dict, contact_type: str, mandatory: bool = True) -> dict[str, str]:
         details: dict[str, str] = {}
         if contact_type not in self.engine.contact_types:
             # ASSUMPTION (§2.2): "an error" for an unknown type; status not documented.
             return {"contactType": "Unknown contact type"}
         settings = self.engine.contact_types[contact_type]
-        for name in {settings["key"], *settings.get("mandatory", [])}:
+        for name in {settings["key"], *settings.get("mandatory", [])} if mandatory else ():
             if body.get(name) in (None, ""):
                 details[name] = "Mandatory"
         checks = {
@@ -485,6 +543,10 @@ def _scope(request: Request) -> str:
         return "wallet"
     if request.method == "GET" and request.path == "/api/v3/contacts/id":
         return "find"
+    if request.method == "PATCH" and request.path.startswith("/api/v3/contacts/"):
+        return "update"
+    if request.method == "POST" and request.path.endswith("/updateContactType"):
+        return "promote"
     return "read"
 
 

@@ -88,7 +88,19 @@ DEMO_CONTACTS = [
      "mobilePhone": "+46701740606", "socialSecurityNumber": "198112189876", "externalId": "M-2002"},
     {"contactType": "Member", "firstName": "Tilde", "email": "twins@example.com",
      "mobilePhone": "+46701740606", "socialSecurityNumber": "198112189876", "externalId": "M-2002"},
+    # A newsletter subscriber, kept as another contact type: made a member at the till.
+    {"contactType": "Contact", "firstName": "Nora", "lastName": "Berg",
+     "email": "newsletter@example.com", "mobilePhone": "+46701740607",
+     "socialSecurityNumber": "199001011239", "externalId": "C-4004",
+     "preferences": {"acceptsEmail": True}},
+    # A member without a mobile number or a postcode: completed at the till.
+    {"contactType": "Member", "firstName": "Ines", "lastName": "Olsson",
+     "email": "incomplete@example.com", "countryCode": "SE",
+     "socialSecurityNumber": "198505054562", "externalId": "M-3003"},
 ]  # fmt: skip
+# What the incomplete member holds where the tenant's key is the mobile number (a member has
+# its key): a number of Sweden's range for fiction.
+DEMO_INCOMPLETE_MOBILE = "+46701740608"
 
 ATTRIBUTES = (
     "firstName", "lastName", "street", "zipCode", "city", "email", "mobilePhone", "countryCode",
@@ -122,7 +134,7 @@ def valid_ssn(value: str) -> bool:
     return False
 
 
-SCOPES = ("any", "find", "create", "read", "wallet")
+SCOPES = ("any", "find", "create", "read", "wallet", "update", "promote")
 # The wallet card this tenant has designed (Design Studio's card id, engage-api.md §13).
 DEMO_WALLET_CARD = "0e6b1c2d-7a8f-4e3b-9c1d-5a6f7e8d9c0b"
 
@@ -374,6 +386,58 @@ class Engine:
             contact = self._contacts.get(contact_id)
             return copy.deepcopy(contact) if contact else None
 
+    def update(self, contact_id: str, changes: dict) -> dict | None:
+        """PATCH: each attribute, preference and consent named is set to the value sent, an empty
+        or null one included (it empties what was held, as Engage's own does: engage-api.md §15).
+        None for a contact this tenant lacks."""
+        with self._lock:
+            contact = self._contacts.get(contact_id)
+            if contact is None:
+                return None
+            self._drop_from_index(contact)
+            for name, value in changes.items():
+                if name in ATTRIBUTES:
+                    contact["attributes"][name] = value
+            if "countryCode" in changes:
+                code = changes["countryCode"]
+                country = Locale("en").territories.get(code) if code else None
+                contact["attributes"]["country"] = country
+            if "birthDay" in changes:
+                contact["attributes"]["age"] = _age(changes["birthDay"])
+            for name, value in (changes.get("preferences") or {}).items():
+                if name in PREFERENCES:
+                    contact["preferences"][name] = value
+            held = {c["id"]: c for c in contact["consents"]}
+            for consent in changes.get("consents") or []:
+                given = {k: consent.get(k) for k in ("id", "value", "date", "source", "comment")}
+                if consent.get("id") in held:
+                    held[consent["id"]].update(given)
+                else:
+                    contact["consents"].append(given)
+            contact["meta"]["modifiedOn"] = _now()
+            self._add_to_index(contact)
+            self._save()
+            return copy.deepcopy(contact)
+
+    def change_type(self, contact_id: str, contact_type: str) -> str | dict | None:
+        """updateContactType: the contact, now of `contact_type`; a 409 token when a contact of
+        that type already holds its key; None for a contact this tenant lacks."""
+        with self._lock:
+            contact = self._contacts.get(contact_id)
+            if contact is None:
+                return None
+            key = self.contact_types[contact_type]["key"]
+            value = contact["attributes"].get(key)
+            if value in (None, ""):
+                return "MissingKey"
+            others = [c for c in self.find(key, value, contact_type) if c != contact_id]
+            if others:
+                return "ApprovedContactWithKeyExists"
+            contact["meta"]["contactType"] = contact_type
+            contact["meta"]["modifiedOn"] = _now()
+            self._save()
+            return copy.deepcopy(contact)
+
     def begin_create(self, contact_type: str, key_value: str) -> str | None:
         """Claim the key for a create in progress; returns the 409 token if it cannot be."""
         slot = (contact_type, key_value.lower())
@@ -438,6 +502,14 @@ class Engine:
         self._add_to_index(contact)
         return contact
 
+    def _drop_from_index(self, contact: dict) -> None:
+        for attribute, value in contact["attributes"].items():
+            if isinstance(value, str):
+                found_as = value.lower() if attribute == "email" else value
+                ids = self._index.get((attribute, found_as), [])
+                if contact["id"] in ids:
+                    ids.remove(contact["id"])
+
     def _add_to_index(self, contact: dict) -> None:
         for attribute, value in contact["attributes"].items():
             if isinstance(value, str):
@@ -460,6 +532,10 @@ class Engine:
         self._index.clear()
         for contact in self._contacts.values():
             self._add_to_index(contact)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def _age(birthday: Any) -> int | None:

@@ -599,6 +599,48 @@ class Store:
         ).rows
         return rows[0][0] if rows else None
 
+    # --- the cashier's look-ups ------------------------------------------------------------------
+    @_timed
+    def lookup_put(self, lookup_id: str, sealed: str, seconds: float) -> None:
+        """Remember a look-up for `seconds`; a doubt already noted for it stays."""
+        now = self.clock()
+        with self.engine.transaction() as tx:
+            if int(now) % 13 == 0:  # now and then, forget what has run out
+                tx.run("DELETE FROM lookups WHERE expires < :now", {"now": now})
+            tx.run(
+                "INSERT INTO lookups (id, sealed, at, doubt, expires) "
+                "VALUES (:id, :sealed, :now, 0, :expires) ON CONFLICT (id) DO UPDATE SET "
+                "sealed = excluded.sealed, at = excluded.at, "
+                "expires = CASE WHEN lookups.expires > excluded.expires "
+                "THEN lookups.expires ELSE excluded.expires END",
+                {"id": lookup_id, "sealed": sealed, "now": now, "expires": now + seconds},
+            )
+
+    @_timed
+    def lookup(self, lookup_id: str) -> dict[str, Any] | None:
+        """{sealed, age (seconds since Engage was asked), doubt}, or None."""
+        now = self.clock()
+        rows = self.engine.run(
+            "SELECT sealed, at, doubt FROM lookups WHERE id = :id AND expires >= :now",
+            {"id": lookup_id, "now": now},
+        ).rows
+        if not rows:
+            return None
+        sealed, at, doubt = rows[0]
+        return {"sealed": sealed, "age": now - at, "doubt": bool(doubt)}
+
+    @_timed
+    def lookup_doubt(self, lookup_id: str, seconds: float) -> None:
+        """A create of this key ended in doubt: what was looked up before stands in for no find."""
+        now = self.clock()
+        self.engine.run(
+            "INSERT INTO lookups (id, sealed, at, doubt, expires) "
+            "VALUES (:id, NULL, 0, 1, :expires) ON CONFLICT (id) DO UPDATE SET doubt = 1, "
+            "expires = CASE WHEN lookups.expires > excluded.expires "
+            "THEN lookups.expires ELSE excluded.expires END",
+            {"id": lookup_id, "expires": now + seconds},
+        )
+
     # --- manager sessions -------------------------------------------------------------------------
     def manager_session_add(self, session_id: str, name: str, store: str, entry: str,
                             until: float) -> None:  # fmt: skip

@@ -229,4 +229,25 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        10,
+        "the cashier's look-ups, remembered per device and key for a short while (sealed)",
+        [
+            # id: a keyed hash of the device and the key's value (no personal data in clear);
+            # sealed: what was found, encrypted under SECRET_KEY; at: when Engage was asked;
+            # doubt: a create of this key from this device ended in doubt, so no remembered
+            # look-up stands in for a find until the row expires.
+            """CREATE TABLE IF NOT EXISTS lookups (
+                id TEXT PRIMARY KEY,
+                sealed TEXT,
+                at DOUBLE PRECISION NOT NULL,
+                doubt INTEGER NOT NULL DEFAULT 0,
+                expires DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS lookups_expires ON lookups (expires)",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
