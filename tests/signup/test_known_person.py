@@ -174,8 +174,16 @@ def test_a_lookup_shows_a_member_masked_and_is_remembered(sim_app, engine):
     ("arrange", "result"),
     [
         (lambda e: None, "none"),
-        (lambda e: e.add_contact({"contactType": "Contact", "email": "anna@example.com",
-                                  "mobilePhone": "+46701740611"}), "other-type"),  # fmt: skip
+        (
+            lambda e: e.add_contact(
+                {
+                    "contactType": "Contact",
+                    "email": "anna@example.com",
+                    "mobilePhone": "+46701740611",
+                }
+            ),
+            "other-type",
+        ),  # fmt: skip
         (lambda e: [e.add_contact({"email": "anna@example.com"}) for _ in range(2)], "several"),
         (lambda e: e.inject("status", on="find", status=503, times=None), "unavailable"),
     ],
