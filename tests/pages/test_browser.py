@@ -115,7 +115,7 @@ def fill_person(page, email="browser@example.com"):
 
 def submit(page):
     with page.expect_navigation():
-        page.click("main button[type=submit]:not([data-handoff-start])")
+        page.click("main .actions button[type=submit]")
 
 
 def test_a_new_member_signs_up_and_the_page_passes_axe(page, serve):
@@ -1259,3 +1259,70 @@ def test_the_phone_warns_a_minute_before_its_code_runs_out(browser, serve):
     shot(phone, "phone-one-minute-left")
     till_context.close()
     phone_context.close()
+
+
+# --- the person at the till who is known already (issue #34) -------------------------------------
+def test_typing_a_members_address_shows_the_masked_name_before_anything_else(browser, serve, engine):
+    """The cashier types the address and leaves the field: the member is named (masked) beside
+    it, with the member number, before anything else is filled in; "Done" ends the visit."""
+    engine.add_contact({"firstName": "Maja", "lastName": "Lind", "email": "maja@example.com",
+                        "countryCode": "SE"})  # fmt: skip
+    base = serve()
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    page.fill("#email", "maja@example.com")
+    page.press("#email", "Tab")
+    answer = page.locator("[data-lookup-result=member]")
+    answer.wait_for()
+    assert "Maja L. is a member." in answer.inner_text()
+    assert "Lind" not in page.content()
+    assert page.input_value("#firstName") == "", "nothing else was filled in"
+    number = engine.contacts()[0]["attributes"]["memberNumber"]
+    assert number in answer.inner_text()
+    shot(page, "lookup-member")
+    no_serious_accessibility_violations(page)
+    finds = len(engine.requests("/api/v3/contacts/id"))
+    with page.expect_navigation():
+        page.click("[data-lookup-done]")
+    assert outcome(page) == "form" and page.input_value("#email") == ""
+    assert len(engine.requests("/api/v3/contacts/id")) == finds, "the visit cost no more calls"
+    context.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_newsletter_subscriber_is_looked_up_and_made_a_member(browser, serve, engine, javascript):
+    engine.add_contact({"contactType": "Contact", "firstName": "Nora", "lastName": "Berg",
+                        "email": "nora@example.com", "mobilePhone": "+46701740607",
+                        "preferences": {"acceptsEmail": True}})  # fmt: skip
+    base = serve()
+    context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB",
+                                  java_script_enabled=javascript)  # fmt: skip
+    enrolled(context, base)
+    page = context.new_page()
+    page.goto(base + "/?lang=en")
+    page.fill("#email", "nora@example.com")
+    if javascript:
+        page.press("#email", "Tab")
+    else:
+        with page.expect_navigation():
+            page.click("button[name=lookup]")
+    page.locator("[data-lookup-result=other-type]").wait_for()
+    assert page.is_checked("#acceptsEmail"), "what they have given is ticked"
+    assert "Nora B. is registered as Contact" in page.inner_text("[data-lookup]")
+    shot(page, f"lookup-other-type-{'js' if javascript else 'no-js'}")
+    if javascript:  # axe runs in the page: only where script runs
+        no_serious_accessibility_violations(page)
+    page.fill("#lastName", "Berg")
+    page.check("#consent-memberConsent")
+    with page.expect_navigation():
+        page.press("#lastName", "Enter")
+    assert outcome(page) == "promoted"
+    (contact,) = engine.contacts()
+    assert contact["meta"]["contactType"] == "Member"
+    assert contact["preferences"]["acceptsEmail"] is True
+    if javascript:
+        no_serious_accessibility_violations(page)
+    shot(page, f"promoted-{'js' if javascript else 'no-js'}")
+    context.close()
