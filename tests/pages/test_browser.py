@@ -1262,7 +1262,9 @@ def test_the_phone_warns_a_minute_before_its_code_runs_out(browser, serve):
 
 
 # --- the person at the till who is known already (issue #34) -------------------------------------
-def test_typing_a_members_address_shows_the_masked_name_before_anything_else(browser, serve, engine):
+def test_typing_a_members_address_shows_the_masked_name_before_anything_else(
+    browser, serve, engine
+):
     """The cashier types the address and leaves the field: the member is named (masked) beside
     it, with the member number, before anything else is filled in; "Done" ends the visit."""
     engine.add_contact({"firstName": "Maja", "lastName": "Lind", "email": "maja@example.com",
