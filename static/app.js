@@ -58,6 +58,22 @@
     });
   }
 
+  // A customer display at rest asks a cheap status answer every second and reloads when the
+  // till hands it the form (or pairs it); without JavaScript the page refreshes itself.
+  var rest = document.querySelector("[data-display-status]");
+  if (rest) {
+    var pollRest = function () {
+      fetch(rest.dataset.displayStatus, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) { return response.json(); })
+        .then(function (answer) {
+          if (answer.status !== rest.dataset.now) { window.location.reload(); return; }
+          window.setTimeout(pollRest, Number(rest.dataset.poll) * 1000);
+        })
+        .catch(function () { window.setTimeout(pollRest, 5000); });
+    };
+    window.setTimeout(pollRest, Number(rest.dataset.poll) * 1000);
+  }
+
   // A staff tablet looks the person up as the cashier leaves the key field: once its value
   // looks valid, after a short pause (a look-up per field left, never per key pressed), and
   // the answer replaces the [data-lookup] beside it. "Look up" does the same without a reload.

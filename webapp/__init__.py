@@ -19,7 +19,7 @@ from .engage import EngageClient
 from .i18n import select_locale
 from .ops import health, metrics, web
 from .ops.version import __version__
-from .pages import handoff, lookup, manager, setup, views
+from .pages import display, handoff, lookup, manager, setup, views
 from .signup import consents, flow
 from .signup.consent_records import ConsentRecords
 from .signup.consent_records import cli as consents_cli
@@ -147,6 +147,7 @@ def _build(config: dict[str, Any] | None) -> Flask:
     app.register_blueprint(manager.bp)
     app.register_blueprint(handoff.bp)
     app.register_blueprint(lookup.bp)
+    app.register_blueprint(display.bp)
     metrics.init_app(app)
     manager.end_stale_sessions(app)
     if app.config["HANDOFF_MINUTES"] and not handoff_available(app.config):

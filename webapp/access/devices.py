@@ -26,8 +26,9 @@ from .signed import remembered
 COOKIE = "device"  # over plain HTTP (tests, training)
 SECURE_COOKIE = "__Host-device"  # over HTTPS: only sent over HTTPS, to this host, for every path
 COOKIE_DAYS = 400  # the longest lifetime browsers accept
-# Where the customer is alone with a public screen: a kiosk, or their own phone (scan to join).
-PRIVATE_MODES = ("kiosk", "phone")
+# Where the customer is alone with a public screen: a kiosk, their own phone (scan to join), or
+# the customer display facing them at a till.
+PRIVATE_MODES = ("kiosk", "phone", "display")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Device:
     store_id: str
     store_name: str
     country: str  # the store's country: the form's default country and language
-    mode: str  # "staff" (a cashier at the till) or "kiosk" (a customer alone)
+    mode: str  # "staff" (a cashier at the till), "kiosk" (a customer alone) or "display"
     bound: bool = True  # False: an unenrolled device served as a kiosk (DEVICE_MODE=kiosk)
     id: str = ""  # random, made at enrolment; "" for unenrolled devices
     name: str = ""  # what staff called it at enrolment ("Kassa 2"), never a person's name
@@ -65,7 +66,7 @@ def _device_from(cookie: str) -> Device | None:
         device = Device(**{**values, "bound": True})
     except (BadSignature, TypeError):
         return None
-    if device.mode not in ("staff", "kiosk"):
+    if device.mode not in ("staff", "kiosk", "display"):
         return None
     return device
 

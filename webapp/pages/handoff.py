@@ -134,7 +134,12 @@ def _till_device() -> Device:
 
 @bp.post("/handoff/")
 def start():
-    device = _till_device()
+    return start_handoff(_till_device())
+
+
+def start_handoff(device: Device, *, display: str | None = None):
+    """A handoff of this till's: for a phone (a QR code and a typed code), or given to its
+    paired customer display (`display`: no code is shown, and no phone can take it)."""
     state = current_app.extensions["state"]
     till = secrets.token_urlsafe(16)
     token = _token(till)
@@ -147,7 +152,7 @@ def start():
             "id": _hash(token), "till": till, "code": code, "store": device.store_id,
             "store_name": device.store_name, "country": device.country, "device": device.id,
             "language": current_language(), "created": now,
-            "expires": now + current_app.config["HANDOFF_MINUTES"] * 60,
+            "expires": now + current_app.config["HANDOFF_MINUTES"] * 60, "display": display,
         })  # fmt: skip
     except (StateUnavailable, StopIteration) as exc:
         log.error("handoff: cannot start one: %s %s", exc, web.log_context())
@@ -155,7 +160,7 @@ def start():
         message = _("The customer's phone cannot be used right now. Register them here.")
         return render_template("errors/error.html", message=message, outcome="error"), 503
     log.info("handoff %s started %s", _short(_hash(token)), web.log_context())
-    return redirect(url_for(".till", till=till), code=303)
+    return redirect(url_for("handoff.till", till=till), code=303)
 
 
 def _till_handoff(till: str) -> dict:
@@ -194,12 +199,17 @@ def status(till: str):
 def till(till: str):
     handoff = _till_handoff(till)
     now = _status(handoff)
+    display = bool(handoff.get("display"))
     if now == "done":
         # The till's screen faces the customer, and whoever scanned the code may stand there:
         # only that the customer is done, until the cashier turns the screen and asks to see.
         g.outcome = "handoff-done"
         return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
-                               poll_seconds=POLL_SECONDS)  # fmt: skip
+                               poll_seconds=POLL_SECONDS, display=display)  # fmt: skip
+    if display:  # given to the customer display: no code for any phone to take it by
+        g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
+        return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
+                               poll_seconds=POLL_SECONDS, display=True)  # fmt: skip
     g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
     link = _public(".phone_open", token=_token(till)) if now != "closed" else None
     short = _public(".code_entry", store=handoff["store"])
@@ -283,8 +293,8 @@ def _closed(status: int = 410, *, kept: bool = False):
 def _take(handoff: dict | None):
     """This phone takes `handoff`, if it still can: a cookie of this phone, and off to the
     address without the token."""
-    if handoff is None:
-        return _closed(404)
+    if handoff is None or handoff.get("display"):
+        return _closed(404)  # one given to a customer display is that display's alone
     state = current_app.extensions["state"]
     try:
         taken = state.handoff_take(handoff["id"], _phone_id(),
@@ -542,16 +552,16 @@ def phone():
 
     def tell(outcome: flow.Outcome) -> None:
         told.append(outcome.name)
-        _tell_till(handoff, outcome, token)
+        tell_till(handoff, outcome, token)
 
     try:
         return views.send(channel, told=tell, extra_limits=[sends])
     finally:
         if not told:  # the send failed before it had an outcome: the handoff is open again
-            _tell_till(handoff, flow.Outcome(flow.UNAVAILABLE, cause="Error"), token)
+            tell_till(handoff, flow.Outcome(flow.UNAVAILABLE, cause="Error"), token)
 
 
-def _tell_till(handoff: dict, outcome: flow.Outcome, token: str | None = None) -> None:
+def tell_till(handoff: dict, outcome: flow.Outcome, token: str | None = None) -> None:
     """What the till may learn: the outcome, and for a final one its staff result (member
     number, contact id, reference): never anything the customer typed. It ends this send's
     claim on the handoff: a final outcome closes it, any other opens it for a correction."""

@@ -45,6 +45,10 @@ class DeviceForm(FlaskForm):
         choices=[
             SelectChoice("staff", _l("Staff tablet: a cashier registers the customer")),
             SelectChoice("kiosk", _l("Kiosk: customers register on their own")),
+            SelectChoice(
+                "display",
+                _l("Customer display: faces the customer at a till, which hands it the form"),
+            ),
         ],
         default="staff",
         validators=[DataRequired(_l("Choose how the device is used"))],
@@ -91,7 +95,8 @@ def save():
     if not form.validate_on_submit():
         return _device_page(form, status=400, stores=stores)
     store = next(s for s in stores if str(s["externalId"]) == form.store.data)
-    response = redirect(url_for("signup.form"), code=303)
+    start = "display.page" if form.mode.data == "display" else "signup.form"
+    response = redirect(url_for(start), code=303)
     device = devices.bind(response, store, form.mode.data, form.name.data or "")
     try:
         current_app.extensions["state"].device_enrolled(

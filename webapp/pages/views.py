@@ -140,7 +140,24 @@ def _page_context():
         "postcode_digits": POSTCODE_DIGITS,
         "preference_words": PREFERENCE_WORDS,
         "handoff_on": handoff_available(config),
+        "paired_display": _paired(current_device()),
+        # Where a public screen starts again (the next person, in the store's language).
+        "start_url": url_for("display.rest")
+        if current_device() is not None and current_device().mode == "display"
+        else url_for("signup.form", lang="store"),
     }
+
+
+def _paired(device) -> bool:
+    """This staff tablet has a customer display paired with it (read once per request)."""
+    if device is None or device.mode != "staff" or not device.bound or not device.id:
+        return False
+    if "paired_display" not in g:
+        try:
+            g.paired_display = bool(current_app.extensions["state"].display_of_till(device.id))
+        except StateUnavailable:
+            g.paired_display = False
+    return g.paired_display
 
 
 @bp.get("/")
@@ -148,6 +165,8 @@ def form():
     if "outcome" in session:  # sessions from before results had their own cookie
         session.pop("outcome")
     device = current_device()
+    if device is not None and device.mode == "display":
+        return redirect(url_for("display.page"), code=303)  # a display has its own page
     if device is None:
         g.outcome = "setup-needed"
         return render_template(
@@ -173,8 +192,8 @@ def form():
 @bp.post("/")
 def submit():
     device = current_device()
-    if device is None:
-        return redirect(url_for(".form"), code=303)
+    if device is None or device.mode == "display":
+        return redirect(url_for(".form"), code=303)  # a display signs up only what it is handed
     return send(submission.channel_of(device))
 
 
@@ -270,16 +289,21 @@ def keep_entry(response, outcome: str, fields=(), note: str | None = None, *,
 
 
 def _form_url(device) -> str:
-    """Where this device's form is: the phone's own address under scan to join."""
-    return (
-        url_for("handoff.phone")
-        if device is not None and device.mode == "phone"
-        else url_for(".form")
-    )
+    """Where this device's form is: the phone's own address under scan to join, the customer
+    display's own."""
+    if device is not None and device.mode == "phone":
+        return url_for("handoff.phone")
+    if device is not None and device.mode == "display":
+        return url_for("display.page")
+    return url_for(".form")
 
 
 def _done_url(device) -> str:
-    return url_for("handoff.phone_done") if device.mode == "phone" else url_for(".done")
+    if device.mode == "phone":
+        return url_for("handoff.phone_done")
+    if device.mode == "display":
+        return url_for("display.done")
+    return url_for(".done")
 
 
 SEALED_PREFIX = "s:"
@@ -571,6 +595,7 @@ def _empty_form_page(device):
         language,
         (device.store_id, device.store_name, device.country, device.mode),
         tuple((k, v["label"], v["url"], v["terms"]) for k, v in consents.items()),
+        _paired(device),
     )
     cache = current_app.extensions.setdefault("page_cache", {})
     page = cache.get(key)

@@ -641,6 +641,102 @@ class Store:
             {"id": lookup_id, "expires": now + seconds},
         )
 
+    # --- customer displays ------------------------------------------------------------------------
+    @_timed
+    def display(self, display: str) -> dict[str, Any] | None:
+        rows = self.engine.run(
+            "SELECT display, store, code, code_expires, till, paired FROM displays "
+            "WHERE display = :display",
+            {"display": display},
+        ).rows
+        names = ("display", "store", "code", "code_expires", "till", "paired")
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+
+    @_timed
+    def display_code(self, display: str, store: str, code: str, seconds: float) -> None:
+        """An unpaired display shows `code` for `seconds`, for a till of `store` to pair with."""
+        now = self.clock()
+        self.engine.run(
+            "INSERT INTO displays (display, store, code, code_expires) "
+            "VALUES (:display, :store, :code, :expires) ON CONFLICT (display) DO UPDATE SET "
+            "store = excluded.store, code = excluded.code, code_expires = excluded.code_expires "
+            "WHERE displays.till IS NULL",
+            {"display": display, "store": store, "code": code, "expires": now + seconds},
+        )
+
+    @_timed
+    def display_codes_in_use(self, store: str) -> set[str]:
+        rows = self.engine.run(
+            "SELECT code FROM displays WHERE store = :store AND code_expires > :now",
+            {"store": store, "now": self.clock()},
+        ).rows
+        return {row[0] for row in rows}
+
+    @_timed
+    def display_pair(self, store: str, code: str, till: str) -> str | None:
+        """Pair the unpaired display of `store` showing `code` with the staff tablet `till`
+        (a till pairs with one display: another of its pairs ends); its id, or None."""
+        now = self.clock()
+        with self.engine.transaction() as tx:
+            rows = tx.run(
+                "SELECT display FROM displays WHERE store = :store AND code = :code "
+                "AND code_expires > :now AND till IS NULL",
+                {"store": store, "code": code, "now": now},
+            ).rows
+            if not rows:
+                return None
+            tx.run("UPDATE displays SET till = NULL, paired = NULL WHERE till = :till",
+                   {"till": till})  # fmt: skip
+            tx.run(
+                "UPDATE displays SET till = :till, paired = :now, code = NULL, "
+                "code_expires = NULL WHERE display = :display",
+                {"till": till, "now": now, "display": rows[0][0]},
+            )
+            return rows[0][0]
+
+    @_timed
+    def display_of_till(self, till: str) -> str | None:
+        rows = self.engine.run(
+            "SELECT display FROM displays WHERE till = :till", {"till": till}
+        ).rows
+        return rows[0][0] if rows else None
+
+    @_timed
+    def display_unpair(self, *, display: str | None = None, till: str | None = None) -> int:
+        column, value = ("display", display) if display is not None else ("till", till)
+        return self.engine.run(
+            f"UPDATE displays SET till = NULL, paired = NULL WHERE {column} = :value",
+            {"value": value},
+        ).rowcount
+
+    @_timed
+    def displays(self) -> list[dict[str, Any]]:
+        """Every paired display: its id, store, till and when it was paired."""
+        rows = self.engine.run(
+            "SELECT display, store, till, paired FROM displays WHERE till IS NOT NULL "
+            "ORDER BY store, paired"
+        ).rows
+        return [dict(zip(("display", "store", "till", "paired"), r, strict=True)) for r in rows]
+
+    @_timed
+    def display_handoff(self, display: str) -> dict[str, Any] | None:
+        """The live handoff given to `display`, newest first."""
+        return self._handoff_row(self.engine.run(
+            f"SELECT {self.HANDOFF_COLUMNS} FROM handoffs WHERE display = :display "
+            "AND state IN ('waiting', 'open', 'sending') AND expires > :now "
+            "ORDER BY created DESC LIMIT 1",
+            {"display": display, "now": self.clock()},
+        ).rows)  # fmt: skip
+
+    @_timed
+    def display_closed_handoff(self, display: str) -> dict[str, Any] | None:
+        """The newest handoff `display` finished (for a double tap to read its answer)."""
+        return self._handoff_row(self.engine.run(
+            f"SELECT {self.HANDOFF_COLUMNS} FROM handoffs WHERE display = :display "
+            "AND state = 'closed' ORDER BY created DESC LIMIT 1",
+            {"display": display},
+        ).rows)  # fmt: skip
+
     # --- manager sessions -------------------------------------------------------------------------
     def manager_session_add(self, session_id: str, name: str, store: str, entry: str,
                             until: float) -> None:  # fmt: skip
@@ -678,7 +774,7 @@ class Store:
     # --- scan to join: handoffs ----------------------------------------------------------------
     HANDOFF_COLUMNS = (
         "id, till, code, store, store_name, country, device, language, created, expires, state, "
-        "phone, outcome, result, claimed, submission"
+        "phone, outcome, result, claimed, submission, display"
     )
 
     def _handoff_row(self, rows) -> dict[str, Any] | None:
@@ -692,9 +788,10 @@ class Store:
             tx.run("DELETE FROM handoffs WHERE expires < :old", {"old": now - 86400})
             tx.run(
                 "INSERT INTO handoffs (id, till, code, store, store_name, country, device, "
-                "language, created, expires, state) VALUES (:id, :till, :code, :store, "
-                ":store_name, :country, :device, :language, :created, :expires, 'waiting')",
-                handoff,
+                "language, created, expires, state, display) VALUES (:id, :till, :code, :store, "
+                ":store_name, :country, :device, :language, :created, :expires, 'waiting', "
+                ":display)",
+                {"display": None, **handoff},
             )
 
     @_timed

@@ -250,4 +250,26 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        11,
+        "customer displays: each paired with one staff tablet of its store; a handoff to one",
+        [
+            # display: the display device's id; code: the pairing code it shows while unpaired
+            # (until code_expires); till: the staff tablet's device id once paired.
+            """CREATE TABLE IF NOT EXISTS displays (
+                display TEXT PRIMARY KEY,
+                store TEXT NOT NULL,
+                code TEXT,
+                code_expires DOUBLE PRECISION,
+                till TEXT UNIQUE,
+                paired DOUBLE PRECISION
+            )""",
+            "CREATE INDEX IF NOT EXISTS displays_code ON displays (store, code)",
+            # The display a handoff was given to (scan to join leaves it empty).
+            "ALTER TABLE handoffs ADD COLUMN display TEXT",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
