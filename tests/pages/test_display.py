@@ -26,6 +26,7 @@ EMAIL = "display.person@example.com"
 def two(simulator, app_config):
     """Two instances of the app on one shared state: the till's and the display's."""
     settings = {**app_config, "ENGAGE_BASE_URL": simulator.url, "ANSWER_PRIOR_SECONDS": 0.25,
+                "MANAGER_PINS": "Anna@101:48291573",
                 "OUTBOX_KEYS": Fernet.generate_key().decode(), "ENGAGE_READ_TIMEOUT": 1.0,
                 "ENGAGE_CREATE_TIMEOUT": 1.0, "ENGAGE_SETTLE_SECONDS": 0.05,
                 "ENGAGE_RETRY_SECONDS": 0.05}  # fmt: skip
@@ -188,3 +189,14 @@ def test_a_wrong_pairing_code_pairs_nothing(two):
     answer = till.post("/display/pair", data={"csrf_token": csrf_token(page), "code": "000000"})
     assert answer.status_code == 400
     assert "data-display-start" not in till.get("/").get_data(as_text=True)
+
+
+def test_the_managers_view_shows_each_display_and_its_till(two):
+    from tests.pages.test_manager import manager
+
+    till, display = paired(two)
+    display.get("/display")
+    browser, _ = manager(two[1], "48291573")
+    page = browser.get("/manager/")
+    assert "Customer displays and their tills" in text_of(page)
+    assert "data-displays" in page.get_data(as_text=True)

@@ -277,6 +277,10 @@ def dashboard(manager: dict, export_error: str | None = None):
         recent = state.recent_outcomes(stores, state.clock() - RECENT_SECONDS)
         breaker_open = state.breaker_is_open(flow.Breaker.NAME)
         items = state.outbox_items()
+        displays = [
+            d for d in state.displays()
+            if _in_scope(manager, d["store"]) and (not chosen or d["store"] == chosen)
+        ]  # fmt: skip
     except StateUnavailable as exc:
         log.error("state database unavailable: %s", exc)
         message = _("The figures cannot be read right now. Try again in a moment.")
@@ -330,6 +334,7 @@ def dashboard(manager: dict, export_error: str | None = None):
         chart=_chart(hourly, labels),
         hours=[(h, hourly[h]) for h in sorted(hourly)],
         device_names=device_names,
+        displays=displays,
         store_names=store_names,
         per_device=sorted(per_device.items()),
         causes=causes.most_common(),
