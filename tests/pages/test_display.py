@@ -85,7 +85,8 @@ def test_pair_hand_over_sign_up_and_the_till_reveals_the_member_number(two, engi
     till, display = paired(two)
     assert display.get("/display/status").get_json() == {"status": "idle"}
     rest = display.get("/display")
-    assert outcome_of(rest) == "display-idle" and "Join our club" in text_of(rest)
+    assert outcome_of(rest) == "display-idle"
+    assert "Bli medlem i vår klubb" in text_of(rest), "the store's language at rest"
     till_page = hand_over(till)
     waiting = till.get(till_page)
     assert outcome_of(waiting) == "handoff-waiting"
