@@ -1328,3 +1328,63 @@ def test_a_newsletter_subscriber_is_looked_up_and_made_a_member(browser, serve, 
         no_serious_accessibility_violations(page)
     shot(page, f"promoted-{'js' if javascript else 'no-js'}")
     context.close()
+
+
+# --- the customer display at the till (issue #35) -----------------------------------------------
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
+    browser, serve, engine, javascript
+):
+    """The till (1024x768) and the customer display (800x1280, touch) on two app instances of
+    one shared state: pair by the code the display shows, hand over, the display shows the
+    form by itself, the customer signs up there, the till reveals the member number."""
+    till_base, display_base = serve(), serve()
+    till_context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
+    enrolled(till_context, till_base)
+    display_context = browser.new_context(viewport=PORTRAIT, has_touch=True, locale="en-GB",
+                                          java_script_enabled=javascript)  # fmt: skip
+    enrolled(display_context, display_base, "display")
+    till, display = till_context.new_page(), display_context.new_page()
+    display.goto(display_base + "/display")
+    assert outcome(display) == "display-pairing"
+    if javascript:
+        no_serious_accessibility_violations(display)
+    code = display.inner_text("[data-pairing-code]")
+    till.goto(till_base + "/?lang=en")
+    till.click("summary")
+    till.fill("#pair-code", code)
+    with till.expect_navigation():
+        till.press("#pair-code", "Enter")
+    display.reload()
+    assert outcome(display) == "display-idle"
+    shot(display, f"display-idle-{'js' if javascript else 'no-js'}")
+    if javascript:
+        no_serious_accessibility_violations(display)
+    with till.expect_navigation():
+        till.click("[data-display-start]")
+    assert outcome(till) == "handoff-waiting"
+    # Nobody touches the display: it shows the form by itself (a poll, or its own refresh).
+    display.wait_for_selector("main[data-outcome=form]", timeout=15_000)
+    display.fill("#email", f"display.{javascript}@example.com")
+    display.fill("#firstName", "Disa")
+    display.check("#consent-memberConsent")
+    shot(display, f"display-form-{'js' if javascript else 'no-js'}")
+    if javascript:
+        no_serious_accessibility_violations(display)
+    with display.expect_navigation():
+        if javascript:
+            display.tap("main .actions button[type=submit]")
+        else:
+            display.click("main .actions button[type=submit]")
+    assert outcome(display) == "thanks"
+    if javascript:
+        no_serious_accessibility_violations(display)
+    till.wait_for_selector("main[data-outcome=handoff-done]", timeout=15_000)
+    with till.expect_navigation():
+        till.click("[data-reveal]")
+    assert outcome(till) == "created"
+    number = engine.contacts()[0]["attributes"]["memberNumber"]
+    assert number in till.inner_text("main")
+    assert number not in display.content()
+    till_context.close()
+    display_context.close()
