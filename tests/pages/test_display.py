@@ -19,6 +19,9 @@ from tests.conftest import (
     text_of,
 )
 
+# Each test on SQLite and on PostgreSQL: two instances of the app on one shared state.
+pytestmark = pytest.mark.shared_state
+
 EMAIL = "display.person@example.com"
 
 
@@ -201,3 +204,15 @@ def test_the_managers_view_shows_each_display_and_its_till(two):
     page = browser.get("/manager/")
     assert "Customer displays and their tills" in text_of(page)
     assert "data-displays" in page.get_data(as_text=True)
+
+
+def test_no_phone_can_take_a_handoff_given_to_the_display(two):
+    till, display = paired(two)
+    till_page = hand_over(till)
+    handoff = two[0].extensions["state"].handoff(till=till_page.rsplit("/", 1)[1])
+    phone = two[1].test_client()
+    page = phone.get(f"/join/{handoff['store']}").get_data(as_text=True)
+    answer = phone.post(f"/join/{handoff['store']}",
+                        data={"code": handoff["code"], "csrf_token": token(page)})  # fmt: skip
+    assert outcome_of(answer) == "handoff-closed"
+    assert outcome_of(display.get("/display")) == "form", "the display still has it"
