@@ -131,6 +131,8 @@
     });
     var button = lookupRow.querySelector("button[name=lookup]");
     if (button) {
+      // Leaving the field looks the person up: the button is for a page without script.
+      button.hidden = true;
       button.addEventListener("click", function (event) {
         event.preventDefault();
         window.clearTimeout(pause);

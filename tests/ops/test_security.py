@@ -185,14 +185,24 @@ PERSONAL = [
     [(None, "created"), (("status", 422), "rejected"), (("status", 504), "timeout"),
      (("status", 500), "unavailable"), (("drop", None), "unavailable"),
      (("hang", None), "timeout"), (("status", 429), "unavailable"), ("existing", "existing"),
-     ("ambiguous", "ambiguous"), ("in-progress", "in-progress")],
+     ("updated", "updated"), ("promoted", "promoted"), ("ambiguous", "ambiguous"),
+     ("in-progress", "in-progress")],
 )  # fmt: skip
 def test_no_log_line_ever_holds_personal_data_or_the_api_key(
     sim_app, engine, caplog, fault, expected
 ):
     caplog.set_level(logging.DEBUG)
-    if fault in ("existing", "ambiguous"):
-        for _ in range(1 if fault == "existing" else 2):
+    if fault == "existing":  # a member who holds all of it already
+        engine.add_contact({**PERSON, "mobilePhone": "+46709876543", "zipCode": "111 22",
+                            "countryCode": "SE", "consents": [{"id": "memberConsent",
+                                                               "value": True}]})  # fmt: skip
+    elif fault == "updated":  # a member who lacks all but the address: a PATCH with the rest
+        engine.add_contact({"email": PERSON["email"]})
+    elif fault == "promoted":
+        engine.add_contact({"contactType": "Contact", "email": PERSON["email"],
+                            "mobilePhone": "+46709876543"})  # fmt: skip
+    elif fault == "ambiguous":
+        for _ in range(2):
             engine.add_contact({"email": PERSON["email"]})
     elif fault == "in-progress":
         engine.begin_create("Member", PERSON["email"])  # a create of this person is running

@@ -273,6 +273,15 @@ def unpair():
 
 
 # --- the till -------------------------------------------------------------------------------------
+@bp.get("/display/pair")
+def pairing(error: str | None = None, status: int = 200):
+    """The till's page for its customer display: type the code it shows, or undo the pair."""
+    device = _till()
+    g.outcome = "display-pair"
+    return render_template("display/pair.html", outcome=g.outcome, error=error,
+                           paired=paired_display(device.id) is not None), status  # fmt: skip
+
+
 @bp.post("/display/pair")
 def pair():
     """The cashier types the code the display shows."""
@@ -291,8 +300,7 @@ def pair():
         except StateUnavailable:
             error = _("The customer display cannot be paired right now.")
     if error:
-        g.outcome = "display-pair-failed"
-        return render_template("errors/error.html", message=error, outcome=g.outcome), 400
+        return pairing(error, 400)
     log.info("display paired with a till %s", web.log_context())
     return redirect(url_for("signup.form"), code=303)
 
