@@ -6,9 +6,11 @@ not part of the test suite.
 The README's server (gunicorn 2 x 16, SQLite) against the simulator (L per Engage call): 16
 tills sign people up back to back (the benchmark's tills), in turn with no display and with 50
 customer displays at rest, each paired with a till of its own and asking its status every
-second as app.js does. Reported: the sign-ups' p50 and p99 with the displays as a ratio to
-without (target: within 5 %); then, one hand-over at a time, the time from the cashier's tap on
-"Customer fills in on the display" to the form arriving at a display that polls every second
+second as app.js does, and (the floor of any polling) with the same 50 clients asking /healthz
+at the same rate. Reported: the sign-ups' p50 and p99 with the displays, and with the floor,
+as ratios to without (target: within 5 %); then, one hand-over at a time, the time from the
+cashier's tap on "Customer fills in on the display" to the form arriving at a display that
+polls every second
 (p50, p99), and the floor of that: half a poll interval plus one status answer and one form
 page, each timed alone. Loopback only; everything it starts stops with it.
 """
@@ -63,8 +65,10 @@ def paired_pair(url: str) -> tuple[requests.Session, requests.Session]:
     return till, display
 
 
-def poll_while(stop: threading.Event, displays: list[requests.Session], url: str) -> list[float]:
-    """Each display asks its status every second, spread over the second."""
+def poll_while(stop: threading.Event, displays: list[requests.Session], url: str,
+               path: str = "display/status") -> list[float]:  # fmt: skip
+    """Each display asks its status every second, spread over the second (`path`: the floor's
+    run asks the app's cheapest answer, /healthz, at the same rate instead)."""
     times: list[float] = []
     lock = threading.Lock()
 
@@ -72,7 +76,7 @@ def poll_while(stop: threading.Event, displays: list[requests.Session], url: str
         stop.wait(POLL * n / len(displays))
         while not stop.is_set():
             started = time.perf_counter()
-            display.get(url + "display/status", timeout=10)
+            display.get(url + path, timeout=10)
             with lock:
                 times.append(time.perf_counter() - started)
             stop.wait(POLL)
@@ -125,20 +129,23 @@ def main() -> int:
         benchmark.signups(url, args.devices, 2.0, with_form=True, tag="warm")
         pairs = [paired_pair(url) for _ in range(DISPLAYS)]
         displays = [display for _till, display in pairs]
-        runs: dict[str, list[dict]] = {"alone": [], "displays": []}
+        runs: dict[str, list[dict]] = {"alone": [], "displays": [], "floor": []}
         polls: list[float] = []
+        order = ("alone", "displays", "floor")
         for round_ in range(args.rounds):
-            for name in ("alone", "displays") if round_ % 2 == 0 else ("displays", "alone"):
+            for name in order if round_ % 2 == 0 else order[::-1]:
                 stop = threading.Event()
-                if name == "displays":
-                    polls_now = poll_while(stop, displays, url)
+                if name != "alone":
+                    path = "display/status" if name == "displays" else "healthz"
+                    polls_now = poll_while(stop, displays, url, path)
                 result = benchmark.signups(url, args.devices, args.seconds, with_form=True,
                                            tag=f"{name}-{round_}")  # fmt: skip
                 stop.set()
-                if name == "displays":
+                if name != "alone":
                     for thread in poll_while.threads:
                         thread.join()
-                    polls.extend(polls_now)
+                    if name == "displays":
+                        polls.extend(polls_now)
                     result["polls"] = len(polls_now)
                 runs[name].append(result)
         till, display = pairs[0]
@@ -156,9 +163,10 @@ def main() -> int:
           f"{args.rounds} rounds of {args.seconds:.0f} s, alternating")  # fmt: skip
     for key, label in (("p50_s", "sign-up p50 (s)"), ("p99_s", "sign-up p99 (s)"),
                        ("per_second", "sign-ups/s")):  # fmt: skip
-        with_, without = median("displays", key), median("alone", key)
+        with_, without, floor_ = (median(n, key) for n in ("displays", "alone", "floor"))
         print(f"  {label:<18} displays {with_:8.4f}  none {without:8.4f}  ratio "
-              f"{with_ / without:.3f}")  # fmt: skip
+              f"{with_ / without:.3f};  /healthz polled alike {floor_:8.4f}  ratio "
+              f"{floor_ / without:.3f}")  # fmt: skip
     print(f"  status polls answered meanwhile: {len(polls)}, p50 "
           f"{statistics.median(polls) * 1000:.2f} ms")  # fmt: skip
     ordered = sorted(handovers)

@@ -104,11 +104,17 @@ def _now(device) -> tuple[str, dict | None, dict | None]:
 
 @bp.get("/display/status")
 def status():
-    """The cheap answer a display at rest polls: two small row reads, no page."""
+    """The cheap answer a display at rest polls: one small read, no page (as _now decides)."""
     device = _display()
     try:
-        now, _row, _handoff = _now(device)
+        found = current_app.extensions["state"].display_status(device.id)
     except StateUnavailable:
+        found = (True, None, None)
+    if found is None or not found[0]:
+        now = "pairing"
+    elif found[1] == "waiting" or (found[1] and found[2] == _taker(device.id)):
+        now = "form"
+    else:
         now = "idle"
     response = jsonify(status=now)
     response.headers["Cache-Control"] = "no-store"

@@ -719,6 +719,18 @@ class Store:
         return [dict(zip(("display", "store", "till", "paired"), r, strict=True)) for r in rows]
 
     @_timed
+    def display_status(self, display: str) -> tuple[bool, str | None, str | None] | None:
+        """What a display at rest polls, in one read: (paired, the state of its live handoff,
+        who took it), or None for a display with no row yet."""
+        rows = self.engine.run(
+            "SELECT d.till IS NOT NULL, h.state, h.phone FROM displays d LEFT JOIN handoffs h "
+            "ON h.display = d.display AND h.state IN ('waiting', 'open', 'sending') "
+            "AND h.expires > :now WHERE d.display = :display ORDER BY h.created DESC LIMIT 1",
+            {"display": display, "now": self.clock()},
+        ).rows
+        return (bool(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+    @_timed
     def display_handoff(self, display: str) -> dict[str, Any] | None:
         """The live handoff given to `display`, newest first."""
         return self._handoff_row(self.engine.run(

@@ -268,6 +268,7 @@ MIGRATIONS.append(
             "CREATE INDEX IF NOT EXISTS displays_code ON displays (store, code)",
             # The display a handoff was given to (scan to join leaves it empty).
             "ALTER TABLE handoffs ADD COLUMN display TEXT",
+            "CREATE INDEX IF NOT EXISTS handoffs_display ON handoffs (display, created)",
         ],
     )
 )
