@@ -226,6 +226,19 @@ def test_without_javascript_look_up_brings_the_form_back_filled_in(sim_app, engi
     assert not [r for r in engine.requests() if r.method == "PATCH"], "a look-up changes nothing"
 
 
+def test_a_form_sent_soon_after_a_lookup_that_found_a_member_reads_them_without_a_find(
+    sim_app, engine
+):
+    engine.add_contact({**KNOWN_MEMBER})
+    till = english_browser(sim_app)
+    assert result_of(look_up(till, "anna@example.com")) == "member"
+    before = len(engine.requests())
+    assert outcome_of(submitter(till)(zipCode="11122")) == "updated"
+    sent = [(r.method, r.path.rsplit("/", 1)[-1][:2]) for r in engine.requests()[before:]]
+    assert [m for m, _ in sent] == ["GET", "PATCH"], "read again (not found again), then sent"
+    assert sent[0][1] != "id"
+
+
 # --- one round trip for a new member --------------------------------------------------------------
 def test_a_form_sent_soon_after_a_lookup_that_found_nobody_is_created_at_once(sim_app, engine):
     till = english_browser(sim_app)

@@ -139,6 +139,7 @@ def page():
             return _rest("display-pairing", code=f"{code[:3]} {code[3:]}")
         if now == "form":
             return _form(device, handoff)
+        session.pop("lang", None)  # at rest in the store's language, whatever the last chose
     except (StateUnavailable, StopIteration) as exc:
         log.error("display: state unavailable: %s %s", exc, web.log_context())
     return _rest("display-idle")

@@ -136,6 +136,9 @@ class Signup:
     # Nobody had this key at a look-up on this device moments ago (and no create of it since
     # ended in doubt): the look-up was the find, create at once.
     found_nobody: bool = False
+    # The contact a look-up on this device found for this key moments ago: the look-up was the
+    # find; the contact is read again before anything is sent to it.
+    found_id: str | None = None
 
 
 def build_contact(
@@ -233,6 +236,8 @@ def _find(client, signup: Signup) -> str | None:
 
 
 def _find_then_create(client, signup, settle_seconds, sleep) -> Outcome:
+    if signup.found_id and signup.known_person:
+        return complete(client, signup, signup.found_id)
     if not signup.found_nobody:
         try:
             found = _find(client, signup)

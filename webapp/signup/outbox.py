@@ -150,6 +150,7 @@ class Outbox:
         values["unticked_consents"] = tuple(tuple(c) for c in values.get("unticked_consents") or ())
         # A replay always finds first: what a look-up once found stands in for nothing later.
         values["found_nobody"] = False
+        values["found_id"] = None
         return flow.Signup(**values)
 
     def matches(self, payload: str) -> list[str]:

@@ -162,6 +162,9 @@ def _with_what_was_looked_up(signup: flow.Signup, shown, channel: Channel) -> fl
             (s.item, _comment(channel, s)) for s in shown if s.kind == "consent" and not s.given
         ),
         found_nobody=recalled is not None and recalled.stands_for_a_find,
+        found_id=view.get("contact_id")
+        if found and recalled.age <= lookups.REUSE_SECONDS and not recalled.doubt
+        else None,
     )
 
 
