@@ -1432,3 +1432,110 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     assert number not in display.content()
     till_context.close()
     display_context.close()
+
+
+def _paired_display(browser, serve, javascript, **config):
+    """A till (1024x768) and its customer display (800x1280, touch) on two app instances."""
+    till_base, display_base = serve(**config), serve(**config)
+    till_context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
+    enrolled(till_context, till_base)
+    display_context = browser.new_context(viewport=PORTRAIT, has_touch=True, locale="en-GB",
+                                          java_script_enabled=javascript)  # fmt: skip
+    enrolled(display_context, display_base, "display")
+    till, display = till_context.new_page(), display_context.new_page()
+    display.goto(display_base + "/display")
+    code = display.inner_text("[data-pairing-code]")
+    till.goto(till_base + "/display/pair")
+    till.fill("#pair-code", code)
+    with till.expect_navigation():
+        till.press("#pair-code", "Enter")
+    display.reload()
+    assert outcome(display) == "display-idle"
+    return till, display, till_base
+
+
+def _hand_over(till, display, till_base):
+    if outcome(display) == "thanks":  # the customer presses Done (else it rests by itself)
+        with display.expect_navigation():
+            display.click("main a.button")
+        assert outcome(display) == "display-idle"
+    till.goto(till_base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-display-start]")
+    display.wait_for_selector("main[data-outcome=form]", timeout=15_000)
+
+
+def _display_sends(display, email: str, javascript: bool, expected: str = "thanks"):
+    display.fill("#email", email)
+    display.check("#consent-memberConsent")
+    with display.expect_navigation():
+        if javascript:
+            display.tap("main .actions button[type=submit]")
+        else:
+            display.click("main .actions button[type=submit]")
+    if expected == "thanks":  # a correction comes back through a redirect to the form
+        display.wait_for_selector("main[data-outcome=thanks]")
+    assert outcome(display) == expected
+
+
+@pytest.mark.parametrize("state_engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
+def test_the_display_reads_the_same_for_everyone_and_keeps_what_engage_cannot_take(
+    browser, serve, engine, javascript, state_engine
+):
+    """A member reads exactly as a new person on the display; a value Engage refuses is
+    corrected there; Engage down, the sign-up is kept; the till's cancel sends the display
+    back to rest; at rest nothing of the last customer shows."""
+    from cryptography.fernet import Fernet
+
+    engine.add_contact({**HOLDS_EVERYTHING, "email": "member.display@example.com"})
+    till, display, till_base = _paired_display(
+        browser, serve, javascript, OUTBOX_KEYS=Fernet.generate_key().decode()
+    )
+    pages = []
+    for email in ("new.display@example.com", "member.display@example.com"):
+        _hand_over(till, display, till_base)
+        _display_sends(display, email, javascript)
+        pages.append(re.sub(r'name="csrf_token" value="[^"]*"', "", display.content()))
+        till.wait_for_selector("main[data-outcome=handoff-done]", timeout=15_000)
+    assert pages[0] == pages[1], "a member's thank-you is the new person's, byte for byte"
+    display.goto(display.url.split("/display")[0] + "/display/rest")
+    assert outcome(display) == "display-idle"
+    assert "display@example.com" not in display.content()
+
+    _hand_over(till, display, till_base)
+    engine.inject("status", on="create", status=422, times=1)
+    _display_sends(display, "refused.display@example.com", javascript, expected="rejected")
+    assert display.locator("#firstName[aria-invalid=true]").count() == 1
+    if javascript:
+        no_serious_accessibility_violations(display)
+    shot(display, f"display-rejected-{'js' if javascript else 'no-js'}")
+    display.fill("#firstName", "Rättad")
+    _display_sends(display, "refused.display@example.com", javascript)
+
+    display.goto(display.url.split("/display")[0] + "/display/rest")
+    _hand_over(till, display, till_base)
+    engine.inject("status", on="any", status=503, times=None)
+    _display_sends(display, "kept.display@example.com", javascript)
+    till.wait_for_selector("main[data-outcome=handoff-done]", timeout=15_000)
+    with till.expect_navigation():
+        till.click("[data-reveal]")
+    assert outcome(till) == "queued"
+    engine.clear_faults()
+
+    display.goto(display.url.split("/display")[0] + "/display/rest")
+    _hand_over(till, display, till_base)
+    with till.expect_navigation():
+        till.click("form[action$='/cancel'] button")
+    if javascript:  # it notices by itself
+        display.wait_for_selector("main[data-outcome=display-idle]", timeout=15_000)
+    else:  # it notices when the customer sends
+        display.fill("#email", "late.display@example.com")
+        with display.expect_navigation():
+            display.click("main .actions button[type=submit]")
+        assert outcome(display) == "display-idle"
+    assert not [
+        c for c in engine.contacts() if c["attributes"]["email"] == "late.display@example.com"
+    ]
+    till.context.close()
+    display.context.close()
