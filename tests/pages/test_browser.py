@@ -1512,6 +1512,8 @@ def test_the_display_reads_the_same_for_everyone_and_keeps_what_engage_cannot_ta
     shot(display, f"display-rejected-{'js' if javascript else 'no-js'}")
     display.fill("#firstName", "Rättad")
     _display_sends(display, "refused.display@example.com", javascript)
+    # The till's page goes to "done" by itself: let it, before the cashier moves on.
+    till.wait_for_selector("main[data-outcome=handoff-done]", timeout=15_000)
 
     display.goto(display.url.split("/display")[0] + "/display/rest")
     _hand_over(till, display, till_base)
