@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from tests.conftest import wait_until
 from webapp.signup.flow import Breaker, Outcome
 from webapp.store import StateUnavailable, open_store
 from webapp.store.migrations import LATEST
@@ -248,3 +249,54 @@ def test_a_durable_transaction_refuses_a_statement_that_reads(store):
         with pytest.raises(ValueError, match="writes only"), store.engine.durable() as tx:
             tx.run(sql)
     assert store.engine.run("SELECT name FROM health WHERE name = 'x'").rows == []
+
+
+def test_a_pairing_code_pairs_one_till_however_many_type_it_at_once(store, state_config, tmp_path):
+    stores = [store, other_store(state_config, tmp_path)]
+    store.display_code("display-1", "101", "482913", 120)
+    store.display_code("display-mine", "101", "111111", 120)
+    assert store.display_pair("101", "111111", "till-0") == "display-mine"
+    tills = at_once(16, lambda n: stores[n % 2].display_pair("101", "482913", f"till-{n}"))
+    winners = [n for n, got in enumerate(tills) if got is not None]
+    assert len(winners) == 1, "one till has the display; every other was told the code is gone"
+    assert store.display_of_till(f"till-{winners[0]}") == "display-1"
+    mine = "display-1" if winners[0] == 0 else "display-mine"
+    assert store.display_of_till("till-0") == mine, "a till that lost keeps the pair it had"
+    stores[1].close()
+
+
+def test_a_till_that_types_a_code_taken_meanwhile_is_told_it_is_gone(pg_database, tmp_path):
+    """The mechanism behind the test above, without relying on threads meeting: another
+    till's pairing holds the display's row, uncommitted, while this one types the same code.
+    PostgreSQL only: SQLite lets one writer in at a time (BEGIN IMMEDIATE), so cannot
+    interleave them."""
+    state_config = {"DATABASE_URL": pg_database}
+    store = other_store(state_config, tmp_path)
+    store.display_code("display-1", "101", "482913", 120)
+    other, watcher = other_store(state_config, tmp_path), other_store(state_config, tmp_path)
+    answer: list = []
+    with other.engine.transaction() as tx:  # the other till's pairing, not yet committed
+        taken = tx.run(
+            "UPDATE displays SET till = 'till-a', code = NULL, code_expires = NULL "
+            "WHERE display = 'display-1' RETURNING display"
+        ).rows
+        assert taken == [("display-1",)]
+        mine = threading.Thread(target=lambda: answer.append(
+            store.display_pair("101", "482913", "till-b")))  # fmt: skip
+        mine.start()
+        # This till's pairing waits on the row the other holds (asked of PostgreSQL, not timed).
+        wait_until(
+            lambda: (
+                watcher.engine.run(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+                ).rows[0][0]
+                == 1
+            ),  # fmt: skip
+            "the second pairing to wait for the first",
+        )
+    mine.join()
+    assert answer == [None]
+    assert store.display_of_till("till-a") == "display-1"
+    assert store.display_of_till("till-b") is None
+    for each in (store, other, watcher):
+        each.close()

@@ -18,6 +18,10 @@ SUBMISSION_DAYS = 1  # how long a used token is remembered
 UNOPENED = "KeyNotInOutboxKeys"
 
 
+class _NotPaired(Exception):
+    """No display took the code: the pairing's transaction is rolled back."""
+
+
 class StateUnavailable(RuntimeError):
     """The shared state database cannot be used now (disk full, file gone, server down...).
 
@@ -675,24 +679,28 @@ class Store:
     @_timed
     def display_pair(self, store: str, code: str, till: str) -> str | None:
         """Pair the unpaired display of `store` showing `code` with the staff tablet `till`
-        (a till pairs with one display: another of its pairs ends); its id, or None."""
+        (a till pairs with one display: another of its pairs ends); its id, or None.
+
+        The check and the pairing are one UPDATE: two tills typing the same code at once
+        cannot both pass a check made before either wrote (read committed on PostgreSQL
+        would let them); the second finds the code gone, and its own pair, ended first
+        (`till` is unique), comes back with the rollback."""
         now = self.clock()
-        with self.engine.transaction() as tx:
-            rows = tx.run(
-                "SELECT display FROM displays WHERE store = :store AND code = :code "
-                "AND code_expires > :now AND till IS NULL",
-                {"store": store, "code": code, "now": now},
-            ).rows
-            if not rows:
-                return None
-            tx.run("UPDATE displays SET till = NULL, paired = NULL WHERE till = :till",
-                   {"till": till})  # fmt: skip
-            tx.run(
-                "UPDATE displays SET till = :till, paired = :now, code = NULL, "
-                "code_expires = NULL WHERE display = :display",
-                {"till": till, "now": now, "display": rows[0][0]},
-            )
-            return rows[0][0]
+        try:
+            with self.engine.transaction() as tx:
+                tx.run("UPDATE displays SET till = NULL, paired = NULL WHERE till = :till",
+                       {"till": till})  # fmt: skip
+                rows = tx.run(
+                    "UPDATE displays SET till = :till, paired = :now, code = NULL, "
+                    "code_expires = NULL WHERE store = :store AND code = :code "
+                    "AND code_expires > :now AND till IS NULL RETURNING display",
+                    {"till": till, "now": now, "store": store, "code": code},
+                ).rows
+                if not rows:
+                    raise _NotPaired
+                return rows[0][0]
+        except _NotPaired:
+            return None
 
     @_timed
     def display_of_till(self, till: str) -> str | None:
