@@ -51,6 +51,7 @@ def paired(two):
     display = enrol(display_app.test_client(), display_app, "display")
     rest = display.get("/display")
     assert outcome_of(rest) == "display-pairing"
+    assert display.get("/display/status").get_json() == {"status": "pairing"}
     code = re.search(r"data-pairing-code>([\d ]+)<", rest.get_data(as_text=True)).group(1)
     page = till.get("/").get_data(as_text=True)
     assert "data-display-start" not in page
@@ -167,7 +168,9 @@ def test_the_display_gives_up_on_idle_and_never_leaves_a_phone_in(two, engine):
     till, display = paired(two)
     till_page = hand_over(till)
     assert outcome_of(display.get("/display")) == "form"
+    assert display.get("/display/status").get_json() == {"status": "form"}, "the one it took"
     assert outcome_of(display.get("/display/rest", follow_redirects=True)) == "display-idle"
+    assert display.get("/display/status").get_json() == {"status": "idle"}
     assert outcome_of(till.get(till_page)) == "handoff-closed"
 
 
@@ -175,6 +178,7 @@ def test_unpaired_from_either_side_and_a_display_is_never_a_till(two):
     till, display = paired(two)
     page = display.get("/display").get_data(as_text=True)
     display.post("/display/unpair", data={"csrf_token": token(page)})
+    assert display.get("/display/status").get_json() == {"status": "pairing"}
     assert outcome_of(display.get("/display")) == "display-pairing"
     assert "data-display-start" not in till.get("/").get_data(as_text=True)
     assert display.get("/").status_code == 303, "a display's / is its own page"

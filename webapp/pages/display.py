@@ -86,37 +86,36 @@ def paired_display(till_id: str) -> str | None:
 
 
 # --- the display ----------------------------------------------------------------------------------
+def _status(display_id: str, paired: bool, handoff_state: str | None, taker: str | None) -> str:
+    """What a display shows, from its pair and its live handoff (the one rule, for the page
+    and for the status it polls): pairing, the form (a handoff waiting for it, or the one it
+    took) or idle."""
+    if not paired:
+        return "pairing"
+    if handoff_state == "waiting" or (handoff_state is not None and taker == _taker(display_id)):
+        return "form"
+    return "idle"
+
+
 def _now(device) -> tuple[str, dict | None, dict | None]:
-    """(status, its pairing row, its live handoff): pairing, idle or form."""
+    """(status, its pairing row, its live handoff)."""
     state = current_app.extensions["state"]
     row = state.display(device.id)
-    if row is None or not row["till"]:
-        return "pairing", row, None
-    handoff = state.display_handoff(device.id)
-    if (
-        handoff is not None
-        and handoff["state"] == "waiting"
-        or (handoff is not None and handoff["phone"] == _taker(device.id))
-    ):
-        return "form", row, handoff
-    return "idle", row, None
+    paired = row is not None and bool(row["till"])
+    handoff = state.display_handoff(device.id) if paired else None
+    now = _status(device.id, paired, handoff and handoff["state"], handoff and handoff["phone"])
+    return now, row, handoff if now == "form" else None
 
 
 @bp.get("/display/status")
 def status():
-    """The cheap answer a display at rest polls: one small read, no page (as _now decides)."""
+    """The cheap answer a display at rest polls: one small read, no page."""
     device = _display()
     try:
         found = current_app.extensions["state"].display_status(device.id)
     except StateUnavailable:
-        found = (True, None, None)
-    if found is None or not found[0]:
-        now = "pairing"
-    elif found[1] == "waiting" or (found[1] and found[2] == _taker(device.id)):
-        now = "form"
-    else:
-        now = "idle"
-    response = jsonify(status=now)
+        found = (True, None, None)  # idle: the page itself says what it can
+    response = jsonify(status=_status(device.id, *(found or (False, None, None))))
     response.headers["Cache-Control"] = "no-store"
     return response
 
