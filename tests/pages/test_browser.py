@@ -1534,10 +1534,15 @@ def test_the_display_reads_the_same_for_everyone_and_keeps_what_engage_cannot_ta
         till.click("form[action$='/cancel'] button")
     if javascript:  # it notices by itself
         display.wait_for_selector("main[data-outcome=display-idle]", timeout=15_000)
-    else:  # it notices when the customer sends
+    else:  # a framed page refreshes itself, says the form is closed, and offers the way back
         display.fill("#email", "late.display@example.com")
+        watch = display.frame_locator("iframe.display-watch-frame")
+        watch.locator("body[data-watch=closed]").wait_for(timeout=15_000)
+        assert "har stängt formuläret" in watch.locator("body").inner_text(), "the store's language"
+        assert display.input_value("#email") == "late.display@example.com", "nothing reloaded"
+        shot(display, "display-closed-no-js")
         with display.expect_navigation():
-            display.click("main .actions button[type=submit]")
+            watch.locator("a.button").tap()  # "Start over", in the frame, for the whole screen
         assert outcome(display) == "display-idle"
     assert not [
         c for c in engine.contacts() if c["attributes"]["email"] == "late.display@example.com"

@@ -220,3 +220,27 @@ def test_no_phone_can_take_a_handoff_given_to_the_display(two):
                         data={"code": handoff["code"], "csrf_token": token(page)})  # fmt: skip
     assert outcome_of(answer) == "handoff-closed"
     assert outcome_of(display.get("/display")) == "form", "the display still has it"
+
+
+def test_without_javascript_a_framed_page_says_when_the_till_closed_the_form(two, engine):
+    till, display = paired(two)
+    till_page = hand_over(till)
+    form = display.get("/display").get_data(as_text=True)
+    assert re.search(r'<noscript><iframe class="display-watch-frame" src="/display/watch"', form)
+    watch = display.get("/display/watch")
+    html = watch.get_data(as_text=True)
+    assert 'data-watch="open"' in html and 'http-equiv="refresh"' in html
+    assert "frame-ancestors 'self'" in watch.headers["Content-Security-Policy"]
+    assert watch.headers["X-Frame-Options"] == "SAMEORIGIN", "framed by its own site only"
+    assert "frame-ancestors 'none'" in display.get("/display").headers["Content-Security-Policy"]
+    till.post(
+        till_page + "/cancel",
+        data={"csrf_token": token(till.get(till_page).get_data(as_text=True))},
+    )
+    html = display.get("/display/watch").get_data(as_text=True)
+    assert 'data-watch="closed"' in html and 'http-equiv="refresh"' not in html
+    assert "Kassapersonalen har stängt formuläret." in html, "in the language of the form"
+    assert re.search(r'href="/display/rest" target="_top"', html), "the way back, for the screen"
+    assert EMAIL not in html and "Anna" not in html
+    assert two[0].test_client().get("/display/watch").status_code == 404, "a display's alone"
+    assert till.get("/display/watch").status_code == 404

@@ -120,6 +120,29 @@ def status():
     return response
 
 
+# Framed by the display's own form only: the page's own headers, in place of the app's DENY.
+WATCH_HEADERS = {
+    "Content-Security-Policy": web.CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cache-Control": "no-store",
+}
+
+
+@bp.get("/display/watch")
+def watch():
+    """Without JavaScript the form cannot poll: this page, framed in it, reloads itself and
+    tells the customer when the till has closed the form, with a way back to rest (a refresh of
+    the form itself would lose what they typed). Nothing about anyone: open or closed."""
+    device = _display()
+    try:
+        found = current_app.extensions["state"].display_status(device.id)
+    except StateUnavailable:
+        found = (True, "open", _taker(device.id))  # cannot tell: keep the form as it is
+    is_open = _status(device.id, *(found or (False, None, None))) == "form"
+    body = render_template("display/watch.html", open=is_open, refresh_seconds=REFRESH_SECONDS)
+    return make_response(body, WATCH_HEADERS)
+
+
 @bp.get("/display")
 def page():
     device = _display()
