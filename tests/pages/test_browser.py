@@ -1433,6 +1433,19 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     number = engine.contacts()[0]["attributes"]["memberNumber"]
     assert number in till.inner_text("main")
     assert number not in display.content()
+    # At rest, "Unpair this display" asks for the staff PIN: it faces the customers.
+    display.goto(display_base + "/display/rest")
+    with display.expect_navigation():
+        display.click(".display-unpair a")
+    assert outcome(display) == "display-unpair"
+    if javascript:
+        no_serious_accessibility_violations(display)
+    display.fill("#pin", "4711")
+    with display.expect_navigation():
+        display.press("#pin", "Enter")
+    assert outcome(display) == "display-pairing"
+    till.goto(till_base + "/?lang=en")
+    assert till.locator("[data-display-start]").count() == 0, "the till has no display now"
     till_context.close()
     display_context.close()
 

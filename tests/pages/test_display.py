@@ -176,8 +176,19 @@ def test_the_display_gives_up_on_idle_and_never_leaves_a_phone_in(two, engine):
 
 def test_unpaired_from_either_side_and_a_display_is_never_a_till(two):
     till, display = paired(two)
-    page = display.get("/display").get_data(as_text=True)
-    display.post("/display/unpair", data={"csrf_token": token(page)})
+    assert 'href="/display/unpair"' in display.get("/display").get_data(as_text=True)
+    # On the display, facing the customers, unpairing asks for the staff PIN.
+    asked = display.get("/display/unpair")
+    assert outcome_of(asked) == "display-unpair"
+    page = asked.get_data(as_text=True)
+    assert display.post("/display/unpair", data={"csrf_token": token(page)}).status_code == 400
+    wrong = display.post("/display/unpair", data={"csrf_token": token(asked.get_data(as_text=True)),
+                                                  "pin": "1234"})  # fmt: skip
+    assert wrong.status_code == 400 and outcome_of(wrong) == "display-unpair"
+    assert display.get("/display/status").get_json() == {"status": "idle"}, "still paired"
+    answer = display.post("/display/unpair", data={
+        "csrf_token": token(wrong.get_data(as_text=True)), "pin": "4711"})  # fmt: skip
+    assert answer.status_code == 303
     assert display.get("/display/status").get_json() == {"status": "pairing"}
     assert outcome_of(display.get("/display")) == "display-pairing"
     assert "data-display-start" not in till.get("/").get_data(as_text=True)

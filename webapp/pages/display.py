@@ -39,7 +39,7 @@ from flask import (
     url_for,
 )
 
-from ..access import signed
+from ..access import pins, signed
 from ..access.devices import Device, current_device
 from ..i18n import gettext as _
 from ..ops import web
@@ -47,6 +47,7 @@ from ..signup import flow, submission
 from ..store import StateUnavailable
 from . import handoff as handoffs
 from . import views
+from .setup import PinForm
 
 log = logging.getLogger(__name__)
 bp = Blueprint("display", __name__)
@@ -284,12 +285,34 @@ def rest():
     return redirect(url_for(".page"), code=303)
 
 
+@bp.get("/display/unpair")
+def unpair_page(form=None, status: int = 200):
+    """On the display, unpairing asks for the staff PIN: the screen faces the customers, and
+    one of them must not be able to take the store's display away from its till."""
+    _display()
+    if not current_app.config["STAFF_PIN"]:
+        abort(404)
+    g.outcome = "display-unpair"
+    form = form or PinForm()
+    return render_template("display/unpair.html", outcome=g.outcome, form=form), status
+
+
 @bp.post("/display/unpair")
 def unpair():
-    """Undo the pair, from the display or from its till."""
+    """Undo the pair: from the till (an enrolled staff tablet), or from the display with the
+    staff PIN."""
     device = current_device()
     if device is None or not device.bound or device.mode not in ("display", "staff"):
         abort(404)
+    config = current_app.config
+    if device.mode == "display":
+        if not config["STAFF_PIN"]:
+            abort(404)
+        form = PinForm(formdata=request.form)
+        match, status = pins.check(form, "staff", [config["STAFF_PIN"]],
+                                   empty=_("Enter the staff PIN"))  # fmt: skip
+        if match is None:
+            return unpair_page(form, status)
     try:
         if device.mode == "display":
             current_app.extensions["state"].display_unpair(display=device.id)
