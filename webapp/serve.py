@@ -248,6 +248,28 @@ def _simulated_tenant(environ) -> list[str]:
     ]  # fmt: skip
 
 
+def worker_class():
+    """gunicorn's gthread worker, but for its quick exit (SIGINT, SIGQUIT: a Ctrl-C reaches every
+    process of the terminal, and the master sends SIGQUIT too).
+
+    gunicorn 27.0.1 shuts its thread pool down inside that signal's handler. A signal that lands
+    while the worker's main thread is inside the pool's submit (a request arriving) finds the
+    pool's lock, which is not reentrant, held by the very thread it interrupted: the handler
+    waits on it for ever, and the master kills the worker after graceful_timeout (30 s; seen in
+    the test suite). Here the handler only exits: the `with` that holds the lock lets it go as
+    the exit unwinds, and the interpreter's own exit ends the pool's threads (each after the
+    request it is answering, as shutdown(wait=False) would have let them)."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class QuickExitThreadWorker(ThreadWorker):  # gunicorn's log: "Using worker: QuickExit…"
+        def handle_quit(self, sig, frame):
+            self.alive = False
+            self.cfg.worker_int(self)
+            sys.exit(0)
+
+    return QuickExitThreadWorker
+
+
 def _serve(args: argparse.Namespace) -> None:
     if sys.platform == "win32":  # pragma: no cover - gunicorn does not run on Windows
         import waitress
@@ -265,7 +287,7 @@ def _serve(args: argparse.Namespace) -> None:
                 "bind": f"{args.host}:{args.port}",
                 "workers": args.workers,
                 "threads": args.threads,
-                "worker_class": "gthread",
+                "worker_class": worker_class(),
                 # Longer than the slowest signup can take (find + create + settle + find).
                 "timeout": 60,
                 # SIGTERM (a container stopped, a unit restarted): requests in flight, a
