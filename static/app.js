@@ -108,7 +108,7 @@
         if (box && box.type === "checkbox" && !touched[box.name]) { box.checked = true; }
       });
     };
-    var lookUp = function (force) {
+    var lookUp = function (force, wallet) {
       var value = keyField.value.trim();
       if (!looksValid(value) || (value === sent && !force)) { return; }
       sent = value;
@@ -116,6 +116,7 @@
       var body = new FormData();
       body.append("csrf_token", form.elements.csrf_token.value);
       body.append(keyField.name, keyField.value);
+      if (wallet) { body.append("lookup", "wallet"); }
       fetch(lookupRow.dataset.lookupUrl, { method: "POST", body: body, credentials: "same-origin" })
         .then(function (response) { return response.status === 200 ? response.text() : ""; })
         .then(function (html) { if (mine === asked && html) { place(html); } })
@@ -128,6 +129,15 @@
     keyField.addEventListener("blur", function () {
       window.clearTimeout(pause);
       pause = window.setTimeout(lookUp, 250);
+    });
+    // "Show the card for the phone's wallet" in a member's answer: the same look-up (remembered,
+    // so not asked of Engage again), with the card.
+    document.addEventListener("click", function (event) {
+      var wallet = event.target.closest && event.target.closest("[data-lookup-wallet]");
+      if (!wallet) { return; }
+      event.preventDefault();
+      window.clearTimeout(pause);
+      lookUp(true, true);
     });
     var button = lookupRow.querySelector("button[name=lookup]");
     if (button) {

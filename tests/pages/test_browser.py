@@ -1291,7 +1291,9 @@ def test_typing_a_members_address_shows_the_masked_name_before_anything_else(
     it, with the member number, before anything else is filled in; "Done" ends the visit."""
     engine.add_contact({"firstName": "Maja", "lastName": "Lind", "email": "maja@example.com",
                         "countryCode": "SE"})  # fmt: skip
-    base = serve()
+    from webapp.simulator.engine import DEMO_WALLET_CARD
+
+    base = serve(WALLET_CARD_ID=DEMO_WALLET_CARD)
     context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
     enrolled(context, base)
     page = context.new_page()
@@ -1309,9 +1311,15 @@ def test_typing_a_members_address_shows_the_masked_name_before_anything_else(
     assert page.input_value("#firstName") == "", "nothing else was filled in"
     number = engine.contacts()[0]["attributes"]["memberNumber"]
     assert number in answer.inner_text()
+    finds = len(engine.requests("/api/v3/contacts/id"))
+    assert engine.requests("/api/v3/wallet/pass/urls") == [], "the card only when asked for"
+    page.click("[data-lookup-wallet]")  # "Show the card for the phone's wallet"
+    page.locator("[data-lookup-result=member] [data-wallet] svg").wait_for()
+    (link,) = decoded_codes(page, "[data-wallet] svg")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/_simulator/wallet/[a-z2-9]{24}", link)
+    assert len(engine.requests("/api/v3/wallet/pass/urls")) == 1
     shot(page, "lookup-member")
     no_serious_accessibility_violations(page)
-    finds = len(engine.requests("/api/v3/contacts/id"))
     with page.expect_navigation():
         page.click("[data-lookup-done]")
     assert outcome(page) == "form" and page.input_value("#email") == ""

@@ -51,10 +51,10 @@ def no_empty_value(body) -> bool:
     return True
 
 
-def look_up(browser, value: str, key: str = "email"):
+def look_up(browser, value: str, key: str = "email", **extra):
     """What app.js does as the cashier leaves the key field: POST /lookup with the CSRF token."""
     page = browser.get("/").get_data(as_text=True)
-    return browser.post("/lookup", data={"csrf_token": csrf_token(page), key: value})
+    return browser.post("/lookup", data={"csrf_token": csrf_token(page), key: value, **extra})
 
 
 def result_of(answer) -> str | None:
@@ -166,6 +166,36 @@ def test_a_lookup_shows_a_member_masked_and_is_remembered(sim_app, engine):
     assert len(engine.requests()) == asked, "remembered: Engage is not asked again"
     state = sim_app.extensions["state"].engine.run("SELECT sealed, id FROM lookups").rows
     assert state and all("anna" not in str(row).lower() for row in state), "sealed, hashed"
+
+
+def test_a_members_wallet_card_is_asked_for_only_when_the_cashier_presses_for_it(
+    simulated_app, engine
+):
+    from webapp.simulator.engine import DEMO_WALLET_CARD
+
+    engine.add_contact({**KNOWN_MEMBER})
+    till = english_browser(simulated_app(WALLET_CARD_ID=DEMO_WALLET_CARD))
+    answer = look_up(till, "anna@example.com")
+    html = answer.get_data(as_text=True)
+    assert "data-lookup-wallet" in html and "data-wallet>" not in html
+    assert engine.requests("/api/v3/wallet/pass/urls") == [], "the look-up is two calls"
+    asked = len(engine.requests("/api/v3/contacts/id"))
+    shown = look_up(till, "anna@example.com", lookup="wallet")  # app.js, on the button
+    assert re.search(r'<figure class="wallet" data-wallet>\s*<svg', shown.get_data(as_text=True))
+    assert "data-lookup-wallet" not in shown.get_data(as_text=True)
+    assert len(engine.requests("/api/v3/wallet/pass/urls", "POST")) == 1
+    assert len(engine.requests("/api/v3/contacts/id")) == asked, "the look-up was remembered"
+    # Without JavaScript the button sends the form back, as "Look up" does, with the card.
+    page = till.get("/").get_data(as_text=True)
+    data = {"email": "anna@example.com", "zipCode": "11122", "lookup": "wallet",
+            **hidden_fields(page)}  # fmt: skip
+    answer = till.post("/", data=data)
+    assert outcome_of(answer) == "form" and 'value="11122"' in answer.get_data(as_text=True)
+    assert "data-wallet>" in answer.get_data(as_text=True)
+    assert engine.requests("/api/v3/contacts", "POST") == []
+    # No card configured, or someone who is not a member: no button.
+    plain = english_browser(simulated_app())
+    assert "data-lookup-wallet" not in look_up(plain, "anna@example.com").get_data(as_text=True)
 
 
 @pytest.mark.parametrize(

@@ -58,16 +58,17 @@ def lookup():
         abort(404)
     g.outcome = "lookup"
     form = views.new_form(formdata=request.form)
-    shown = look_up(device, form)
+    shown = look_up(device, form, wallet=request.form.get("lookup") == "wallet")
     if shown is None:  # not a valid key: nothing was asked, nothing to show
         return "", 204
     return render_template("signup/lookup.html", form=form, lookup=shown)
 
 
-def look_up(device, form) -> dict | None:
+def look_up(device, form, *, wallet: bool = False) -> dict | None:
     """What the key in `form` finds, for the cashier (see lookups.view); None for a key that is
     not valid (Engage is never asked about one). Remembered per device and key; counted
-    against the device's limits."""
+    against the device's limits. A member's wallet card only when the cashier asked for it
+    (`wallet`): the look-up itself costs the visit no third call to Engage."""
     config = current_app.config
     key = config["CONTACT_KEY"]
     field = form[key]
@@ -85,7 +86,7 @@ def look_up(device, form) -> dict | None:
             and not recalled.doubt
         ):
             metrics.lookup(recalled.view["result"], device.store_id, "remembered")
-            return _presented(recalled.view, device)
+            return _presented(recalled.view, device, wallet)
         if not state.hits(
             [
                 (f"lookup:device:{device.id}", config["LOOKUP_LIMIT_PER_DEVICE"], 60),
@@ -113,19 +114,22 @@ def look_up(device, form) -> dict | None:
     except StateUnavailable as exc:
         log.error("state database unavailable: %s %s", exc, web.log_context())
         shown = lookups.view(found)
-    return _presented(shown, device)
+    return _presented(shown, device, wallet)
 
 
-def _presented(shown: dict, device) -> dict:
+def _presented(shown: dict, device, wallet: bool = False) -> dict:
     """The view, with what the page draws from it now: the member number's barcode, the
-    wallet card, and the fields Engage holds beside the form's own labels."""
+    wallet card (asked of Engage only when the cashier pressed for it; else whether it can be
+    offered), and the fields Engage holds beside the form's own labels."""
     shown = dict(shown)
     number = shown.get("number")
     if shown["result"] == flow.LOOKUP_MEMBER:
         shown["barcode"] = (
             codes.code128_svg(number, _("Member number as a barcode")) if number else None
         )
-        shown["wallet"] = views.wallet_card(shown.get("contact_id"))
+        offered = bool(current_app.config["WALLET_CARD_ID"] and shown.get("contact_id"))
+        shown["wallet"] = views.wallet_card(shown.get("contact_id")) if wallet else None
+        shown["wallet_offered"] = offered and not wallet
     return shown
 
 
@@ -134,9 +138,9 @@ def form_with_lookup(device):
     not checked, with the answer beside the key field and, for someone found, the preferences
     and consents they have given ticked (so that unticking one withdraws it)."""
     data = MultiDict(request.form)
-    data.pop("lookup", None)
+    wallet = data.pop("lookup", None) == "wallet"
     form = views.new_form(formdata=data)
-    shown = look_up(device, form)
+    shown = look_up(device, form, wallet=wallet)
     if shown is not None and shown.get("given"):
         given = set(shown["given"])
         for name in flow.PREFERENCES:
