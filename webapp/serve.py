@@ -263,6 +263,11 @@ def worker_class():
 
     class QuickExitThreadWorker(ThreadWorker):  # gunicorn's log: "Using worker: QuickExit…"
         def handle_quit(self, sig, frame):
+            # Once: the master's SIGQUIT follows a terminal's SIGINT, and a second exit raised
+            # while the first is joining the pool's threads only prints a traceback.
+            if getattr(self, "quitting", False):
+                return
+            self.quitting = True
             self.alive = False
             self.cfg.worker_int(self)
             sys.exit(0)
