@@ -1441,6 +1441,12 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     number = engine.contacts()[0]["attributes"]["memberNumber"]
     assert number in till.inner_text("main")
     assert number not in display.content()
+    # The next customer presses Back on the display: nothing of this one comes back.
+    display.go_back(wait_until="commit")
+    display.wait_for_load_state()
+    assert outcome(display) == "display-idle"
+    assert f"display.{javascript}@example.com" not in display.content()
+    assert "Disa" not in display.content()
     # At rest, "Unpair this display" asks for the staff PIN: it faces the customers.
     display.goto(display_base + "/display/rest")
     with display.expect_navigation():
