@@ -293,6 +293,17 @@ hostile = st.one_of(
 )
 
 
+@pytest.fixture
+def hostile_app(app_config):
+    """One app for all the test's examples (each a device of its own): hypothesis runs them
+    within one call of the test, so a fixture is made once; an app per example was most of
+    the test's 33 s."""
+    app = create_app({**app_config, "SUBMIT_LIMIT_PER_DEVICE": 10_000,
+                      "SUBMIT_LIMIT_PER_ADDRESS": 100_000})  # fmt: skip
+    yield app
+    app.extensions["engage"].close()
+
+
 @settings(
     max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -300,12 +311,11 @@ hostile = st.one_of(
 @example(values={"firstName": "<script>alert(1)</script>", "lastName": "' OR 1=1 --"})  # sent
 @example(values={"email": "a@b.c" * 60, "birthDay": "9999-99-99"})  # refused
 def test_hostile_values_never_cause_a_5xx_unescaped_markup_or_a_call_with_invalid_data(
-    app_config, values
+    hostile_app, values
 ):
     import requests_mock
 
-    app = create_app({**app_config, "SUBMIT_LIMIT_PER_DEVICE": 10_000})
-    browser = english_browser(app)
+    browser = english_browser(hostile_app)
     with requests_mock.Mocker() as engage:
         engage.get(FIND, status_code=404)
         engage.post(CREATE, status_code=201, json=created_body())
