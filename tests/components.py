@@ -60,15 +60,20 @@ class PostgresServer:
         self.port = free_port()
         self.log = open(os.path.join(self.folder, "log"), "wb")  # noqa: SIM115 - closed in stop()
         fast = ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        self.process = subprocess.Popen(
-            ending_with_tests(
-                [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
-                 *([] if durable else fast), "-c", "max_connections=400"],
-                "INT",  # PostgreSQL's fast shutdown
-            ),
-            stdout=subprocess.DEVNULL, stderr=self.log, user=self.user,
+        self.command = ending_with_tests(
+            [postgres, "-D", data, "-h", "127.0.0.1", "-p", str(self.port), "-k", self.folder,
+             *([] if durable else fast), "-c", "max_connections=400"],
+            "INT",  # PostgreSQL's fast shutdown
         )  # fmt: skip
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start it (again, after stop_server: the same data, the same port)."""
+        import subprocess
+
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=self.log,
+                                        user=self.user)  # fmt: skip
         self._wait_until_ready()
 
     def _wait_until_ready(self) -> None:

@@ -139,8 +139,14 @@ def test_a_postgresql_outage_keeps_the_details_and_calls_no_engage(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith("state database unavailable: PostgreSQL")
     assert "Traceback" not in caplog.text
+    # One wait for the pool in that sign-up, not one per use of the state (three of 5 s each,
+    # before): after it, the state is refused at once for a moment, then one probe waits.
+    assert app.extensions["state"].engine.pool.get_stats().get("requests_errors") == 1
     ready = english_browser(app).get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["state"] == "unavailable"
+    own_postgres.start_server()  # back: a probe finds it, and sign-ups go on
+    wait_until(lambda: english_browser(app).get("/readyz").status_code == 200, "no recovery")
+    assert outcome_of(submit(email="after@example.com")) == "created"
     app.extensions["state"].close()
 
 

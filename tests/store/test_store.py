@@ -300,3 +300,35 @@ def test_a_till_that_types_a_code_taken_meanwhile_is_told_it_is_gone(pg_database
     assert store.display_of_till("till-b") is None
     for each in (store, other, watcher):
         each.close()
+
+
+def test_in_an_outage_one_caller_at_a_time_waits_for_postgresql():
+    """webapp/store/postgres.py Outage, on a fake clock: after a wait that found no connection,
+    callers are refused at once for OUTAGE_SECONDS; then one probe waits while the others are
+    still refused; a connection (anyone's) ends it; a probe that never reports stops counting."""
+    from webapp.store.postgres import CONNECT_SECONDS, OUTAGE_SECONDS, Outage
+
+    now = [100.0]
+    outage = Outage(clock=lambda: now[0])
+    assert all(outage.admit() for _ in range(3)), "no outage known: everyone may wait"
+    outage.no_connection()
+    assert not outage.admit()
+    now[0] += OUTAGE_SECONDS - 0.01
+    assert not outage.admit()
+    now[0] += 0.01
+    assert outage.admit(), "the probe"
+    assert not outage.admit() and not outage.admit(), "the others, while it waits"
+    now[0] += CONNECT_SECONDS
+    outage.no_connection()  # the probe found nothing either
+    assert not outage.admit()
+    now[0] += OUTAGE_SECONDS
+    assert outage.admit()
+    outage.connected()  # it is back
+    assert all(outage.admit() for _ in range(3))
+    outage.no_connection()
+    now[0] += OUTAGE_SECONDS
+    assert outage.admit(), "a probe that will never report"
+    now[0] += 2 * CONNECT_SECONDS - 0.01
+    assert not outage.admit()
+    now[0] += 0.01
+    assert outage.admit(), "after the longest a probe can wait, another may"

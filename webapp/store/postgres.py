@@ -10,6 +10,8 @@ together apply each step once.
 from __future__ import annotations
 
 import re
+import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from .base import Result, StateUnavailable, Writes
 MIGRATION_LOCK = 0x656E_6761_6765_0001  # pg_advisory_xact_lock key: "engage" + 1
 CONNECT_SECONDS = 5  # a new connection, and the wait for a free one in the pool
 STATEMENT_MS = 10_000  # no statement of the store takes near this; a stuck one is cut off
+OUTAGE_SECONDS = 2  # after no connection within CONNECT_SECONDS: fail at once this long
 
 
 @lru_cache(maxsize=256)
@@ -92,6 +95,49 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.execute("SET synchronous_commit = off")
 
 
+class Outage:
+    """What this process knows of PostgreSQL being out of reach, so that only one thread at a
+    time waits CONNECT_SECONDS to find out.
+
+    Without it, in an outage every store operation waited its CONNECT_SECONDS for the pool:
+    a sign-up that touches the state three times took 15 s to say "unavailable", with one of
+    the worker's threads held all along. After a wait that ends with no connection, callers
+    are refused at once for OUTAGE_SECONDS; then one of them (the probe) waits again while
+    the others are still refused, until a connection comes (any caller's: all is well) or
+    the probe times out too (refused again)."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.until: float | None = None  # None: no outage known; else refused until then
+        # While a probe waits, the others are refused; a probe that never reports (its thread
+        # ended otherwise) stops counting after the longest it can wait.
+        self.probe_until = float("-inf")
+
+    def admit(self) -> bool:
+        """May this caller wait for a connection? (No outage known, or it is the probe.)"""
+        if self.until is None:  # the common case: no lock taken
+            return True
+        with self.lock:
+            now = self.clock()
+            if self.until is None:
+                return True
+            if now < self.until or now < self.probe_until:
+                return False
+            self.probe_until = now + 2 * CONNECT_SECONDS
+            return True
+
+    def no_connection(self) -> None:
+        with self.lock:
+            self.until = self.clock() + OUTAGE_SECONDS
+            self.probe_until = float("-inf")
+
+    def connected(self) -> None:
+        if self.until is not None:
+            with self.lock:
+                self.until, self.probe_until = None, float("-inf")
+
+
 class PostgresEngine:
     name = "postgresql"
     # psycopg keeps a parsed statement only when it has at most 50 parameters
@@ -123,14 +169,23 @@ class PostgresEngine:
                 "PostgreSQL cannot be reached at DATABASE_URL (no connection within "
                 f"{CONNECT_SECONDS * 2} s)"
             ) from exc
+        self.outage = Outage()
         PostgresEngine.instances.add(self)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
+        if not self.outage.admit():
+            raise StateUnavailable(
+                f"PostgreSQL: no connection within {CONNECT_SECONDS} s (moments ago; not asked)"
+            )
         try:
             with self.pool.connection() as conn:
+                self.outage.connected()
                 yield conn
-        except (PoolTimeout, psycopg.Error) as exc:
+        except PoolTimeout as exc:
+            self.outage.no_connection()
+            raise _fault(exc) from exc
+        except psycopg.Error as exc:
             raise _fault(exc) from exc
 
     def run(self, sql: str, params: dict[str, Any] | None = None) -> Result:
