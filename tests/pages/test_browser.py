@@ -1464,13 +1464,16 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     display_context.close()
 
 
-def _paired_display(browser, serve, javascript, **config):
-    """A till (1024x768) and its customer display (800x1280, touch) on two app instances."""
+def _paired_display(browser, serve, javascript, zoom: int = 1, **config):
+    """A till (1024x768) and its customer display (800x1280, touch; at `zoom`, as many device
+    pixels to a CSS pixel) on two app instances."""
     till_base, display_base = serve(**config), serve(**config)
     till_context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
     enrolled(till_context, till_base)
-    display_context = browser.new_context(viewport=PORTRAIT, has_touch=True, locale="en-GB",
-                                          java_script_enabled=javascript)  # fmt: skip
+    viewport = {side: size // zoom for side, size in PORTRAIT.items()}
+    display_context = browser.new_context(viewport=viewport, has_touch=True, locale="en-GB",
+                                          java_script_enabled=javascript,
+                                          device_scale_factor=zoom)  # fmt: skip
     enrolled(display_context, display_base, "display")
     till, display = till_context.new_page(), display_context.new_page()
     display.goto(display_base + "/display")
@@ -1574,5 +1577,46 @@ def test_the_display_reads_the_same_for_everyone_and_keeps_what_engage_cannot_ta
     assert not [
         c for c in engine.contacts() if c["attributes"]["email"] == "late.display@example.com"
     ]
+    till.context.close()
+    display.context.close()
+
+
+SMALL_TARGETS = """() => [...document.querySelectorAll(
+        'input:not([type=hidden]), select, button:not(.default-submit), a')]
+      .filter(e => !e.closest('[hidden]'))
+      .map(e => [e.id || e.textContent.trim(), e.getBoundingClientRect()])
+      .filter(([, r]) => r.width > 0 && (r.width < 44 || r.height < 44))
+      .filter(([name]) => !name.startsWith('accepts') && !name.startsWith('consent-'))
+      .map(([name, r]) => name + ' ' + Math.round(r.width) + 'x' + Math.round(r.height))"""
+SIDEWAYS = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+@pytest.mark.parametrize("state_engine", ["postgresql"], indirect=True)
+def test_the_display_reads_at_200_percent_zoom_without_javascript(browser, serve, state_engine):
+    """WCAG 1.4.10 on the customer display (800x1280 at 200 %: 400x640 CSS px), JavaScript off:
+    at rest, the form, the strip that says the till closed it, and the PIN page to unpair it
+    reflow without sideways scrolling, every target is a finger's size, and the strip's words
+    fit in it."""
+    till, display, till_base = _paired_display(browser, serve, False, zoom=2)
+    for name in ("rest", "form", "closed", "unpair"):
+        if name == "form":
+            _hand_over(till, display, till_base)
+        elif name == "closed":
+            with till.expect_navigation():
+                till.click("form[action$='/cancel'] button")
+            watch = display.frame_locator("iframe.display-watch-frame")
+            watch.locator("body[data-watch=closed]").wait_for(timeout=15_000)
+            frame = display.frame(url=re.compile(r"/display/watch$"))
+            hidden = frame.evaluate(
+                "() => document.documentElement.scrollHeight - window.innerHeight"
+            )
+            assert hidden <= 0, f"the strip's words are cut off by {hidden} px"
+            assert frame.evaluate(SMALL_TARGETS) == []
+        elif name == "unpair":
+            display.goto(display.url.split("/display")[0] + "/display/unpair")
+            assert outcome(display) == "display-unpair"
+        assert display.evaluate(SIDEWAYS) <= 0, f"sideways scrolling on the display's {name}"
+        assert display.evaluate(SMALL_TARGETS) == [], name
+        shot(display, f"display-200-percent-{name}")
     till.context.close()
     display.context.close()
