@@ -1620,3 +1620,29 @@ def test_the_display_reads_at_200_percent_zoom_without_javascript(browser, serve
         shot(display, f"display-200-percent-{name}")
     till.context.close()
     display.context.close()
+
+
+@pytest.mark.parametrize("state_engine", ["postgresql"], indirect=True)
+def test_the_till_says_when_its_display_is_not_picking_up(browser, serve, state_engine):
+    """The display's tablet is asleep: the cashier hands over, and the till's waiting page
+    says by itself (its status poll) that the display has not picked the form up."""
+    from webapp.pages.handoff import DISPLAY_AWAY_SECONDS
+
+    till, display, till_base = _paired_display(browser, serve, True)
+    display.context.close()  # asleep: nothing polls
+    till.goto(till_base + "/?lang=en")
+    with till.expect_navigation():
+        till.click("[data-display-start]")
+    assert outcome(till) == "handoff-waiting"
+    assert till.locator("[data-display-away]").count() == 0
+    state = APPS[till_base].extensions["state"]
+    clock = state.clock
+    state.clock = lambda: clock() + DISPLAY_AWAY_SECONDS + 1
+    try:
+        till.locator("[data-display-away]").wait_for(timeout=15_000)  # reloaded by itself
+        assert "not picked up the form" in till.inner_text("[data-display-away]")
+        no_serious_accessibility_violations(till)
+        shot(till, "till-display-not-picking-up")
+    finally:
+        state.clock = clock
+    till.context.close()

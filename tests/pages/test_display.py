@@ -255,3 +255,29 @@ def test_without_javascript_a_framed_page_says_when_the_till_closed_the_form(two
     assert EMAIL not in html and "Anna" not in html
     assert two[0].test_client().get("/display/watch").status_code == 404, "a display's alone"
     assert till.get("/display/watch").status_code == 404
+
+
+def test_the_till_says_so_when_its_display_does_not_pick_the_form_up(two, engine):
+    """A display switched off (or asleep) never polls: after DISPLAY_AWAY_SECONDS the till's
+    waiting page says so, and once the display takes the form the warning goes."""
+    from webapp.pages.handoff import DISPLAY_AWAY_SECONDS
+
+    till, display = paired(two)
+    till_page = hand_over(till)
+    status_url = till_page + "/status"
+    assert till.get(status_url).get_json() == {"status": "waiting"}
+    assert "data-display-away" not in till.get(till_page).get_data(as_text=True)
+    state = two[0].extensions["state"]
+    clock = state.clock
+    state.clock = lambda: clock() + DISPLAY_AWAY_SECONDS + 1
+    try:
+        assert till.get(status_url).get_json() == {"status": "unanswered"}  # app.js reloads
+        page = till.get(till_page)
+        assert outcome_of(page) == "handoff-waiting"
+        assert "data-display-away" in page.get_data(as_text=True)
+        assert 'http-equiv="refresh"' in page.get_data(as_text=True), "no-JS: it looks again"
+        assert outcome_of(display.get("/display")) == "form", "switched on: it takes it"
+        assert till.get(status_url).get_json() == {"status": "waiting"}
+        assert "data-display-away" not in till.get(till_page).get_data(as_text=True)
+    finally:
+        state.clock = clock

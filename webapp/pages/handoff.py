@@ -76,6 +76,9 @@ STORE_WRONG = 100
 GUESS_CHANCE = 1e-4
 HANDOFF_SUBMITS = (6, 600)  # sends (corrections included) through one handoff
 POLL_SECONDS = 2  # the till's status polls; without JavaScript its page refreshes every 4 s
+# A display takes its handoff on its next status poll (every second; every 3 s without
+# JavaScript): one that has not after this long is not looking, and the till says so.
+DISPLAY_AWAY_SECONDS = 10
 CORRECTING = (flow.REJECTED, "invalid", flow.TIMEOUT, flow.UNAVAILABLE, "throttled")
 
 
@@ -175,15 +178,24 @@ def _till_handoff(till: str) -> dict:
 
 
 def _status(handoff: dict) -> str:
-    """waiting, correcting, done, closed: what the till shows."""
+    """waiting, correcting, done, closed: what the till shows; and unanswered, for a handoff
+    given to a customer display that has not taken it after DISPLAY_AWAY_SECONDS (it is
+    switched off, asleep, or on another page)."""
     if handoff["state"] == "cancelled":
         return "closed"
     if handoff["state"] == "closed":
         return "done"
-    if handoff["expires"] <= current_app.extensions["state"].clock():
+    now = current_app.extensions["state"].clock()
+    if handoff["expires"] <= now:
         return "closed"
     if handoff["outcome"] in CORRECTING:
         return "correcting"
+    if (
+        handoff.get("display")
+        and handoff["state"] == "waiting"
+        and now - handoff["created"] > DISPLAY_AWAY_SECONDS
+    ):
+        return "unanswered"
     return "waiting"
 
 
@@ -207,7 +219,8 @@ def till(till: str):
         return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
                                poll_seconds=POLL_SECONDS, display=display)  # fmt: skip
     if display:  # given to the customer display: no code for any phone to take it by
-        g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
+        waiting = now in ("waiting", "correcting", "unanswered")
+        g.outcome = "handoff-waiting" if waiting else "handoff-closed"
         return render_template("handoff/till.html", outcome=g.outcome, status=now, till=till,
                                poll_seconds=POLL_SECONDS, display=True)  # fmt: skip
     g.outcome = "handoff-waiting" if now in ("waiting", "correcting") else "handoff-closed"
