@@ -205,7 +205,7 @@ def _submit_once(app):
     return submitter(english_browser(app))()
 
 
-def _wait_for(condition, seconds=3.0):
+def _wait_for(condition, seconds=30.0):
     import time
 
     deadline = time.monotonic() + seconds
