@@ -1374,7 +1374,8 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     one PostgreSQL: pair by the code the display shows, hand over, the display shows the form
     by itself, the customer corrects it and signs up there, the till reveals the member number;
     a phone that types the handoff's code gets nothing."""
-    till_base, display_base = serve(), serve()
+    # The thank-you stays until the test moves on (see _paired_display).
+    till_base, display_base = serve(KIOSK_THANKS_SECONDS=120), serve(KIOSK_THANKS_SECONDS=120)
     till_context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
     enrolled(till_context, till_base)
     display_context = browser.new_context(viewport=PORTRAIT, has_touch=True, locale="en-GB",
@@ -1394,8 +1395,9 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
     till.fill("#pair-code", code)
     with till.expect_navigation():
         till.press("#pair-code", "Enter")
-    display.reload()
-    assert outcome(display) == "display-idle"
+    # Paired, the display leaves its code by itself (its poll, or its refresh without
+    # JavaScript); a reload of the test's own would race that one.
+    display.wait_for_selector("main[data-outcome=display-idle]", timeout=15_000)
     shot(display, f"display-idle-{'js' if javascript else 'no-js'}")
     if javascript:
         no_serious_accessibility_violations(display)
@@ -1466,7 +1468,9 @@ def test_a_till_pairs_its_display_and_the_customer_signs_up_there(
 
 def _paired_display(browser, serve, javascript, zoom: int = 1, **config):
     """A till (1024x768) and its customer display (800x1280, touch; at `zoom`, as many device
-    pixels to a CSS pixel) on two app instances."""
+    pixels to a CSS pixel) on two app instances. The thank-you stays until the test moves on
+    (its own return to rest, after 10 s, could race a step on a loaded machine)."""
+    config = {"KIOSK_THANKS_SECONDS": 120, **config}
     till_base, display_base = serve(**config), serve(**config)
     till_context = browser.new_context(viewport={"width": 1024, "height": 768}, locale="en-GB")
     enrolled(till_context, till_base)
@@ -1482,8 +1486,9 @@ def _paired_display(browser, serve, javascript, zoom: int = 1, **config):
     till.fill("#pair-code", code)
     with till.expect_navigation():
         till.press("#pair-code", "Enter")
-    display.reload()
-    assert outcome(display) == "display-idle"
+    # Paired, the display leaves its code by itself (its poll, or its refresh without
+    # JavaScript); a reload of the test's own would race that one.
+    display.wait_for_selector("main[data-outcome=display-idle]", timeout=15_000)
     return till, display, till_base
 
 
