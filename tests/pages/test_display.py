@@ -196,8 +196,12 @@ def test_unpaired_from_either_side_and_a_display_is_never_a_till(two):
     assert display.post("/lookup", data={"csrf_token": token(page)}).status_code == 404
     assert display.post("/display/start", data={"csrf_token": token(page)}).status_code == 404
     till, display = paired(two)
-    page = till.get("/").get_data(as_text=True)
-    till.post("/display/unpair", data={"csrf_token": csrf_token(page)})
+    # On the till: "Customer display", the page that pairs or, once paired, unpairs.
+    form = till.get("/").get_data(as_text=True)
+    assert 'class="display-link" href="/display/pair"' in form, "reachable while paired"
+    page = till.get("/display/pair").get_data(as_text=True)
+    assert "Unpair the customer display" in page
+    till.post("/display/unpair", data={"csrf_token": token(page)})
     assert outcome_of(display.get("/display")) == "display-pairing"
 
 
