@@ -86,7 +86,7 @@ def look_up(device, form, *, wallet: bool = False) -> dict | None:
             and not recalled.doubt
         ):
             metrics.lookup(recalled.view["result"], device.store_id, "remembered")
-            return _presented(recalled.view, device, wallet)
+            return _presented(recalled.view, wallet)
         if not state.hits(
             [
                 (f"lookup:device:{device.id}", config["LOOKUP_LIMIT_PER_DEVICE"], 60),
@@ -114,10 +114,10 @@ def look_up(device, form, *, wallet: bool = False) -> dict | None:
     except StateUnavailable as exc:
         log.error("state database unavailable: %s %s", exc, web.log_context())
         shown = lookups.view(found)
-    return _presented(shown, device, wallet)
+    return _presented(shown, wallet)
 
 
-def _presented(shown: dict, device, wallet: bool = False) -> dict:
+def _presented(shown: dict, wallet: bool = False) -> dict:
     """The view, with what the page draws from it now: the member number's barcode, the
     wallet card (asked of Engage only when the cashier pressed for it; else whether it can be
     offered), and the fields Engage holds beside the form's own labels."""
